@@ -1,0 +1,262 @@
+//! Availability: the state of the connection as the supervisor sees it, and the pair of channels
+//! that publish it — a `watch` with the current state and a `broadcast` with every transition.
+//!
+//! The supervisor actor is the only writer. It updates the `watch` before it sends the event,
+//! so a subscriber that has received an event always finds the current state equal to that event
+//! or to a later one.
+
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, watch};
+
+/// Capacity of the event stream per subscriber. A subscriber that falls further behind gets
+/// [`EventsError::Lagged`] (with the number of events it missed) and then continues with the
+/// newest events; [`AvailabilityEvents::current`] always has the current state.
+pub const EVENT_CAPACITY: usize = 256;
+
+/// The state of the connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Availability {
+    /// A connection attempt is in progress. `attempt` counts consecutive attempts since the last
+    /// stable connection (1 for the first).
+    Connecting {
+        /// Consecutive attempt number, from 1.
+        attempt: u32,
+    },
+    /// Connected: commands are being served.
+    Up {
+        /// `redis_version` from `INFO server`.
+        server_version: String,
+        /// `role` from `INFO replication` (`master`, `slave`).
+        role: String,
+    },
+    /// Connected, but probes are slow or failing.
+    Degraded {
+        /// Why.
+        reason: String,
+    },
+    /// Not connected; the next attempt starts in `retry_in`.
+    Down {
+        /// Why the connection (or the attempt) failed, secret-free.
+        error: String,
+        /// Delay before the next attempt.
+        #[serde(serialize_with = "serialize_ms", rename = "retry_in_ms")]
+        retry_in: Duration,
+    },
+    /// The supervisor has shut down; no further attempts.
+    Stopped,
+}
+
+fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().min(u64::MAX as u128) as u64)
+}
+
+impl Availability {
+    /// The state's name as used in logs and the `state` metric label: `connecting`, `up`,
+    /// `degraded`, `down`, `stopped`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Connecting { .. } => "connecting",
+            Self::Up { .. } => "up",
+            Self::Degraded { .. } => "degraded",
+            Self::Down { .. } => "down",
+            Self::Stopped => "stopped",
+        }
+    }
+
+    /// Every state name, in a fixed order (for metrics that must exist at zero).
+    pub const NAMES: [&'static str; 5] = ["connecting", "up", "degraded", "down", "stopped"];
+
+    /// True when commands can be served (`Up` or `Degraded`).
+    pub fn is_serving(&self) -> bool {
+        matches!(self, Self::Up { .. } | Self::Degraded { .. })
+    }
+}
+
+impl std::fmt::Display for Availability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Connecting { attempt } => write!(f, "connecting (attempt {attempt})"),
+            Self::Up {
+                server_version,
+                role,
+            } => write!(f, "up (redis {server_version}, {role})"),
+            Self::Degraded { reason } => write!(f, "degraded: {reason}"),
+            Self::Down { error, retry_in } => {
+                write!(f, "down: {error}; retrying in {} ms", retry_in.as_millis())
+            }
+            Self::Stopped => f.write_str("stopped"),
+        }
+    }
+}
+
+/// One transition of [`Availability`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AvailabilityEvent {
+    /// Position in the stream, from 1, without gaps: a gap means the subscriber lagged.
+    pub seq: u64,
+    /// When the transition happened.
+    #[serde(serialize_with = "serialize_unix_ms", rename = "at_unix_ms")]
+    pub at: SystemTime,
+    /// The new state.
+    pub state: Availability,
+    /// Why the transition happened (e.g. "connected", "connection closed by server").
+    pub reason: String,
+}
+
+fn serialize_unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    s.serialize_u64(ms.min(u64::MAX as u128) as u64)
+}
+
+/// Why [`AvailabilityEvents::recv`] returned no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventsError {
+    /// This subscriber fell more than [`EVENT_CAPACITY`] events behind; `missed` events were
+    /// skipped. The next `recv` returns the oldest event still held.
+    #[error("availability subscriber lagged, {missed} events missed")]
+    Lagged {
+        /// How many events were skipped.
+        missed: u64,
+    },
+    /// The supervisor is gone; no more events will come.
+    #[error("availability stream closed")]
+    Closed,
+}
+
+/// An ordered stream of [`AvailabilityEvent`]s, from [`Supervisor::subscribe`](crate::Supervisor::subscribe).
+#[derive(Debug)]
+pub struct AvailabilityEvents {
+    rx: broadcast::Receiver<AvailabilityEvent>,
+    current: watch::Receiver<Availability>,
+}
+
+impl AvailabilityEvents {
+    /// The next event, in order.
+    ///
+    /// # Errors
+    /// [`EventsError::Lagged`] when events were skipped because this subscriber was too slow;
+    /// [`EventsError::Closed`] once the supervisor is gone and every event has been read.
+    pub async fn recv(&mut self) -> Result<AvailabilityEvent, EventsError> {
+        self.rx.recv().await.map_err(|e| match e {
+            broadcast::error::RecvError::Lagged(missed) => EventsError::Lagged { missed },
+            broadcast::error::RecvError::Closed => EventsError::Closed,
+        })
+    }
+
+    /// The current state (equal to the last event sent, which may not have been read yet).
+    pub fn current(&self) -> Availability {
+        self.current.borrow().clone()
+    }
+}
+
+/// The writer side, owned by the supervisor actor (and readable by everyone holding the shared
+/// state).
+#[derive(Debug)]
+pub(crate) struct AvailabilityPublisher {
+    current: watch::Sender<Availability>,
+    events: broadcast::Sender<AvailabilityEvent>,
+    seq: std::sync::atomic::AtomicU64,
+}
+
+impl AvailabilityPublisher {
+    pub(crate) fn new(initial: Availability) -> Self {
+        let (current, _) = watch::channel(initial);
+        let (events, _) = broadcast::channel(EVENT_CAPACITY);
+        Self {
+            current,
+            events,
+            seq: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Publishes a transition: the `watch` first, then the event.
+    pub(crate) fn publish(&self, state: Availability, reason: impl Into<String>) -> AvailabilityEvent {
+        use std::sync::atomic::Ordering;
+        let event = AvailabilityEvent {
+            seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
+            at: SystemTime::now(),
+            state: state.clone(),
+            reason: reason.into(),
+        };
+        self.current.send_replace(state);
+        // No subscribers is fine: the watch holds the state.
+        let _ = self.events.send(event.clone());
+        event
+    }
+
+    pub(crate) fn current(&self) -> Availability {
+        self.current.borrow().clone()
+    }
+
+    pub(crate) fn watch(&self) -> watch::Receiver<Availability> {
+        self.current.subscribe()
+    }
+
+    pub(crate) fn subscribe(&self) -> AvailabilityEvents {
+        AvailabilityEvents {
+            rx: self.events.subscribe(),
+            current: self.current.subscribe(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn current_equals_last_event_and_events_are_ordered() {
+        let p = AvailabilityPublisher::new(Availability::Connecting { attempt: 1 });
+        let mut sub = p.subscribe();
+        p.publish(
+            Availability::Up {
+                server_version: "7.0.0".into(),
+                role: "master".into(),
+            },
+            "connected",
+        );
+        p.publish(
+            Availability::Down {
+                error: "x".into(),
+                retry_in: Duration::from_millis(50),
+            },
+            "x",
+        );
+        let a = sub.recv().await.unwrap();
+        let b = sub.recv().await.unwrap();
+        assert_eq!((a.seq, b.seq), (1, 2));
+        assert_eq!(b.state, sub.current());
+        assert_eq!(a.state.name(), "up");
+    }
+
+    #[tokio::test]
+    async fn slow_subscriber_sees_a_lag_signal() {
+        let p = AvailabilityPublisher::new(Availability::Stopped);
+        let mut sub = p.subscribe();
+        for i in 0..(EVENT_CAPACITY as u32 + 10) {
+            p.publish(Availability::Connecting { attempt: i }, "x");
+        }
+        assert_eq!(sub.recv().await, Err(EventsError::Lagged { missed: 10 }));
+        assert_eq!(sub.recv().await.unwrap().seq, 11);
+    }
+
+    #[test]
+    fn json_shape() {
+        let s = serde_json::to_value(Availability::Down {
+            error: "connection refused".into(),
+            retry_in: Duration::from_millis(200),
+        })
+        .unwrap();
+        assert_eq!(
+            s,
+            serde_json::json!({"state": "down", "error": "connection refused", "retry_in_ms": 200})
+        );
+    }
+}

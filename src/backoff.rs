@@ -1,0 +1,183 @@
+//! Pure reconnect-delay logic: exponential backoff with jitter, and the restart counter that only
+//! resets after a stable period. No I/O and no clock of its own: callers pass `now`, so it is unit
+//! tested without sleeping.
+
+use std::time::{Duration, Instant};
+
+/// Exponential backoff: `delay(attempt) = min(max, base × factor^attempt)`, then jittered by
+/// ± `jitter` × delay (so the largest delay ever used is `max × (1 + jitter)`).
+///
+/// Defaults: base 50 ms, factor 2, cap 2 s, jitter 0.2 (the Node services this replaces use
+/// 50 ms → 2 s).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BackoffPolicy {
+    /// Delay before the first retry.
+    pub base: Duration,
+    /// The cap on the nominal delay.
+    pub max: Duration,
+    /// Growth per attempt (≥ 1.0).
+    pub factor: f64,
+    /// Relative jitter in `[0, 1)`: 0.2 means each delay is drawn from ±20 % of its nominal value.
+    pub jitter: f64,
+}
+
+/// Default [`BackoffPolicy::base`]: 50 ms.
+pub const DEFAULT_BACKOFF_BASE: Duration = Duration::from_millis(50);
+/// Default [`BackoffPolicy::max`]: 2 s.
+pub const DEFAULT_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// Default [`BackoffPolicy::factor`]: 2.
+pub const DEFAULT_BACKOFF_FACTOR: f64 = 2.0;
+/// Default [`BackoffPolicy::jitter`]: 0.2 (±20 %).
+pub const DEFAULT_BACKOFF_JITTER: f64 = 0.2;
+
+impl Default for BackoffPolicy {
+    fn default() -> Self {
+        Self {
+            base: DEFAULT_BACKOFF_BASE,
+            max: DEFAULT_BACKOFF_MAX,
+            factor: DEFAULT_BACKOFF_FACTOR,
+            jitter: DEFAULT_BACKOFF_JITTER,
+        }
+    }
+}
+
+impl BackoffPolicy {
+    /// The delay before retry number `attempt` (0-based) without jitter:
+    /// `min(max, base × factor^attempt)`.
+    pub fn nominal(&self, attempt: u32) -> Duration {
+        let max = self.max.as_secs_f64();
+        // powi saturates to +inf for large attempts; min() then picks the cap.
+        let exp = self.factor.powi(attempt.min(i32::MAX as u32) as i32);
+        let secs = (self.base.as_secs_f64() * exp).min(max);
+        Duration::from_secs_f64(secs.max(0.0))
+    }
+
+    /// The jittered delay before retry number `attempt`, where `sample` is a uniform random
+    /// number in `[0, 1)`: `nominal × (1 − jitter + 2 × jitter × sample)`.
+    pub fn delay(&self, attempt: u32, sample: f64) -> Duration {
+        let sample = sample.clamp(0.0, 1.0);
+        let scale = 1.0 - self.jitter + 2.0 * self.jitter * sample;
+        self.nominal(attempt).mul_f64(scale.max(0.0))
+    }
+
+    /// The largest delay [`delay`](Self::delay) can return: `max × (1 + jitter)`.
+    pub fn ceiling(&self) -> Duration {
+        self.max.mul_f64(1.0 + self.jitter)
+    }
+}
+
+/// Counts consecutive failed connections and decides each reconnect delay.
+///
+/// The attempt counter grows with every failure and resets only when a connection has stayed up
+/// for `stable_period`: a server that accepts and then drops every connection keeps the delay at
+/// the cap instead of being hammered at the base delay.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartTracker {
+    policy: BackoffPolicy,
+    stable_period: Duration,
+    attempt: u32,
+    up_since: Option<Instant>,
+}
+
+impl RestartTracker {
+    pub(crate) fn new(policy: BackoffPolicy, stable_period: Duration) -> Self {
+        Self {
+            policy,
+            stable_period,
+            attempt: 0,
+            up_since: None,
+        }
+    }
+
+    /// Consecutive failures so far (0 after a stable connection).
+    pub(crate) fn attempt(&self) -> u32 {
+        self.attempt
+    }
+
+    /// A connection came up at `now`.
+    pub(crate) fn on_up(&mut self, now: Instant) {
+        self.up_since = Some(now);
+    }
+
+    /// A connection (or connection attempt) failed at `now`: returns the delay before the next
+    /// attempt, using `sample` (uniform in `[0, 1)`) for jitter.
+    pub(crate) fn on_failure(&mut self, now: Instant, sample: f64) -> Duration {
+        if let Some(up) = self.up_since.take()
+            && now.saturating_duration_since(up) >= self.stable_period
+        {
+            self.attempt = 0;
+        }
+        let delay = self.policy.delay(self.attempt, sample);
+        self.attempt = self.attempt.saturating_add(1);
+        delay
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn nominal_grows_then_caps() {
+        let p = BackoffPolicy::default();
+        let got: Vec<u128> = (0..9).map(|a| p.nominal(a).as_millis()).collect();
+        assert_eq!(got, [50, 100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        assert_eq!(p.nominal(u32::MAX), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn jitter_stays_within_bounds() {
+        let p = BackoffPolicy::default();
+        for attempt in 0..12 {
+            let n = p.nominal(attempt);
+            for s in [0.0, 0.25, 0.5, 0.999, 1.0] {
+                let d = p.delay(attempt, s);
+                assert!(d >= n.mul_f64(0.8) - MS && d <= n.mul_f64(1.2) + MS, "{d:?} vs {n:?}");
+                assert!(d <= p.ceiling());
+            }
+        }
+        assert_eq!(p.delay(3, 0.5), p.nominal(3));
+    }
+
+    #[test]
+    fn jittered_delays_still_grow() {
+        // Worst case: the high end of one step against the low end of the next.
+        let p = BackoffPolicy::default();
+        for attempt in 0..5 {
+            assert!(p.delay(attempt, 1.0) < p.delay(attempt + 1, 0.0));
+        }
+    }
+
+    #[test]
+    fn counter_resets_only_after_stable_period() {
+        let stable = Duration::from_secs(5);
+        let mut t = RestartTracker::new(BackoffPolicy::default(), stable);
+        let t0 = Instant::now();
+        assert_eq!(t.on_failure(t0, 0.5), 50 * MS);
+        assert_eq!(t.on_failure(t0, 0.5), 100 * MS);
+        // Up, but dropped after 1 s: not stable, keep growing.
+        t.on_up(t0);
+        assert_eq!(t.on_failure(t0 + Duration::from_secs(1), 0.5), 200 * MS);
+        assert_eq!(t.attempt(), 3);
+        // Up for the full stable period: back to the base delay.
+        t.on_up(t0 + Duration::from_secs(2));
+        assert_eq!(t.on_failure(t0 + Duration::from_secs(7), 0.5), 50 * MS);
+        assert_eq!(t.attempt(), 1);
+    }
+
+    #[test]
+    fn accept_then_drop_stays_at_cap() {
+        let mut t = RestartTracker::new(BackoffPolicy::default(), Duration::from_secs(5));
+        let mut now = Instant::now();
+        let mut last = Duration::ZERO;
+        for _ in 0..20 {
+            t.on_up(now);
+            now += Duration::from_millis(50);
+            last = t.on_failure(now, 0.5);
+            now += last;
+        }
+        assert_eq!(last, Duration::from_secs(2));
+    }
+}

@@ -1,0 +1,176 @@
+//! The `redis-supervisor` service: reads its configuration from the environment, supervises one
+//! Redis connection, serves the health routes, logs every availability transition, and shuts
+//! down gracefully on SIGTERM or SIGINT (exit code 0).
+//!
+//! ```text
+//! redis-supervisor [--listen ADDR]      # default 127.0.0.1:9180, or $LISTEN_ADDR
+//! ```
+//! Redis settings: the `REDIS_*` variables of [`redis_supervisor::config`]. `RUST_LOG` sets the
+//! log filter (default `info`).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use redis_supervisor::{Availability, Config, EventsError, Supervisor};
+use tracing_subscriber::EnvFilter;
+
+/// Default HTTP listen address: loopback only.
+const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
+
+const USAGE: &str = "usage: redis-supervisor [--listen ADDR]
+
+Supervises one Redis connection and serves /health on ADDR (default 127.0.0.1:9180, or $LISTEN_ADDR).
+Redis settings come from REDIS_URL (default redis://127.0.0.1:6379) and the other REDIS_* variables
+listed in the README. RUST_LOG sets the log filter (default info).";
+
+fn listen_addr() -> Result<SocketAddr, String> {
+    let mut args = std::env::args().skip(1);
+    let mut listen: Option<String> = None;
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--listen" => {
+                listen = Some(args.next().ok_or("--listen needs an address, e.g. 127.0.0.1:9180")?)
+            }
+            s if s.starts_with("--listen=") => listen = Some(s["--listen=".len()..].to_string()),
+            "-h" | "--help" => return Err(USAGE.to_string()),
+            other => return Err(format!("unknown argument {other:?}\n\n{USAGE}")),
+        }
+    }
+    let (source, value) = match listen {
+        Some(v) => ("--listen", v),
+        None => match std::env::var("LISTEN_ADDR") {
+            Ok(v) => ("LISTEN_ADDR", v),
+            Err(_) => ("default", DEFAULT_LISTEN.to_string()),
+        },
+    };
+    value
+        .parse()
+        .map_err(|e| format!("invalid {source} = {value:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9180)"))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only SIGINT stops the service");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("interrupt received, shutting down");
+    }
+}
+
+/// Logs each availability transition as one line.
+fn log_event(event: &redis_supervisor::AvailabilityEvent) {
+    let state = event.state.name();
+    match &event.state {
+        Availability::Down { error, retry_in } => tracing::warn!(
+            state,
+            reason = %error,
+            retry_in_ms = retry_in.as_millis() as u64,
+            "redis down; retrying"
+        ),
+        Availability::Up { server_version, role } => tracing::info!(
+            state,
+            reason = %event.reason,
+            server_version = %server_version,
+            role = %role,
+            "redis up"
+        ),
+        Availability::Connecting { attempt } => {
+            tracing::info!(state, attempt, "redis connecting")
+        }
+        Availability::Degraded { reason } => tracing::warn!(state, reason = %reason, "redis degraded"),
+        _ => tracing::info!(state, reason = %event.reason, "redis {state}"),
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).init();
+
+    let listen = match listen_addr() {
+        Ok(a) => a,
+        Err(msg) => {
+            eprintln!("{msg}");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("redis-supervisor: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(redis = %config.redacted_url(), client = config.name(), %listen, "starting");
+
+    let supervisor = match Supervisor::start(config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("redis-supervisor: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut events = supervisor.subscribe();
+    log_event(&redis_supervisor::AvailabilityEvent {
+        seq: 0,
+        at: std::time::SystemTime::now(),
+        state: events.current(),
+        reason: "initial state".into(),
+    });
+    let logger = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    log_event(&event);
+                    if event.state == Availability::Stopped {
+                        break;
+                    }
+                }
+                Err(EventsError::Lagged { missed }) => {
+                    tracing::warn!(missed, "availability log fell behind")
+                }
+                Err(EventsError::Closed) => break,
+            }
+        }
+    });
+
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("redis-supervisor: cannot listen on {listen}: {e}");
+            supervisor.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
+    let app = redis_supervisor::http::router(&supervisor);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    supervisor.shutdown().await;
+    let _ = logger.await;
+    match served {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP server failed");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -1,0 +1,959 @@
+//! Configuration: one [`Config`] built from a URL, the environment or a builder, validated once at
+//! build time, with secrets redacted in every `Debug`/`Display`.
+//!
+//! # Environment variables
+//!
+//! [`Config::from_env`] reads the variables below; [`Config::from_env_prefixed`]`("CACHE")` reads
+//! the same names with `CACHE_` in front (`CACHE_REDIS_URL`, …), so one service can configure
+//! several Redis instances. Individual variables override the matching part of `REDIS_URL`.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `REDIS_URL` | `redis://[user[:password]@]host[:port][/db]` | `redis://127.0.0.1:6379` |
+//! | `REDIS_HOST`, `REDIS_PORT` | server address | `127.0.0.1`, `6379` |
+//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | ACL user and password | none |
+//! | `REDIS_DB` | database number | `0` |
+//! | `REDIS_TLS` | `true`/`false` (TLS is not supported by this version yet) | `false` |
+//! | `REDIS_KEY_PREFIX` | prefix added to every key of the typed commands | empty |
+//! | `REDIS_CLIENT_NAME` | supervisor name: `client` metric label and `CLIENT SETNAME` | `default` |
+//! | `REDIS_CONNECT_TIMEOUT_MS` | TCP connect + handshake limit | [`DEFAULT_CONNECT_TIMEOUT`] |
+//! | `REDIS_COMMAND_TIMEOUT_MS` | default command deadline | [`DEFAULT_COMMAND_TIMEOUT`] |
+//! | `REDIS_BACKOFF_BASE_MS`, `REDIS_BACKOFF_MAX_MS` | reconnect backoff | 50, 2000 |
+//! | `REDIS_STABLE_PERIOD_MS` | uptime after which the backoff resets | [`DEFAULT_STABLE_PERIOD`] |
+//! | `REDIS_OFFLINE_POLICY` | `wait` or `fail-fast` | `wait` |
+//! | `REDIS_SHUTDOWN_TIMEOUT_MS` | longest wait for in-flight commands at shutdown | [`DEFAULT_SHUTDOWN_TIMEOUT`] |
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::backoff::BackoffPolicy;
+
+/// Default server URL: `redis://127.0.0.1:6379`.
+pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
+/// Default host: `127.0.0.1`.
+pub const DEFAULT_HOST: &str = "127.0.0.1";
+/// Default port: 6379.
+pub const DEFAULT_PORT: u16 = 6379;
+/// Default supervisor name (the `client` metric label): `default`.
+pub const DEFAULT_NAME: &str = "default";
+/// Default limit on TCP connect plus handshake (HELLO, AUTH, SELECT, CLIENT SETNAME, INFO): 2 s.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default command deadline: 1 s. Override per call with
+/// [`RedisHandle::with_timeout`](crate::RedisHandle::with_timeout).
+pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default stable period: a connection that stays up this long resets the backoff: 5 s.
+pub const DEFAULT_STABLE_PERIOD: Duration = Duration::from_secs(5);
+/// Default longest wait for in-flight commands during [`Supervisor::shutdown`](crate::Supervisor::shutdown): 5 s.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default offline policy: [`OfflinePolicy::Wait`].
+pub const DEFAULT_OFFLINE_POLICY: OfflinePolicy = OfflinePolicy::Wait;
+
+/// What a command does while the connection is not up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OfflinePolicy {
+    /// Wait for the connection until the command's own deadline, then fail with
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    #[default]
+    Wait,
+    /// Fail at once with [`Error::Unavailable`](crate::Error::Unavailable).
+    FailFast,
+}
+
+impl FromStr for OfflinePolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "wait" => Ok(Self::Wait),
+            "fail-fast" | "failfast" | "fail_fast" => Ok(Self::FailFast),
+            _ => Err("expected `wait` or `fail-fast`".to_string()),
+        }
+    }
+}
+
+impl fmt::Display for OfflinePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Wait => "wait",
+            Self::FailFast => "fail-fast",
+        })
+    }
+}
+
+/// An invalid setting: names the setting (the environment variable when it came from the
+/// environment) and its value, redacted when secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting} = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable or builder setting, e.g. `REDIS_PORT` or `command_timeout`.
+    pub setting: String,
+    /// The offending value, with any password replaced by `***`.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(setting: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            setting: setting.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A password or token: its `Debug` and `Display` print `***`, never the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    /// The secret itself, for the one place that must send it (AUTH).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Replaces the password (or a lone user-info part, which some clients read as a password) of a
+/// Redis URL with `***`. Works on strings that do not parse as URLs, so errors about malformed
+/// URLs never leak a secret.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        // Not URL-shaped: show nothing that could be a secret past an '@'.
+        return match url.rfind('@') {
+            Some(at) => format!("***{}", &url[at..]),
+            None => url.to_string(),
+        };
+    };
+    let rest = &url[scheme_end + 3..];
+    match rest.rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let shown = match userinfo.find(':') {
+                Some(colon) => format!("{}:***", &userinfo[..colon]),
+                None => "***".to_string(),
+            };
+            format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
+        }
+        None => url.to_string(),
+    }
+}
+
+/// The validated configuration of one [`Supervisor`](crate::Supervisor).
+///
+/// Build it with [`Config::from_url`], [`Config::from_env`], [`Config::from_env_prefixed`] or
+/// [`Config::builder`]. Its `Debug` shows the password as `***`.
+///
+/// ```
+/// use std::time::Duration;
+/// use redis_supervisor::Config;
+///
+/// let config = Config::builder()
+///     .url("redis://app:hunter2@127.0.0.1:6379/2")
+///     .name("cache")
+///     .command_timeout(Duration::from_millis(250))
+///     .build()?;
+/// assert_eq!(config.db(), 2);
+/// assert!(!format!("{config:?}").contains("hunter2"));
+/// assert_eq!(config.redacted_url(), "redis://app:***@127.0.0.1:6379/2");
+/// # Ok::<(), redis_supervisor::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    name: String,
+    host: String,
+    port: u16,
+    tls: bool,
+    username: Option<String>,
+    password: Option<Secret>,
+    db: i64,
+    key_prefix: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    backoff: BackoffPolicy,
+    stable_period: Duration,
+    offline_policy: OfflinePolicy,
+    shutdown_timeout: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("name", &self.name)
+            .field("url", &self.redacted_url())
+            .field("key_prefix", &self.key_prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("backoff", &self.backoff)
+            .field("stable_period", &self.stable_period)
+            .field("offline_policy", &self.offline_policy)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .finish()
+    }
+}
+
+impl fmt::Display for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.redacted_url(), self.name)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_NAME.to_string(),
+            host: DEFAULT_HOST.to_string(),
+            port: DEFAULT_PORT,
+            tls: false,
+            username: None,
+            password: None,
+            db: 0,
+            key_prefix: String::new(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            command_timeout: DEFAULT_COMMAND_TIMEOUT,
+            backoff: BackoffPolicy::default(),
+            stable_period: DEFAULT_STABLE_PERIOD,
+            offline_policy: DEFAULT_OFFLINE_POLICY,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+        }
+    }
+}
+
+impl Config {
+    /// A builder starting from the defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// Parses a `redis://` URL; everything else takes its default.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the URL (password redacted) and the problem.
+    pub fn from_url(url: &str) -> Result<Self, crate::Error> {
+        Self::builder().url(url).build()
+    }
+
+    /// Reads the `REDIS_*` environment variables (see the [module docs](self)).
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the first invalid variable and its value.
+    pub fn from_env() -> Result<Self, crate::Error> {
+        Self::from_lookup("", |k| std::env::var(k).ok())
+    }
+
+    /// Reads `{PREFIX}_REDIS_*` variables, e.g. `CACHE_REDIS_URL` for prefix `CACHE`. The
+    /// supervisor name defaults to the prefix in lower case.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the first invalid variable and its value.
+    pub fn from_env_prefixed(prefix: &str) -> Result<Self, crate::Error> {
+        Self::from_lookup(prefix, |k| std::env::var(k).ok())
+    }
+
+    /// Like [`from_env_prefixed`](Self::from_env_prefixed), reading variables through `lookup`
+    /// instead of the process environment (handy in tests).
+    ///
+    /// ```
+    /// use redis_supervisor::Config;
+    /// let vars = [("REDIS_PORT", "7000"), ("REDIS_OFFLINE_POLICY", "fail-fast")];
+    /// let config = Config::from_lookup("", |k| {
+    ///     vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+    /// })?;
+    /// assert_eq!(config.port(), 7000);
+    /// # Ok::<(), redis_supervisor::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the first invalid variable and its value.
+    pub fn from_lookup(
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, crate::Error> {
+        ConfigBuilder::from_lookup(prefix, lookup)?.build()
+    }
+
+    /// The supervisor's name: the `client` label on every metric and the `CLIENT SETNAME` suffix.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Server host name or IP.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+    /// Server port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+    /// Whether TLS is requested.
+    pub fn tls(&self) -> bool {
+        self.tls
+    }
+    /// ACL user name, if any.
+    pub fn username(&self) -> Option<&str> {
+        self.username.as_deref()
+    }
+    /// The password, if any (its `Debug`/`Display` print `***`).
+    pub fn password(&self) -> Option<&Secret> {
+        self.password.as_ref()
+    }
+    /// Database number.
+    pub fn db(&self) -> i64 {
+        self.db
+    }
+    /// Prefix prepended to every key by the typed commands of
+    /// [`RedisHandle`](crate::RedisHandle) (not by raw [`cmd`](crate::RedisHandle::cmd)).
+    pub fn key_prefix(&self) -> &str {
+        &self.key_prefix
+    }
+    /// Limit on TCP connect plus handshake.
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// Default command deadline.
+    pub fn command_timeout(&self) -> Duration {
+        self.command_timeout
+    }
+    /// Reconnect backoff.
+    pub fn backoff(&self) -> BackoffPolicy {
+        self.backoff
+    }
+    /// How long a connection must stay up before the backoff resets.
+    pub fn stable_period(&self) -> Duration {
+        self.stable_period
+    }
+    /// What commands do while the connection is down.
+    pub fn offline_policy(&self) -> OfflinePolicy {
+        self.offline_policy
+    }
+    /// Longest wait for in-flight commands during shutdown.
+    pub fn shutdown_timeout(&self) -> Duration {
+        self.shutdown_timeout
+    }
+    /// The server URL with the password replaced by `***`, e.g. `redis://app:***@host:6379/0`.
+    pub fn redacted_url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        let auth = match (&self.username, &self.password) {
+            (Some(u), Some(_)) => format!("{u}:***@"),
+            (None, Some(_)) => ":***@".to_string(),
+            (Some(u), None) => format!("{u}@"),
+            (None, None) => String::new(),
+        };
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        format!("{scheme}://{auth}{host}:{}/{}", self.port, self.db)
+    }
+
+    /// The redis-rs connection parameters (RESP3, so the client learns of disconnects at once).
+    pub(crate) fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        let mut redis_info = redis::RedisConnectionInfo::default()
+            .set_db(self.db)
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        if let Some(u) = &self.username {
+            redis_info = redis_info.set_username(u);
+        }
+        if let Some(p) = &self.password {
+            redis_info = redis_info.set_password(p.expose());
+        }
+        use redis::IntoConnectionInfo;
+        Ok(
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+                .into_connection_info()?
+                .set_redis_settings(redis_info),
+        )
+    }
+}
+
+/// Builds a [`Config`]; every check happens in [`build`](Self::build), and each error names
+/// the setting (or environment variable) it came from.
+#[derive(Debug, Default, Clone)]
+pub struct ConfigBuilder {
+    url: Option<Sourced<String>>,
+    name: Option<Sourced<String>>,
+    host: Option<Sourced<String>>,
+    port: Option<Sourced<u16>>,
+    tls: Option<Sourced<bool>>,
+    username: Option<Sourced<String>>,
+    password: Option<Secret>,
+    db: Option<Sourced<i64>>,
+    key_prefix: Option<String>,
+    connect_timeout: Option<Sourced<Duration>>,
+    command_timeout: Option<Sourced<Duration>>,
+    backoff_base: Option<Sourced<Duration>>,
+    backoff_max: Option<Sourced<Duration>>,
+    backoff_factor: Option<Sourced<f64>>,
+    backoff_jitter: Option<Sourced<f64>>,
+    stable_period: Option<Sourced<Duration>>,
+    offline_policy: Option<OfflinePolicy>,
+    shutdown_timeout: Option<Sourced<Duration>>,
+}
+
+/// A value and the name of the setting it came from, for error messages.
+#[derive(Debug, Clone)]
+struct Sourced<T> {
+    value: T,
+    source: String,
+}
+
+fn src<T>(value: T, source: &str) -> Option<Sourced<T>> {
+    Some(Sourced {
+        value,
+        source: source.to_string(),
+    })
+}
+
+impl ConfigBuilder {
+    /// Server URL: `redis://[user[:password]@]host[:port][/db]`. Explicit `host`, `port`, `db`,
+    /// `username` and `password` settings override the URL's parts.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = src(url.into(), "url");
+        self
+    }
+    /// Supervisor name (letters, digits, `_ . : -`, at most 64): the `client` metric label.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = src(name.into(), "name");
+        self
+    }
+    /// Server host.
+    pub fn host(mut self, host: impl Into<String>) -> Self {
+        self.host = src(host.into(), "host");
+        self
+    }
+    /// Server port.
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = src(port, "port");
+        self
+    }
+    /// Request TLS. Not supported by this version yet: [`build`](Self::build) rejects it.
+    pub fn tls(mut self, tls: bool) -> Self {
+        self.tls = src(tls, "tls");
+        self
+    }
+    /// ACL user name.
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = src(username.into(), "username");
+        self
+    }
+    /// Password (kept as a [`Secret`]).
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(Secret::new(password));
+        self
+    }
+    /// Database number (≥ 0).
+    pub fn db(mut self, db: i64) -> Self {
+        self.db = src(db, "db");
+        self
+    }
+    /// Prefix prepended to every key of the typed commands.
+    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.key_prefix = Some(prefix.into());
+        self
+    }
+    /// Limit on TCP connect plus handshake (> 0).
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.connect_timeout = src(d, "connect_timeout");
+        self
+    }
+    /// Default command deadline (> 0).
+    pub fn command_timeout(mut self, d: Duration) -> Self {
+        self.command_timeout = src(d, "command_timeout");
+        self
+    }
+    /// First reconnect delay (> 0).
+    pub fn backoff_base(mut self, d: Duration) -> Self {
+        self.backoff_base = src(d, "backoff_base");
+        self
+    }
+    /// Cap on the reconnect delay (≥ base).
+    pub fn backoff_max(mut self, d: Duration) -> Self {
+        self.backoff_max = src(d, "backoff_max");
+        self
+    }
+    /// Growth factor per attempt (≥ 1).
+    pub fn backoff_factor(mut self, f: f64) -> Self {
+        self.backoff_factor = src(f, "backoff_factor");
+        self
+    }
+    /// Relative jitter in `[0, 1)`.
+    pub fn backoff_jitter(mut self, j: f64) -> Self {
+        self.backoff_jitter = src(j, "backoff_jitter");
+        self
+    }
+    /// Uptime after which the backoff resets (> 0).
+    pub fn stable_period(mut self, d: Duration) -> Self {
+        self.stable_period = src(d, "stable_period");
+        self
+    }
+    /// What commands do while the connection is down.
+    pub fn offline_policy(mut self, p: OfflinePolicy) -> Self {
+        self.offline_policy = Some(p);
+        self
+    }
+    /// Longest wait for in-flight commands during shutdown (> 0).
+    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
+        self.shutdown_timeout = src(d, "shutdown_timeout");
+        self
+    }
+
+    /// A builder filled from `{prefix}_REDIS_*` variables read through `lookup`.
+    fn from_lookup(
+        prefix: &str,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let var = |name: &str| {
+            if prefix.is_empty() {
+                name.to_string()
+            } else {
+                format!("{prefix}_{name}")
+            }
+        };
+        let get = |name: &str| -> Option<(String, String)> {
+            let key = var(name);
+            lookup(&key).map(|v| (key, v))
+        };
+        let mut b = Self::default();
+        if !prefix.is_empty() {
+            b.name = src(prefix.to_ascii_lowercase(), "prefix");
+        }
+        if let Some((k, v)) = get("REDIS_URL") {
+            b.url = src(v, &k);
+        }
+        if let Some((k, v)) = get("REDIS_CLIENT_NAME") {
+            b.name = src(v, &k);
+        }
+        if let Some((k, v)) = get("REDIS_HOST") {
+            b.host = src(v, &k);
+        }
+        if let Some((k, v)) = get("REDIS_PORT") {
+            b.port = src(parse_port(&k, &v)?, &k);
+        }
+        if let Some((k, v)) = get("REDIS_USERNAME") {
+            b.username = src(v, &k);
+        }
+        if let Some((_, v)) = get("REDIS_PASSWORD") {
+            b.password = Some(Secret::new(v));
+        }
+        if let Some((k, v)) = get("REDIS_DB") {
+            b.db = src(parse_db(&k, &v)?, &k);
+        }
+        if let Some((k, v)) = get("REDIS_TLS") {
+            b.tls = src(parse_bool(&k, &v)?, &k);
+        }
+        if let Some((_, v)) = get("REDIS_KEY_PREFIX") {
+            b.key_prefix = Some(v);
+        }
+        let ms = |name: &str| -> Result<Option<Sourced<Duration>>, ConfigError> {
+            match get(name) {
+                Some((k, v)) => Ok(src(parse_ms(&k, &v)?, &k)),
+                None => Ok(None),
+            }
+        };
+        b.connect_timeout = ms("REDIS_CONNECT_TIMEOUT_MS")?;
+        b.command_timeout = ms("REDIS_COMMAND_TIMEOUT_MS")?;
+        b.backoff_base = ms("REDIS_BACKOFF_BASE_MS")?;
+        b.backoff_max = ms("REDIS_BACKOFF_MAX_MS")?;
+        b.stable_period = ms("REDIS_STABLE_PERIOD_MS")?;
+        b.shutdown_timeout = ms("REDIS_SHUTDOWN_TIMEOUT_MS")?;
+        if let Some((k, v)) = get("REDIS_OFFLINE_POLICY") {
+            b.offline_policy = Some(
+                v.parse()
+                    .map_err(|reason: String| ConfigError::new(&k, &v, reason))?,
+            );
+        }
+        Ok(b)
+    }
+
+    /// Validates every setting and builds the [`Config`].
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the first invalid setting and its value
+    /// (redacted when secret).
+    pub fn build(self) -> Result<Config, crate::Error> {
+        Ok(self.build_inner()?)
+    }
+
+    fn build_inner(self) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(url) = &self.url {
+            apply_url(&mut c, &url.value, &url.source)?;
+        }
+        if let Some(n) = self.name {
+            validate_name(&n.source, &n.value)?;
+            c.name = n.value;
+        }
+        if let Some(h) = self.host {
+            c.host = h.value;
+        }
+        if let Some(p) = self.port {
+            if p.value == 0 {
+                return Err(ConfigError::new(&p.source, "0", "port must be 1-65535"));
+            }
+            c.port = p.value;
+        }
+        if let Some(t) = self.tls {
+            c.tls = t.value;
+        }
+        if let Some(u) = self.username {
+            c.username = (!u.value.is_empty()).then_some(u.value);
+        }
+        if let Some(p) = self.password {
+            c.password = (!p.expose().is_empty()).then_some(p);
+        }
+        if let Some(db) = self.db {
+            if db.value < 0 {
+                return Err(ConfigError::new(
+                    &db.source,
+                    db.value.to_string(),
+                    "database must be a non-negative integer",
+                ));
+            }
+            c.db = db.value;
+        }
+        if let Some(p) = self.key_prefix {
+            c.key_prefix = p;
+        }
+        let positive = |d: Option<Sourced<Duration>>, default: Duration| match d {
+            Some(d) if d.value.is_zero() => Err(ConfigError::new(
+                &d.source,
+                format!("{:?}", d.value),
+                "must be greater than zero",
+            )),
+            Some(d) => Ok(d.value),
+            None => Ok(default),
+        };
+        c.connect_timeout = positive(self.connect_timeout, c.connect_timeout)?;
+        c.command_timeout = positive(self.command_timeout, c.command_timeout)?;
+        c.stable_period = positive(self.stable_period, c.stable_period)?;
+        c.shutdown_timeout = positive(self.shutdown_timeout, c.shutdown_timeout)?;
+        let base_src = self.backoff_base.as_ref().map(|s| s.source.clone());
+        c.backoff.base = positive(self.backoff_base, c.backoff.base)?;
+        let max_src = self.backoff_max.as_ref().map(|s| s.source.clone());
+        c.backoff.max = positive(self.backoff_max, c.backoff.max)?;
+        if c.backoff.max < c.backoff.base {
+            return Err(ConfigError::new(
+                max_src.or(base_src).unwrap_or_else(|| "backoff_max".into()),
+                format!("{:?}", c.backoff.max),
+                format!(
+                    "backoff cap must be at least the base delay ({:?})",
+                    c.backoff.base
+                ),
+            ));
+        }
+        if let Some(f) = self.backoff_factor {
+            if !(f.value.is_finite() && f.value >= 1.0) {
+                return Err(ConfigError::new(
+                    &f.source,
+                    f.value.to_string(),
+                    "must be a finite number >= 1",
+                ));
+            }
+            c.backoff.factor = f.value;
+        }
+        if let Some(j) = self.backoff_jitter {
+            if !(j.value.is_finite() && (0.0..1.0).contains(&j.value)) {
+                return Err(ConfigError::new(
+                    &j.source,
+                    j.value.to_string(),
+                    "must be in [0, 1)",
+                ));
+            }
+            c.backoff.jitter = j.value;
+        }
+        if let Some(p) = self.offline_policy {
+            c.offline_policy = p;
+        }
+        if c.host.trim().is_empty() {
+            let setting = self
+                .url
+                .map(|u| u.source)
+                .unwrap_or_else(|| "host".to_string());
+            return Err(ConfigError::new(setting, &c.host, "host must not be empty"));
+        }
+        if c.tls {
+            return Err(ConfigError::new(
+                "tls",
+                "true",
+                "TLS (rediss://) is not supported by this version of redis-supervisor yet",
+            ));
+        }
+        Ok(c)
+    }
+}
+
+fn validate_name(setting: &str, name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(
+            setting,
+            name,
+            "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`",
+        ))
+    }
+}
+
+fn parse_port(setting: &str, v: &str) -> Result<u16, ConfigError> {
+    match v.trim().parse::<u32>() {
+        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Ok(_) => Err(ConfigError::new(setting, v, "port must be 1-65535")),
+        Err(_) => Err(ConfigError::new(
+            setting,
+            v,
+            "port must be a number from 1 to 65535",
+        )),
+    }
+}
+
+fn parse_db(setting: &str, v: &str) -> Result<i64, ConfigError> {
+    match v.trim().parse::<i64>() {
+        Ok(db) if db >= 0 => Ok(db),
+        _ => Err(ConfigError::new(
+            setting,
+            v,
+            "database must be a non-negative integer",
+        )),
+    }
+}
+
+fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(ConfigError::new(setting, v, "expected true or false")),
+    }
+}
+
+fn parse_ms(setting: &str, v: &str) -> Result<Duration, ConfigError> {
+    match v.trim().parse::<u64>() {
+        Ok(0) => Err(ConfigError::new(setting, v, "must be greater than zero")),
+        Ok(ms) => Ok(Duration::from_millis(ms)),
+        Err(_) => Err(ConfigError::new(
+            setting,
+            v,
+            "must be a positive whole number of milliseconds",
+        )),
+    }
+}
+
+/// Fills `c` from a `redis://` URL; `setting` names where the URL came from.
+fn apply_url(c: &mut Config, raw: &str, setting: &str) -> Result<(), ConfigError> {
+    let shown = redact_url(raw);
+    let err = |reason: String| ConfigError::new(setting, &shown, reason);
+    let url = url::Url::parse(raw.trim()).map_err(|e| err(format!("not a valid URL ({e})")))?;
+    c.tls = match url.scheme() {
+        "redis" | "valkey" => false,
+        "rediss" | "valkeys" => true,
+        other => {
+            return Err(err(format!(
+                "unsupported scheme `{other}` (expected redis:// or rediss://)"
+            )));
+        }
+    };
+    let host = url.host_str().unwrap_or("");
+    if host.is_empty() {
+        return Err(err("host must not be empty".into()));
+    }
+    c.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    c.port = url.port().unwrap_or(DEFAULT_PORT);
+    if c.port == 0 {
+        return Err(err("port must be 1-65535".into()));
+    }
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|s| s.into_owned())
+            .map_err(|_| err("user name or password is not valid UTF-8".into()))
+    };
+    if !url.username().is_empty() {
+        c.username = Some(decode(url.username())?);
+    }
+    if let Some(p) = url.password() {
+        let p = decode(p)?;
+        if !p.is_empty() {
+            c.password = Some(Secret::new(p));
+        }
+    }
+    let path = url.path().trim_start_matches('/');
+    if !path.is_empty() {
+        c.db = path.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+            err(format!(
+                "database `{path}` must be a non-negative integer (redis://host:port/DB)"
+            ))
+        })?;
+    }
+    for (k, _) in url.query_pairs() {
+        if k != "protocol" {
+            return Err(err(format!("unknown URL parameter `{k}`")));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Result<Config, crate::Error> {
+        let vars: Vec<(String, String)> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup("", move |k| {
+            vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    }
+
+    fn config_err(r: Result<Config, crate::Error>) -> ConfigError {
+        match r {
+            Err(crate::Error::Config(e)) => e,
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = env(&[]).unwrap();
+        assert_eq!(c.redacted_url(), "redis://127.0.0.1:6379/0");
+        assert_eq!(c.command_timeout(), DEFAULT_COMMAND_TIMEOUT);
+        assert_eq!(c.offline_policy(), OfflinePolicy::Wait);
+        assert_eq!(c.name(), "default");
+    }
+
+    #[test]
+    fn url_parts() {
+        let c = Config::from_url("redis://bob:s%40cret@example.com:7000/3").unwrap();
+        assert_eq!(
+            (c.host(), c.port(), c.db(), c.username()),
+            ("example.com", 7000, 3, Some("bob"))
+        );
+        assert_eq!(c.password().unwrap().expose(), "s@cret");
+        let c = Config::from_url("redis://[::1]:6380").unwrap();
+        assert_eq!(c.host(), "::1");
+        assert_eq!(c.redacted_url(), "redis://[::1]:6380/0");
+    }
+
+    #[test]
+    fn env_overrides_url_parts() {
+        let c = env(&[
+            ("REDIS_URL", "redis://:urlpw@h:1/1"),
+            ("REDIS_PASSWORD", "envpw"),
+            ("REDIS_DB", "4"),
+        ])
+        .unwrap();
+        assert_eq!(c.password().unwrap().expose(), "envpw");
+        assert_eq!((c.host(), c.port(), c.db()), ("h", 1, 4));
+    }
+
+    #[test]
+    fn prefixed_env() {
+        let vars = [("CACHE_REDIS_PORT", "7001")];
+        let c = Config::from_lookup("CACHE", |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        })
+        .unwrap();
+        assert_eq!((c.port(), c.name()), (7001, "cache"));
+    }
+
+    #[test]
+    fn bad_values_name_setting_and_value() {
+        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+            (&[("REDIS_URL", "redis://h:70000")], "REDIS_URL", "70000"),
+            (&[("REDIS_URL", "not a url")], "REDIS_URL", "not a url"),
+            (&[("REDIS_URL", "http://h:1")], "REDIS_URL", "http"),
+            (&[("REDIS_URL", "redis://h:1/x")], "REDIS_URL", "`x`"),
+            (&[("REDIS_URL", "redis://:6379")], "REDIS_URL", "redis://"),
+            (&[("REDIS_PORT", "70000")], "REDIS_PORT", "70000"),
+            (&[("REDIS_PORT", "abc")], "REDIS_PORT", "abc"),
+            (&[("REDIS_DB", "x")], "REDIS_DB", "\"x\""),
+            (&[("REDIS_DB", "-1")], "REDIS_DB", "-1"),
+            (&[("REDIS_COMMAND_TIMEOUT_MS", "0")], "REDIS_COMMAND_TIMEOUT_MS", "\"0\""),
+            (&[("REDIS_COMMAND_TIMEOUT_MS", "-5")], "REDIS_COMMAND_TIMEOUT_MS", "-5"),
+            (&[("REDIS_CONNECT_TIMEOUT_MS", "1.5")], "REDIS_CONNECT_TIMEOUT_MS", "1.5"),
+            (&[("REDIS_HOST", "")], "host", "empty"),
+            (&[("REDIS_OFFLINE_POLICY", "sometimes")], "REDIS_OFFLINE_POLICY", "sometimes"),
+            (&[("REDIS_TLS", "maybe")], "REDIS_TLS", "maybe"),
+            (&[("REDIS_CLIENT_NAME", "a b")], "REDIS_CLIENT_NAME", "a b"),
+            (
+                &[("REDIS_BACKOFF_BASE_MS", "500"), ("REDIS_BACKOFF_MAX_MS", "100")],
+                "REDIS_BACKOFF_MAX_MS",
+                "100ms",
+            ),
+        ];
+        for (vars, setting, needle) in cases {
+            let e = config_err(env(vars));
+            let msg = e.to_string();
+            assert!(msg.contains(setting), "{vars:?}: {msg}");
+            assert!(msg.contains(needle), "{vars:?}: {msg}");
+        }
+    }
+
+    #[test]
+    fn builder_rejects_zero_durations_by_name() {
+        let e = config_err(Config::builder().command_timeout(Duration::ZERO).build());
+        assert_eq!(e.setting, "command_timeout");
+        let e = config_err(Config::builder().connect_timeout(Duration::ZERO).build());
+        assert_eq!(e.setting, "connect_timeout");
+        let e = config_err(Config::builder().backoff_factor(0.5).build());
+        assert_eq!(e.setting, "backoff_factor");
+    }
+
+    #[test]
+    fn secrets_never_shown() {
+        let secret = "Sup3r-S3cret-pw";
+        let url = format!("redis://alice:{secret}@h:1/0");
+        let c = Config::from_url(&url).unwrap();
+        for s in [format!("{c:?}"), format!("{c}"), c.redacted_url()] {
+            assert!(!s.contains(secret), "{s}");
+        }
+        assert_eq!(c.redacted_url(), "redis://alice:***@h:1/0");
+        // Malformed URLs are redacted too, including passwords with URL syntax in them.
+        for bad in [
+            format!("redis://alice:{secret}@h:99999"),
+            format!("redis://alice:{secret}/x@h:1/zz"),
+            format!("redis://{secret}@h:1/zz"),
+            format!("alice:{secret}@h"),
+        ] {
+            let e = config_err(Config::from_url(&bad));
+            for s in [e.to_string(), format!("{e:?}")] {
+                assert!(!s.contains(secret), "{s}");
+            }
+        }
+        let e = config_err(env(&[
+            ("REDIS_PASSWORD", secret),
+            ("REDIS_PORT", "nope"),
+        ]));
+        assert!(!format!("{e} {e:?}").contains(secret));
+    }
+
+    #[test]
+    fn tls_is_refused_until_supported() {
+        let e = config_err(Config::from_url("rediss://h:1"));
+        assert!(e.reason.contains("TLS"), "{e}");
+    }
+}

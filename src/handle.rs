@@ -1,0 +1,548 @@
+//! [`RedisHandle`]: the public command API. Typed methods build a command message (the request,
+//! whether it is idempotent, its deadline) and send it to the live connection actor; every call
+//! gets exactly one answer — a value or a typed [`Error`] — by its deadline.
+//!
+//! # Delivery semantics
+//!
+//! | situation | what happens |
+//! |---|---|
+//! | connection up | sent at once; concurrent calls pipeline on one socket |
+//! | connection down, policy `wait` | waits for the connection until the deadline, then [`Error::Unavailable`] |
+//! | connection down, policy `fail-fast` | [`Error::Unavailable`] at once |
+//! | connection lost before the command was written | sent on the next connection, within the deadline |
+//! | connection lost after it may have been written | idempotent commands are retried once on the next connection within the deadline; others get [`Error::Ambiguous`] |
+//! | no reply by the deadline | [`Error::Timeout`] (it may have executed) |
+//! | shutting down | [`Error::ShuttingDown`] |
+//!
+//! Idempotent (safe to replay): `GET`, `MGET`, `EXISTS`, `TTL`/`PTTL`, `SET` without `NX`/`XX`,
+//! `MSET`, `DEL`, `PEXPIRE`, `PING`. Not idempotent: `INCR`/`INCRBY`, `SET NX`/`XX` (a replay
+//! could report "not set" for a write that happened), raw [`cmd`](RedisHandle::cmd) and
+//! [`pipeline`](RedisHandle::pipeline) (use [`cmd_idempotent`](RedisHandle::cmd_idempotent)
+//! / [`pipeline_idempotent`](RedisHandle::pipeline_idempotent) to mark them).
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use ractor::{ActorId, ActorRef};
+use redis::{FromRedisValue, ToRedisArgs, Value};
+use tokio::time::Instant;
+
+use crate::connection::{ConnectionMsg, ExecError, Request};
+use crate::error::{Error, from_reply_error};
+use crate::supervisor::{Route, Shared};
+use crate::OfflinePolicy;
+
+/// A cheap, cloneable handle to a [`Supervisor`](crate::Supervisor)'s connection
+/// (`Clone + Send + Sync + 'static`).
+///
+/// ```no_run
+/// # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+/// use std::time::Duration;
+/// redis.set_ex("session:42", "{}", Duration::from_secs(1800)).await?;
+/// let n: i64 = redis.incr("visits").await?;
+/// // A longer deadline for one call:
+/// let v: Option<String> = redis.with_timeout(Duration::from_secs(5)).get("big").await?;
+/// // Any other command:
+/// let len: usize = redis.cmd(redis::cmd("STRLEN").arg("big").clone()).await?;
+/// # let _ = (n, v, len); Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct RedisHandle {
+    shared: Arc<Shared>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisHandle")
+            .field("client", &self.shared.config.name())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Options for [`RedisHandle::set_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SetOptions {
+    ttl: Option<Duration>,
+    condition: Option<SetCondition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetCondition {
+    Nx,
+    Xx,
+}
+
+impl SetOptions {
+    /// No TTL, unconditional.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Expire the key after `ttl` (millisecond precision, `PX`).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+    /// Only set if the key does not exist (`NX`).
+    pub fn nx(mut self) -> Self {
+        self.condition = Some(SetCondition::Nx);
+        self
+    }
+    /// Only set if the key already exists (`XX`).
+    pub fn xx(mut self) -> Self {
+        self.condition = Some(SetCondition::Xx);
+        self
+    }
+}
+
+/// The time to live of a key, from [`RedisHandle::ttl`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyTtl {
+    /// The key does not exist.
+    Missing,
+    /// The key exists and has no expiry.
+    Persistent,
+    /// The key expires in this much time (millisecond precision).
+    Expires(Duration),
+}
+
+/// What the handle needs to know about a command besides its bytes.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    idempotent: bool,
+}
+
+const IDEMPOTENT: Spec = Spec { idempotent: true };
+const NOT_IDEMPOTENT: Spec = Spec { idempotent: false };
+
+/// Decrements the in-flight count when a call ends, however it ends.
+struct InFlight<'a>(&'a Shared);
+
+impl<'a> InFlight<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight(shared)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
+            && self.0.shutting_down.load(Ordering::SeqCst)
+        {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// Counts a command waiting for the connection while it waits.
+struct Waiting<'a>(&'a Shared);
+
+impl<'a> Waiting<'a> {
+    fn enter(shared: &'a Shared) -> Self {
+        shared.offline_waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting(shared)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.offline_waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RedisHandle {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        let timeout = shared.config.command_timeout();
+        Self { shared, timeout }
+    }
+
+    /// A copy of this handle whose commands use `timeout` as their deadline instead of the
+    /// configured command timeout. Cheap; use it per call.
+    pub fn with_timeout(&self, timeout: Duration) -> RedisHandle {
+        Self {
+            shared: self.shared.clone(),
+            timeout,
+        }
+    }
+
+    /// The deadline this handle gives each command.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    fn key<K: AsRef<[u8]>>(&self, key: K) -> Vec<u8> {
+        let prefix = self.shared.config.key_prefix().as_bytes();
+        let key = key.as_ref();
+        let mut k = Vec::with_capacity(prefix.len() + key.len());
+        k.extend_from_slice(prefix);
+        k.extend_from_slice(key);
+        k
+    }
+
+    fn cmd_with_keys<K: AsRef<[u8]>>(
+        &self,
+        name: &'static str,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<redis::Cmd, Error> {
+        let mut cmd = redis::cmd(name);
+        let mut n = 0;
+        for k in keys {
+            cmd.arg(self.key(k));
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::InvalidArgument(format!("{name} needs at least one key")));
+        }
+        Ok(cmd)
+    }
+
+    /// `GET key`.
+    ///
+    /// # Errors
+    /// See the [module docs](self); [`Error::ReplyType`] if the value does not convert to `RV`.
+    pub async fn get<K: AsRef<[u8]>, RV: FromRedisValue>(&self, key: K) -> Result<RV, Error> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(self.key(key));
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// `SET key value`.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn set<K: AsRef<[u8]>, V: ToRedisArgs>(&self, key: K, value: V) -> Result<(), Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value);
+        self.query::<Value>(cmd, IDEMPOTENT).await.map(drop)
+    }
+
+    /// `SET key value PX ttl`: the key expires after `ttl` (millisecond precision).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `ttl` is under 1 ms; otherwise see the [module docs](self).
+    pub async fn set_ex<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        key: K,
+        value: V,
+        ttl: Duration,
+    ) -> Result<(), Error> {
+        self.set_with(key, value, SetOptions::new().ttl(ttl))
+            .await
+            .map(drop)
+    }
+
+    /// `SET` with options (TTL, `NX`, `XX`). Returns whether the value was set (`NX`/`XX` may
+    /// refuse). `NX`/`XX` make the command non-idempotent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if the TTL is under 1 ms; otherwise see the [module docs](self).
+    pub async fn set_with<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        key: K,
+        value: V,
+        options: SetOptions,
+    ) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(self.key(key)).arg(value);
+        if let Some(ttl) = options.ttl {
+            cmd.arg("PX").arg(ttl_ms("ttl", ttl)?);
+        }
+        let spec = match options.condition {
+            None => IDEMPOTENT,
+            Some(SetCondition::Nx) => {
+                cmd.arg("NX");
+                NOT_IDEMPOTENT
+            }
+            Some(SetCondition::Xx) => {
+                cmd.arg("XX");
+                NOT_IDEMPOTENT
+            }
+        };
+        let v: Value = self.query(cmd, spec).await?;
+        Ok(!matches!(v, Value::Nil))
+    }
+
+    /// `DEL key [key …]`: returns how many keys were removed. Pass one key as `["k"]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty key list; otherwise see the [module docs](self).
+    pub async fn del<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Result<u64, Error> {
+        let cmd = self.cmd_with_keys("DEL", keys)?;
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// `EXISTS key [key …]`: how many of the keys exist.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty key list; otherwise see the [module docs](self).
+    pub async fn exists<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<u64, Error> {
+        let cmd = self.cmd_with_keys("EXISTS", keys)?;
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// `PEXPIRE key ttl`: returns whether the key exists (and now expires).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] if `ttl` is under 1 ms; otherwise see the [module docs](self).
+    pub async fn expire<K: AsRef<[u8]>>(&self, key: K, ttl: Duration) -> Result<bool, Error> {
+        let mut cmd = redis::cmd("PEXPIRE");
+        cmd.arg(self.key(key)).arg(ttl_ms("ttl", ttl)?);
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// `PTTL key`.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn ttl<K: AsRef<[u8]>>(&self, key: K) -> Result<KeyTtl, Error> {
+        let mut cmd = redis::cmd("PTTL");
+        cmd.arg(self.key(key));
+        let ms: i64 = self.query(cmd, IDEMPOTENT).await?;
+        Ok(match ms {
+            -2 => KeyTtl::Missing,
+            ms if ms < 0 => KeyTtl::Persistent,
+            ms => KeyTtl::Expires(Duration::from_millis(ms as u64)),
+        })
+    }
+
+    /// `INCR key`. Not idempotent: never replayed after an ambiguous failure.
+    ///
+    /// # Errors
+    /// [`Error::Server`] (`ERR value is not an integer`) for a non-integer value; otherwise see
+    /// the [module docs](self).
+    pub async fn incr<K: AsRef<[u8]>>(&self, key: K) -> Result<i64, Error> {
+        let mut cmd = redis::cmd("INCR");
+        cmd.arg(self.key(key));
+        self.query(cmd, NOT_IDEMPOTENT).await
+    }
+
+    /// `INCRBY key delta`. Not idempotent.
+    ///
+    /// # Errors
+    /// As [`incr`](Self::incr).
+    pub async fn incr_by<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
+        let mut cmd = redis::cmd("INCRBY");
+        cmd.arg(self.key(key)).arg(delta);
+        self.query(cmd, NOT_IDEMPOTENT).await
+    }
+
+    /// `MGET key [key …]`: one `Option` per key, in order.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an empty key list; otherwise see the [module docs](self).
+    pub async fn mget<K: AsRef<[u8]>, RV: FromRedisValue>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<Vec<Option<RV>>, Error> {
+        let cmd = self.cmd_with_keys("MGET", keys)?;
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// `MSET key value [key value …]`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for no pairs; otherwise see the [module docs](self).
+    pub async fn mset<K: AsRef<[u8]>, V: ToRedisArgs>(
+        &self,
+        pairs: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(), Error> {
+        let mut cmd = redis::cmd("MSET");
+        let mut n = 0;
+        for (k, v) in pairs {
+            cmd.arg(self.key(k)).arg(v);
+            n += 1;
+        }
+        if n == 0 {
+            return Err(Error::InvalidArgument("MSET needs at least one pair".into()));
+        }
+        self.query::<Value>(cmd, IDEMPOTENT).await.map(drop)
+    }
+
+    /// `PING`: returns the round-trip time.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn ping(&self) -> Result<Duration, Error> {
+        let start = Instant::now();
+        let _: Value = self.query(redis::cmd("PING"), IDEMPOTENT).await?;
+        Ok(start.elapsed())
+    }
+
+    /// Any command, as a [`redis::Cmd`]. Keys are sent as given (no key prefix). Treated as
+    /// non-idempotent: never replayed after an ambiguous failure.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn cmd<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        self.query(cmd, NOT_IDEMPOTENT).await
+    }
+
+    /// Like [`cmd`](Self::cmd), for a command you know is safe to run twice: it is retried once
+    /// on a new connection if the connection is lost before its reply.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn cmd_idempotent<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        self.query(cmd, IDEMPOTENT).await
+    }
+
+    /// Runs a [`redis::Pipeline`] in one round trip; `redis::pipe().atomic()` wraps it in
+    /// `MULTI`/`EXEC`. Treated as non-idempotent. No key prefix is applied.
+    ///
+    /// ```no_run
+    /// # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+    /// let (n, v): (i64, String) = redis
+    ///     .pipeline(redis::pipe().atomic().incr("hits", 1).get("name").clone())
+    ///     .await?;
+    /// # let _ = (n, v); Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// See the [module docs](self); [`Error::Server`] for the first failing command.
+    pub async fn pipeline<RV: FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<RV, Error> {
+        self.run(Request::Pipeline(pipe), NOT_IDEMPOTENT)
+            .await
+            .and_then(convert)
+    }
+
+    /// Like [`pipeline`](Self::pipeline), for pipelines that are safe to run twice.
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn pipeline_idempotent<RV: FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+    ) -> Result<RV, Error> {
+        self.run(Request::Pipeline(pipe), IDEMPOTENT)
+            .await
+            .and_then(convert)
+    }
+
+    async fn query<RV: FromRedisValue>(&self, cmd: redis::Cmd, spec: Spec) -> Result<RV, Error> {
+        self.run(Request::Cmd(cmd), spec).await.and_then(convert)
+    }
+
+    /// The one path every command takes: exactly one answer by the deadline.
+    async fn run(&self, request: Request, spec: Spec) -> Result<Value, Error> {
+        let shared = &*self.shared;
+        if shared.shutting_down.load(Ordering::SeqCst) {
+            return Err(Error::ShuttingDown);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let _in_flight = InFlight::enter(shared);
+        let request = Arc::new(request);
+        let mut retried = false;
+        // A connection actor known to be dead: wait for a different one.
+        let mut avoid: Option<ActorId> = None;
+        loop {
+            let conn = self.connection(deadline, avoid).await?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let msg = ConnectionMsg::Exec {
+                request: request.clone(),
+                deadline,
+                reply: tx.into(),
+            };
+            if conn.send_message(msg).is_err() {
+                // The actor has stopped: nothing was sent.
+                avoid = Some(conn.get_id());
+                continue;
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
+                Err(_) | Ok(Ok(Err(ExecError::Timeout))) => {
+                    return Err(Error::Timeout {
+                        command: request.name(),
+                        after: self.timeout,
+                    });
+                }
+                // The actor stopped before handling the message: nothing was sent.
+                Ok(Err(_)) | Ok(Ok(Err(ExecError::NotSent))) => avoid = Some(conn.get_id()),
+                Ok(Ok(Ok(value))) => return Ok(value),
+                Ok(Ok(Err(ExecError::Reply(e)))) => return Err(from_reply_error(e)),
+                Ok(Ok(Err(ExecError::Transport(reason)))) => {
+                    if shared.shutting_down.load(Ordering::SeqCst) {
+                        return Err(Error::ShuttingDown);
+                    }
+                    if !spec.idempotent || retried {
+                        return Err(Error::Ambiguous {
+                            command: request.name(),
+                            reason,
+                        });
+                    }
+                    retried = true;
+                    avoid = Some(conn.get_id());
+                }
+            }
+        }
+    }
+
+    /// The live connection actor, waiting for one (per the offline policy) until `deadline`.
+    async fn connection(
+        &self,
+        deadline: Instant,
+        avoid: Option<ActorId>,
+    ) -> Result<ActorRef<ConnectionMsg>, Error> {
+        // Fast path: one read lock, no allocation.
+        if let Some(conn) = usable(&self.shared.route.borrow(), avoid)? {
+            return Ok(conn);
+        }
+        let shared = &*self.shared;
+        let mut rx = shared.route.subscribe();
+        let _waiting = Waiting::enter(shared);
+        loop {
+            let unavailable = {
+                let route = rx.borrow_and_update();
+                if let Some(conn) = usable(&route, avoid)? {
+                    return Ok(conn);
+                }
+                match &*route {
+                    Route::Down { since, reason } => Error::Unavailable {
+                        since: *since,
+                        reason: reason.to_string(),
+                    },
+                    _ => Error::Unavailable {
+                        since: SystemTime::now(),
+                        reason: "connection lost".to_string(),
+                    },
+                }
+            };
+            if shared.config.offline_policy() == OfflinePolicy::FailFast {
+                return Err(unavailable);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => continue,
+                Ok(Err(_)) => return Err(Error::ShuttingDown),
+                Err(_) => return Err(unavailable),
+            }
+        }
+    }
+}
+
+/// The connection to use, if the route has one other than `avoid`.
+fn usable(route: &Route, avoid: Option<ActorId>) -> Result<Option<ActorRef<ConnectionMsg>>, Error> {
+    match route {
+        Route::Up(conn) if Some(conn.get_id()) != avoid => Ok(Some(conn.clone())),
+        Route::Stopped => Err(Error::ShuttingDown),
+        _ => Ok(None),
+    }
+}
+
+fn convert<RV: FromRedisValue>(value: Value) -> Result<RV, Error> {
+    let value = value.extract_error().map_err(from_reply_error)?;
+    redis::from_redis_value(value).map_err(|e| Error::ReplyType(e.to_string()))
+}
+
+fn ttl_ms(name: &str, ttl: Duration) -> Result<u64, Error> {
+    let ms = ttl.as_millis();
+    if ms == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "{name} must be at least 1 ms, got {ttl:?}"
+        )));
+    }
+    Ok(ms.min(i64::MAX as u128) as u64)
+}
