@@ -177,7 +177,11 @@ impl AvailabilityPublisher {
     }
 
     /// Publishes a transition: the `watch` first, then the event.
-    pub(crate) fn publish(&self, state: Availability, reason: impl Into<String>) -> AvailabilityEvent {
+    pub(crate) fn publish(
+        &self,
+        state: Availability,
+        reason: impl Into<String>,
+    ) -> AvailabilityEvent {
         use std::sync::atomic::Ordering;
         let event = AvailabilityEvent {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,

@@ -134,7 +134,10 @@ mod tests {
             let n = p.nominal(attempt);
             for s in [0.0, 0.25, 0.5, 0.999, 1.0] {
                 let d = p.delay(attempt, s);
-                assert!(d >= n.mul_f64(0.8) - MS && d <= n.mul_f64(1.2) + MS, "{d:?} vs {n:?}");
+                assert!(
+                    d >= n.mul_f64(0.8) - MS && d <= n.mul_f64(1.2) + MS,
+                    "{d:?} vs {n:?}"
+                );
                 assert!(d <= p.ceiling());
             }
         }

@@ -95,7 +95,11 @@ pub struct ConfigError {
 }
 
 impl ConfigError {
-    fn new(setting: impl Into<String>, value: impl Into<String>, reason: impl Into<String>) -> Self {
+    fn new(
+        setting: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
         Self {
             setting: setting.into(),
             value: value.into(),
@@ -375,11 +379,9 @@ impl Config {
             redis_info = redis_info.set_password(p.expose());
         }
         use redis::IntoConnectionInfo;
-        Ok(
-            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
-                .into_connection_info()?
-                .set_redis_settings(redis_info),
-        )
+        Ok(redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+            .into_connection_info()?
+            .set_redis_settings(redis_info))
     }
 }
 
@@ -777,7 +779,10 @@ fn apply_url(c: &mut Config, raw: &str, setting: &str) -> Result<(), ConfigError
     if host.is_empty() {
         return Err(err("host must not be empty".into()));
     }
-    c.host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    c.host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     c.port = url.port().unwrap_or(DEFAULT_PORT);
     if c.port == 0 {
         return Err(err("port must be 1-65535".into()));
@@ -799,11 +804,15 @@ fn apply_url(c: &mut Config, raw: &str, setting: &str) -> Result<(), ConfigError
     }
     let path = url.path().trim_start_matches('/');
     if !path.is_empty() {
-        c.db = path.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
-            err(format!(
-                "database `{path}` must be a non-negative integer (redis://host:port/DB)"
-            ))
-        })?;
+        c.db = path
+            .parse::<i64>()
+            .ok()
+            .filter(|d| *d >= 0)
+            .ok_or_else(|| {
+                err(format!(
+                    "database `{path}` must be a non-negative integer (redis://host:port/DB)"
+                ))
+            })?;
     }
     for (k, _) in url.query_pairs() {
         if k != "protocol" {
@@ -880,9 +889,12 @@ mod tests {
         assert_eq!((c.port(), c.name()), (7001, "cache"));
     }
 
+    /// Variables, the setting the error must name, and a piece of the value it must show.
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+
     #[test]
     fn bad_values_name_setting_and_value() {
-        let cases: &[(&[(&str, &str)], &str, &str)] = &[
+        let cases: &[Case] = &[
             (&[("REDIS_URL", "redis://h:70000")], "REDIS_URL", "70000"),
             (&[("REDIS_URL", "not a url")], "REDIS_URL", "not a url"),
             (&[("REDIS_URL", "http://h:1")], "REDIS_URL", "http"),
@@ -892,15 +904,34 @@ mod tests {
             (&[("REDIS_PORT", "abc")], "REDIS_PORT", "abc"),
             (&[("REDIS_DB", "x")], "REDIS_DB", "\"x\""),
             (&[("REDIS_DB", "-1")], "REDIS_DB", "-1"),
-            (&[("REDIS_COMMAND_TIMEOUT_MS", "0")], "REDIS_COMMAND_TIMEOUT_MS", "\"0\""),
-            (&[("REDIS_COMMAND_TIMEOUT_MS", "-5")], "REDIS_COMMAND_TIMEOUT_MS", "-5"),
-            (&[("REDIS_CONNECT_TIMEOUT_MS", "1.5")], "REDIS_CONNECT_TIMEOUT_MS", "1.5"),
+            (
+                &[("REDIS_COMMAND_TIMEOUT_MS", "0")],
+                "REDIS_COMMAND_TIMEOUT_MS",
+                "\"0\"",
+            ),
+            (
+                &[("REDIS_COMMAND_TIMEOUT_MS", "-5")],
+                "REDIS_COMMAND_TIMEOUT_MS",
+                "-5",
+            ),
+            (
+                &[("REDIS_CONNECT_TIMEOUT_MS", "1.5")],
+                "REDIS_CONNECT_TIMEOUT_MS",
+                "1.5",
+            ),
             (&[("REDIS_HOST", "")], "host", "empty"),
-            (&[("REDIS_OFFLINE_POLICY", "sometimes")], "REDIS_OFFLINE_POLICY", "sometimes"),
+            (
+                &[("REDIS_OFFLINE_POLICY", "sometimes")],
+                "REDIS_OFFLINE_POLICY",
+                "sometimes",
+            ),
             (&[("REDIS_TLS", "maybe")], "REDIS_TLS", "maybe"),
             (&[("REDIS_CLIENT_NAME", "a b")], "REDIS_CLIENT_NAME", "a b"),
             (
-                &[("REDIS_BACKOFF_BASE_MS", "500"), ("REDIS_BACKOFF_MAX_MS", "100")],
+                &[
+                    ("REDIS_BACKOFF_BASE_MS", "500"),
+                    ("REDIS_BACKOFF_MAX_MS", "100"),
+                ],
                 "REDIS_BACKOFF_MAX_MS",
                 "100ms",
             ),
@@ -944,10 +975,7 @@ mod tests {
                 assert!(!s.contains(secret), "{s}");
             }
         }
-        let e = config_err(env(&[
-            ("REDIS_PASSWORD", secret),
-            ("REDIS_PORT", "nope"),
-        ]));
+        let e = config_err(env(&[("REDIS_PASSWORD", secret), ("REDIS_PORT", "nope")]));
         assert!(!format!("{e} {e:?}").contains(secret));
     }
 

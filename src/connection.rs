@@ -180,7 +180,8 @@ impl Actor for ConnectionActor {
                 state.closing = true;
                 if let Some(mut conn) = state.conn.take() {
                     let quit = redis::cmd("QUIT");
-                    let _ = tokio::time::timeout(QUIT_TIMEOUT, conn.send_packed_command(&quit)).await;
+                    let _ =
+                        tokio::time::timeout(QUIT_TIMEOUT, conn.send_packed_command(&quit)).await;
                 }
                 let _ = reply.send(());
                 Ok(())
@@ -306,7 +307,10 @@ mod tests {
         let mut c = redis::cmd("get");
         c.arg("k");
         assert_eq!(Request::Cmd(c).name(), "GET");
-        assert_eq!(Request::Pipeline(redis::pipe().atomic().clone()).name(), "MULTI");
+        assert_eq!(
+            Request::Pipeline(redis::pipe().atomic().clone()).name(),
+            "MULTI"
+        );
         assert_eq!(Request::Pipeline(redis::pipe()).name(), "PIPELINE");
     }
 }

@@ -168,7 +168,9 @@ pub(crate) fn describe_connection_error(err: &redis::RedisError) -> String {
     if err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(err.code(), Some("WRONGPASS") | Some("NOAUTH"))
     {
-        return format!("authentication failed: {}", err.detail().unwrap_or("")).trim_end_matches([':', ' ']).to_string();
+        return format!("authentication failed: {}", err.detail().unwrap_or(""))
+            .trim_end_matches([':', ' '])
+            .to_string();
     }
     if err.is_connection_refusal() {
         return "connection refused".to_string();

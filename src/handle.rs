@@ -28,10 +28,10 @@ use ractor::{ActorId, ActorRef};
 use redis::{FromRedisValue, ToRedisArgs, Value};
 use tokio::time::Instant;
 
+use crate::OfflinePolicy;
 use crate::connection::{ConnectionMsg, ExecError, Request};
 use crate::error::{Error, from_reply_error};
 use crate::supervisor::{Route, Shared};
-use crate::OfflinePolicy;
 
 /// A cheap, cloneable handle to a [`Supervisor`](crate::Supervisor)'s connection
 /// (`Clone + Send + Sync + 'static`).
@@ -194,7 +194,9 @@ impl RedisHandle {
             n += 1;
         }
         if n == 0 {
-            return Err(Error::InvalidArgument(format!("{name} needs at least one key")));
+            return Err(Error::InvalidArgument(format!(
+                "{name} needs at least one key"
+            )));
         }
         Ok(cmd)
     }
@@ -269,7 +271,10 @@ impl RedisHandle {
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty key list; otherwise see the [module docs](self).
-    pub async fn del<K: AsRef<[u8]>>(&self, keys: impl IntoIterator<Item = K>) -> Result<u64, Error> {
+    pub async fn del<K: AsRef<[u8]>>(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<u64, Error> {
         let cmd = self.cmd_with_keys("DEL", keys)?;
         self.query(cmd, IDEMPOTENT).await
     }
@@ -359,7 +364,9 @@ impl RedisHandle {
             n += 1;
         }
         if n == 0 {
-            return Err(Error::InvalidArgument("MSET needs at least one pair".into()));
+            return Err(Error::InvalidArgument(
+                "MSET needs at least one pair".into(),
+            ));
         }
         self.query::<Value>(cmd, IDEMPOTENT).await.map(drop)
     }

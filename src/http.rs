@@ -61,7 +61,11 @@ pub(crate) fn router_for(shared: Arc<Shared>) -> axum::Router {
 fn report(shared: &Shared) -> HealthReport {
     let availability = shared.availability.current();
     HealthReport {
-        status: if availability.is_serving() { "up" } else { "down" },
+        status: if availability.is_serving() {
+            "up"
+        } else {
+            "down"
+        },
         client: shared.config.name().to_string(),
         url: shared.config.redacted_url(),
         availability,
@@ -96,7 +100,9 @@ mod tests {
         };
         assert_eq!(status_code(&up), StatusCode::OK);
         assert_eq!(
-            status_code(&Availability::Degraded { reason: "slow".into() }),
+            status_code(&Availability::Degraded {
+                reason: "slow".into()
+            }),
             StatusCode::OK
         );
         for a in [

@@ -59,6 +59,11 @@ pub use error::Error;
 pub use handle::{KeyTtl, RedisHandle, SetOptions};
 pub use supervisor::Supervisor;
 
+/// The README's examples, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// The redis-rs crate this crate is built on, for [`RedisHandle::cmd`] and
 /// [`RedisHandle::pipeline`].
 pub use redis;

@@ -90,12 +90,21 @@ impl SupervisorActor {
                 state.child = Some(child);
                 state.child_up = false;
             }
-            Err(e) => self.child_failed(myself, state, format!("connection actor did not start: {e}")),
+            Err(e) => self.child_failed(
+                myself,
+                state,
+                format!("connection actor did not start: {e}"),
+            ),
         }
     }
 
     /// The current connection (or attempt) failed: publish `Down` and schedule the next attempt.
-    fn child_failed(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, reason: String) {
+    fn child_failed(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        reason: String,
+    ) {
         let was_up = state.child_up;
         state.child = None;
         state.child_up = false;
@@ -136,7 +145,8 @@ impl SupervisorActor {
         if let Some(t) = state.timer.take() {
             t.abort();
         }
-        state.timer = Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
+        state.timer =
+            Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
     }
 
     fn is_child(state: &SupervisorState, id: ActorId) -> bool {

@@ -29,7 +29,10 @@ fn listen_addr() -> Result<SocketAddr, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--listen" => {
-                listen = Some(args.next().ok_or("--listen needs an address, e.g. 127.0.0.1:9180")?)
+                listen = Some(
+                    args.next()
+                        .ok_or("--listen needs an address, e.g. 127.0.0.1:9180")?,
+                )
             }
             s if s.starts_with("--listen=") => listen = Some(s["--listen=".len()..].to_string()),
             "-h" | "--help" => return Err(USAGE.to_string()),
@@ -43,9 +46,9 @@ fn listen_addr() -> Result<SocketAddr, String> {
             Err(_) => ("default", DEFAULT_LISTEN.to_string()),
         },
     };
-    value
-        .parse()
-        .map_err(|e| format!("invalid {source} = {value:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9180)"))
+    value.parse().map_err(|e| {
+        format!("invalid {source} = {value:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:9180)")
+    })
 }
 
 async fn shutdown_signal() {
@@ -82,7 +85,10 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
             retry_in_ms = retry_in.as_millis() as u64,
             "redis down; retrying"
         ),
-        Availability::Up { server_version, role } => tracing::info!(
+        Availability::Up {
+            server_version,
+            role,
+        } => tracing::info!(
             state,
             reason = %event.reason,
             server_version = %server_version,
@@ -92,7 +98,9 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
         Availability::Connecting { attempt } => {
             tracing::info!(state, attempt, "redis connecting")
         }
-        Availability::Degraded { reason } => tracing::warn!(state, reason = %reason, "redis degraded"),
+        Availability::Degraded { reason } => {
+            tracing::warn!(state, reason = %reason, "redis degraded")
+        }
         _ => tracing::info!(state, reason = %event.reason, "redis {state}"),
     }
 }

@@ -1,0 +1,158 @@
+//! Graceful shutdown: under load it returns, in-flight commands get one answer, later commands
+//! get ShuttingDown, waiting commands are released at once, and no task is left behind.
+
+#[path = "support/helpers.rs"]
+mod helpers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use helpers::*;
+use redis_supervisor::{Availability, Error};
+use tokio::time::Instant;
+
+/// Polls the runtime's live task count down to `baseline` (with a deadline).
+async fn wait_for_tasks(baseline: usize) {
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let deadline = Instant::now() + SOON;
+    loop {
+        let alive = metrics.num_alive_tasks();
+        if alive <= baseline {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{alive} tasks alive after shutdown, expected {baseline}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_leaves_nothing_behind() {
+    let srv = server().await;
+    let baseline = tokio::runtime::Handle::current()
+        .metrics()
+        .num_alive_tasks();
+    let sup = supervisor(&srv).await;
+    let r = sup.handle();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..32)
+        .map(|i| {
+            let (r, stop) = (r.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut shut = false;
+                while !stop.load(Ordering::Relaxed) {
+                    match r.incr(format!("n{}", i % 4)).await {
+                        Ok(_) => {}
+                        Err(Error::ShuttingDown) => {
+                            shut = true;
+                            break;
+                        }
+                        Err(e) => panic!("unexpected error during shutdown: {e:?}"),
+                    }
+                }
+                shut
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await; // let load build up
+    let mut events = sup.subscribe();
+    tokio::time::timeout(SOON, sup.shutdown())
+        .await
+        .expect("shutdown returns");
+    assert_eq!(sup.availability(), Availability::Stopped);
+    events_until(&mut events, |s| *s == Availability::Stopped).await;
+    for t in tasks {
+        assert!(
+            t.await.expect("no panic"),
+            "every loop ends with ShuttingDown"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    // Later commands, through old handles and new ones.
+    assert!(matches!(r.ping().await, Err(Error::ShuttingDown)));
+    assert!(matches!(
+        sup.handle().set("k", "v").await,
+        Err(Error::ShuttingDown)
+    ));
+    // Idempotent.
+    sup.shutdown().await;
+    // The connection was closed politely.
+    let mut admin = admin(&srv).await;
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert!(stats.contains("cmdstat_quit:calls=1"), "{stats}");
+    drop(admin);
+    drop((r, sup));
+    wait_for_tasks(baseline).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_releases_commands_waiting_for_a_connection() {
+    let mut srv = server().await;
+    let sup = supervisor_with(&srv, |b| b.command_timeout(Duration::from_secs(30))).await;
+    let r = sup.handle();
+    let mut events = sup.subscribe();
+    srv.kill().await.unwrap();
+    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let waiting: Vec<_> = (0..10)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
+        })
+        .collect();
+    let deadline = Instant::now() + SOON;
+    while sup.offline_waiting() < 10 {
+        assert!(Instant::now() < deadline, "commands never started waiting");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let start = Instant::now();
+    sup.shutdown().await;
+    for w in waiting {
+        assert!(matches!(w.await.unwrap(), Err(Error::ShuttingDown)));
+    }
+    // Released at once, not at their 30 s deadline.
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(sup.offline_waiting(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_in_flight_commands_finish() {
+    let srv = server().await;
+    let sup = supervisor(&srv).await;
+    let r = sup.handle();
+    // A command the server holds for 500 ms (BLPOP with a 0.5 s timeout) is in flight when
+    // shutdown starts: it still gets its real answer.
+    let slow = {
+        let r = r.with_timeout(Duration::from_secs(5));
+        tokio::spawn(async move {
+            r.cmd::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(0.5).clone())
+                .await
+        })
+    };
+    let deadline = Instant::now() + SOON;
+    let mut admin = admin(&srv).await;
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("clients")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        if info.contains("blocked_clients:1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "BLPOP never reached the server");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    sup.shutdown().await;
+    assert_eq!(slow.await.unwrap().unwrap(), None);
+}
