@@ -22,6 +22,11 @@
 //! | `REDIS_STABLE_PERIOD_MS` | uptime after which the backoff resets | [`DEFAULT_STABLE_PERIOD`] |
 //! | `REDIS_OFFLINE_POLICY` | `wait` or `fail-fast` | `wait` |
 //! | `REDIS_SHUTDOWN_TIMEOUT_MS` | longest wait for in-flight commands at shutdown | [`DEFAULT_SHUTDOWN_TIMEOUT`] |
+//! | `REDIS_HEALTH_INTERVAL_MS` | health probe (PING) interval | [`DEFAULT_HEALTH_INTERVAL`] |
+//! | `REDIS_HEALTH_TIMEOUT_MS` | health probe timeout (≤ interval) | [`DEFAULT_HEALTH_TIMEOUT`] |
+//! | `REDIS_HEALTH_FAILURES` | consecutive failed probes that replace the connection | [`DEFAULT_HEALTH_FAILURES`] |
+//! | `REDIS_HEALTH_SLOW_MS` | a probe slower than this makes the state `Degraded` | [`DEFAULT_HEALTH_SLOW`] |
+//! | `REDIS_INFO_INTERVAL_MS` | INFO (server gauges) interval | [`DEFAULT_INFO_INTERVAL`] |
 
 use std::fmt;
 use std::str::FromStr;
@@ -46,6 +51,17 @@ pub const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_STABLE_PERIOD: Duration = Duration::from_secs(5);
 /// Default longest wait for in-flight commands during [`Supervisor::shutdown`](crate::Supervisor::shutdown): 5 s.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default health probe interval: a `PING` every 1 s.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default health probe timeout: 500 ms.
+pub const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_millis(500);
+/// Default number of consecutive failed probes after which the connection is replaced: 3.
+/// With the defaults a hung server is detected within 1 s × 3 + 500 ms = 3.5 s.
+pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
+/// Default latency above which a probe marks the connection `Degraded`: 250 ms.
+pub const DEFAULT_HEALTH_SLOW: Duration = Duration::from_millis(250);
+/// Default interval of the `INFO` read that feeds the server gauges: 10 s.
+pub const DEFAULT_INFO_INTERVAL: Duration = Duration::from_secs(10);
 /// Default offline policy: [`OfflinePolicy::Wait`].
 pub const DEFAULT_OFFLINE_POLICY: OfflinePolicy = OfflinePolicy::Wait;
 
@@ -195,6 +211,11 @@ pub struct Config {
     stable_period: Duration,
     offline_policy: OfflinePolicy,
     shutdown_timeout: Duration,
+    health_interval: Duration,
+    health_timeout: Duration,
+    health_failures: u32,
+    health_slow: Duration,
+    info_interval: Duration,
 }
 
 impl fmt::Debug for Config {
@@ -209,6 +230,11 @@ impl fmt::Debug for Config {
             .field("stable_period", &self.stable_period)
             .field("offline_policy", &self.offline_policy)
             .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("health_interval", &self.health_interval)
+            .field("health_timeout", &self.health_timeout)
+            .field("health_failures", &self.health_failures)
+            .field("health_slow", &self.health_slow)
+            .field("info_interval", &self.info_interval)
             .finish()
     }
 }
@@ -236,6 +262,11 @@ impl Default for Config {
             stable_period: DEFAULT_STABLE_PERIOD,
             offline_policy: DEFAULT_OFFLINE_POLICY,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            health_interval: DEFAULT_HEALTH_INTERVAL,
+            health_timeout: DEFAULT_HEALTH_TIMEOUT,
+            health_failures: DEFAULT_HEALTH_FAILURES,
+            health_slow: DEFAULT_HEALTH_SLOW,
+            info_interval: DEFAULT_INFO_INTERVAL,
         }
     }
 }
@@ -350,6 +381,31 @@ impl Config {
     pub fn shutdown_timeout(&self) -> Duration {
         self.shutdown_timeout
     }
+    /// Interval between health probes (`PING`).
+    pub fn health_interval(&self) -> Duration {
+        self.health_interval
+    }
+    /// Timeout of one health probe.
+    pub fn health_timeout(&self) -> Duration {
+        self.health_timeout
+    }
+    /// Consecutive failed probes after which the connection is replaced.
+    pub fn health_failures(&self) -> u32 {
+        self.health_failures
+    }
+    /// Probe latency above which the connection is `Degraded`.
+    pub fn health_slow(&self) -> Duration {
+        self.health_slow
+    }
+    /// Interval between `INFO` reads.
+    pub fn info_interval(&self) -> Duration {
+        self.info_interval
+    }
+    /// The longest time a hung or half-open connection can stay `Up`:
+    /// `health_interval × health_failures + health_timeout`.
+    pub fn detection_bound(&self) -> Duration {
+        self.health_interval * self.health_failures + self.health_timeout
+    }
     /// The server URL with the password replaced by `***`, e.g. `redis://app:***@host:6379/0`.
     pub fn redacted_url(&self) -> String {
         let scheme = if self.tls { "rediss" } else { "redis" };
@@ -407,6 +463,11 @@ pub struct ConfigBuilder {
     stable_period: Option<Sourced<Duration>>,
     offline_policy: Option<OfflinePolicy>,
     shutdown_timeout: Option<Sourced<Duration>>,
+    health_interval: Option<Sourced<Duration>>,
+    health_timeout: Option<Sourced<Duration>>,
+    health_failures: Option<Sourced<u32>>,
+    health_slow: Option<Sourced<Duration>>,
+    info_interval: Option<Sourced<Duration>>,
 }
 
 /// A value and the name of the setting it came from, for error messages.
@@ -516,6 +577,32 @@ impl ConfigBuilder {
         self
     }
 
+    /// Interval between health probes (> 0).
+    pub fn health_interval(mut self, d: Duration) -> Self {
+        self.health_interval = src(d, "health_interval");
+        self
+    }
+    /// Timeout of one health probe (> 0, ≤ the probe interval).
+    pub fn health_timeout(mut self, d: Duration) -> Self {
+        self.health_timeout = src(d, "health_timeout");
+        self
+    }
+    /// Consecutive failed probes that replace the connection (≥ 1).
+    pub fn health_failures(mut self, k: u32) -> Self {
+        self.health_failures = src(k, "health_failures");
+        self
+    }
+    /// Probe latency above which the connection is `Degraded` (> 0).
+    pub fn health_slow(mut self, d: Duration) -> Self {
+        self.health_slow = src(d, "health_slow");
+        self
+    }
+    /// Interval between `INFO` reads (> 0).
+    pub fn info_interval(mut self, d: Duration) -> Self {
+        self.info_interval = src(d, "info_interval");
+        self
+    }
+
     /// A builder filled from `{prefix}_REDIS_*` variables read through `lookup`.
     fn from_lookup(
         prefix: &str,
@@ -575,6 +662,17 @@ impl ConfigBuilder {
         b.backoff_max = ms("REDIS_BACKOFF_MAX_MS")?;
         b.stable_period = ms("REDIS_STABLE_PERIOD_MS")?;
         b.shutdown_timeout = ms("REDIS_SHUTDOWN_TIMEOUT_MS")?;
+        b.health_interval = ms("REDIS_HEALTH_INTERVAL_MS")?;
+        b.health_timeout = ms("REDIS_HEALTH_TIMEOUT_MS")?;
+        b.health_slow = ms("REDIS_HEALTH_SLOW_MS")?;
+        b.info_interval = ms("REDIS_INFO_INTERVAL_MS")?;
+        if let Some((k, v)) = get("REDIS_HEALTH_FAILURES") {
+            let n = v
+                .trim()
+                .parse::<u32>()
+                .map_err(|_| ConfigError::new(&k, &v, "must be a whole number >= 1"))?;
+            b.health_failures = src(n, &k);
+        }
         if let Some((k, v)) = get("REDIS_OFFLINE_POLICY") {
             b.offline_policy = Some(
                 v.parse()
@@ -646,6 +744,31 @@ impl ConfigBuilder {
         c.command_timeout = positive(self.command_timeout, c.command_timeout)?;
         c.stable_period = positive(self.stable_period, c.stable_period)?;
         c.shutdown_timeout = positive(self.shutdown_timeout, c.shutdown_timeout)?;
+        c.health_interval = positive(self.health_interval, c.health_interval)?;
+        c.health_slow = positive(self.health_slow, c.health_slow)?;
+        c.info_interval = positive(self.info_interval, c.info_interval)?;
+        let timeout_src = self.health_timeout.as_ref().map(|s| s.source.clone());
+        c.health_timeout = positive(self.health_timeout, c.health_timeout)?;
+        if c.health_timeout > c.health_interval {
+            return Err(ConfigError::new(
+                timeout_src.unwrap_or_else(|| "health_timeout".into()),
+                format!("{:?}", c.health_timeout),
+                format!(
+                    "the probe timeout must not exceed the probe interval ({:?})",
+                    c.health_interval
+                ),
+            ));
+        }
+        if let Some(k) = self.health_failures {
+            if k.value == 0 {
+                return Err(ConfigError::new(
+                    &k.source,
+                    "0",
+                    "must be a whole number >= 1",
+                ));
+            }
+            c.health_failures = k.value;
+        }
         let base_src = self.backoff_base.as_ref().map(|s| s.source.clone());
         c.backoff.base = positive(self.backoff_base, c.backoff.base)?;
         let max_src = self.backoff_max.as_ref().map(|s| s.source.clone());
@@ -927,6 +1050,24 @@ mod tests {
             ),
             (&[("REDIS_TLS", "maybe")], "REDIS_TLS", "maybe"),
             (&[("REDIS_CLIENT_NAME", "a b")], "REDIS_CLIENT_NAME", "a b"),
+            (
+                &[("REDIS_HEALTH_FAILURES", "0")],
+                "REDIS_HEALTH_FAILURES",
+                "\"0\"",
+            ),
+            (
+                &[("REDIS_HEALTH_FAILURES", "-1")],
+                "REDIS_HEALTH_FAILURES",
+                "-1",
+            ),
+            (
+                &[
+                    ("REDIS_HEALTH_INTERVAL_MS", "100"),
+                    ("REDIS_HEALTH_TIMEOUT_MS", "500"),
+                ],
+                "REDIS_HEALTH_TIMEOUT_MS",
+                "500ms",
+            ),
             (
                 &[
                     ("REDIS_BACKOFF_BASE_MS", "500"),

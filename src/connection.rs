@@ -3,8 +3,9 @@
 //! own task, so concurrent commands pipeline on the one socket).
 //!
 //! A transport failure — a command's I/O error, the socket closing (RESP3 tells us at once, even
-//! when idle), or [`TIMEOUTS_BEFORE_REPLACE`] consecutive command timeouts — makes the actor stop
-//! with failure; its supervisor publishes `Down` and replaces it.
+//! when idle), or [`Config::health_failures`] consecutive command timeouts (a hung server or a
+//! half-open link only ever yields timeouts) — makes the actor stop with failure; its supervisor
+//! publishes `Down` and replaces it.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -17,10 +18,8 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::error::{Fault, classify, describe_connection_error};
+use crate::health::ServerStats;
 use crate::supervisor::SupervisorMsg;
-
-/// Consecutive command timeouts after which the connection is considered hung and replaced.
-pub const TIMEOUTS_BEFORE_REPLACE: u32 = 3;
 
 /// How long QUIT may take during shutdown.
 const QUIT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -66,6 +65,8 @@ pub(crate) enum ConnectionMsg {
     Exec {
         request: Arc<Request>,
         deadline: Instant,
+        /// Health probes are judged by the health actor, not by the consecutive-timeout count.
+        probe: bool,
         reply: RpcReplyPort<Result<Value, ExecError>>,
     },
     /// The transport failed (from a command task or the push channel): stop with failure.
@@ -86,13 +87,6 @@ pub(crate) struct ConnectionState {
     conn: Option<MultiplexedConnection>,
     consecutive_timeouts: Arc<AtomicU32>,
     closing: bool,
-}
-
-/// Server facts read at connect.
-#[derive(Debug, Clone)]
-pub(crate) struct ServerInfo {
-    pub(crate) version: String,
-    pub(crate) role: String,
 }
 
 /// The connection actor.
@@ -142,8 +136,7 @@ impl Actor for ConnectionActor {
             .supervisor
             .cast(SupervisorMsg::ConnectionUp {
                 id: myself.get_id(),
-                server_version: info.version,
-                role: info.role,
+                stats: info,
             })
             .map_err(|_| "supervisor is gone")?;
         Ok(())
@@ -159,13 +152,19 @@ impl Actor for ConnectionActor {
             ConnectionMsg::Exec {
                 request,
                 deadline,
+                probe,
                 reply,
             } => {
                 let Some(conn) = state.conn.clone().filter(|_| !state.closing) else {
                     let _ = reply.send(Err(ExecError::NotSent));
                     return Ok(());
                 };
-                let timeouts = state.consecutive_timeouts.clone();
+                let timeouts = (!probe).then(|| {
+                    (
+                        state.consecutive_timeouts.clone(),
+                        state.args.config.health_failures(),
+                    )
+                });
                 tokio::spawn(run(conn, request, deadline, reply, timeouts, myself));
                 Ok(())
             }
@@ -196,7 +195,7 @@ async fn run(
     request: Arc<Request>,
     deadline: Instant,
     reply: RpcReplyPort<Result<Value, ExecError>>,
-    timeouts: Arc<AtomicU32>,
+    timeouts: Option<(Arc<AtomicU32>, u32)>,
     actor: ActorRef<ConnectionMsg>,
 ) {
     let exec = async {
@@ -207,8 +206,10 @@ async fn run(
     };
     let result = match tokio::time::timeout_at(deadline, exec).await {
         Ok(Ok(value)) => {
-            if timeouts.load(Ordering::Relaxed) != 0 {
-                timeouts.store(0, Ordering::Relaxed);
+            if let Some((count, _)) = &timeouts
+                && count.load(Ordering::Relaxed) != 0
+            {
+                count.store(0, Ordering::Relaxed);
             }
             Ok(value)
         }
@@ -221,11 +222,13 @@ async fn run(
             Fault::Reply => Err(ExecError::Reply(err)),
         },
         Err(_) => {
-            let n = timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-            if n >= TIMEOUTS_BEFORE_REPLACE {
-                let _ = actor.cast(ConnectionMsg::Failed(format!(
-                    "{n} consecutive command timeouts (server hung or link half-open)"
-                )));
+            if let Some((count, limit)) = &timeouts {
+                let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= *limit {
+                    let _ = actor.cast(ConnectionMsg::Failed(format!(
+                        "{n} consecutive command timeouts (server hung or link half-open)"
+                    )));
+                }
             }
             Err(ExecError::Timeout)
         }
@@ -239,7 +242,7 @@ async fn run(
 async fn connect(
     config: &Config,
     actor: &ActorRef<ConnectionMsg>,
-) -> Result<(MultiplexedConnection, ServerInfo), ActorProcessingErr> {
+) -> Result<(MultiplexedConnection, ServerStats), ActorProcessingErr> {
     let info = config
         .connection_info()
         .map_err(|e| describe_connection_error(&e))?;
@@ -273,34 +276,12 @@ async fn connect(
         .query_async(&mut conn)
         .await
         .map_err(|e| describe_connection_error(&e))?;
-    Ok((conn, parse_server_info(&info)))
-}
-
-/// Reads `redis_version` and `role` from an INFO reply.
-pub(crate) fn parse_server_info(info: &str) -> ServerInfo {
-    let field = |name: &str| {
-        info.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-            .map(|v| v.trim().to_string())
-            .unwrap_or_else(|| "unknown".to_string())
-    };
-    ServerInfo {
-        version: field("redis_version"),
-        role: field("role"),
-    }
+    Ok((conn, ServerStats::parse(&info)))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn server_info_from_info_text() {
-        let info = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\n# Replication\r\nrole:master\r\n";
-        let i = parse_server_info(info);
-        assert_eq!((i.version.as_str(), i.role.as_str()), ("7.0.15", "master"));
-        assert_eq!(parse_server_info("").version, "unknown");
-    }
 
     #[test]
     fn request_names() {

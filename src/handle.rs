@@ -31,6 +31,7 @@ use tokio::time::Instant;
 use crate::OfflinePolicy;
 use crate::connection::{ConnectionMsg, ExecError, Request};
 use crate::error::{Error, from_reply_error};
+use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared};
 
 /// A cheap, cloneable handle to a [`Supervisor`](crate::Supervisor)'s connection
@@ -112,10 +113,38 @@ pub enum KeyTtl {
 #[derive(Debug, Clone, Copy)]
 struct Spec {
     idempotent: bool,
+    label: CommandLabel,
 }
 
-const IDEMPOTENT: Spec = Spec { idempotent: true };
-const NOT_IDEMPOTENT: Spec = Spec { idempotent: false };
+const fn idempotent(label: CommandLabel) -> Spec {
+    Spec {
+        idempotent: true,
+        label,
+    }
+}
+
+const fn not_idempotent(label: CommandLabel) -> Spec {
+    Spec {
+        idempotent: false,
+        label,
+    }
+}
+
+/// The metric label of a raw command, from its name.
+fn raw_label(cmd: &redis::Cmd) -> CommandLabel {
+    match cmd.args_iter().next() {
+        Some(redis::Arg::Simple(name)) => CommandLabel::for_name(name),
+        _ => CommandLabel::OTHER,
+    }
+}
+
+fn pipeline_label(pipe: &redis::Pipeline) -> CommandLabel {
+    if pipe.is_transaction() {
+        CommandLabel::MULTI
+    } else {
+        CommandLabel::PIPELINE
+    }
+}
 
 /// Decrements the in-flight count when a call ends, however it ends.
 struct InFlight<'a>(&'a Shared);
@@ -143,6 +172,7 @@ struct Waiting<'a>(&'a Shared);
 impl<'a> Waiting<'a> {
     fn enter(shared: &'a Shared) -> Self {
         shared.offline_waiting.fetch_add(1, Ordering::Relaxed);
+        shared.metrics.offline_waiting.increment(1.0);
         Waiting(shared)
     }
 }
@@ -150,6 +180,7 @@ impl<'a> Waiting<'a> {
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
         self.0.offline_waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.offline_waiting.decrement(1.0);
     }
 }
 
@@ -208,7 +239,7 @@ impl RedisHandle {
     pub async fn get<K: AsRef<[u8]>, RV: FromRedisValue>(&self, key: K) -> Result<RV, Error> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.key(key));
-        self.query(cmd, IDEMPOTENT).await
+        self.query(cmd, idempotent(CommandLabel::GET)).await
     }
 
     /// `SET key value`.
@@ -218,7 +249,9 @@ impl RedisHandle {
     pub async fn set<K: AsRef<[u8]>, V: ToRedisArgs>(&self, key: K, value: V) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value);
-        self.query::<Value>(cmd, IDEMPOTENT).await.map(drop)
+        self.query::<Value>(cmd, idempotent(CommandLabel::SET))
+            .await
+            .map(drop)
     }
 
     /// `SET key value PX ttl`: the key expires after `ttl` (millisecond precision).
@@ -253,14 +286,14 @@ impl RedisHandle {
             cmd.arg("PX").arg(ttl_ms("ttl", ttl)?);
         }
         let spec = match options.condition {
-            None => IDEMPOTENT,
+            None => idempotent(CommandLabel::SET),
             Some(SetCondition::Nx) => {
                 cmd.arg("NX");
-                NOT_IDEMPOTENT
+                not_idempotent(CommandLabel::SET)
             }
             Some(SetCondition::Xx) => {
                 cmd.arg("XX");
-                NOT_IDEMPOTENT
+                not_idempotent(CommandLabel::SET)
             }
         };
         let v: Value = self.query(cmd, spec).await?;
@@ -276,7 +309,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<u64, Error> {
         let cmd = self.cmd_with_keys("DEL", keys)?;
-        self.query(cmd, IDEMPOTENT).await
+        self.query(cmd, idempotent(CommandLabel::DEL)).await
     }
 
     /// `EXISTS key [key …]`: how many of the keys exist.
@@ -288,7 +321,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<u64, Error> {
         let cmd = self.cmd_with_keys("EXISTS", keys)?;
-        self.query(cmd, IDEMPOTENT).await
+        self.query(cmd, idempotent(CommandLabel::EXISTS)).await
     }
 
     /// `PEXPIRE key ttl`: returns whether the key exists (and now expires).
@@ -298,7 +331,7 @@ impl RedisHandle {
     pub async fn expire<K: AsRef<[u8]>>(&self, key: K, ttl: Duration) -> Result<bool, Error> {
         let mut cmd = redis::cmd("PEXPIRE");
         cmd.arg(self.key(key)).arg(ttl_ms("ttl", ttl)?);
-        self.query(cmd, IDEMPOTENT).await
+        self.query(cmd, idempotent(CommandLabel::EXPIRE)).await
     }
 
     /// `PTTL key`.
@@ -308,7 +341,7 @@ impl RedisHandle {
     pub async fn ttl<K: AsRef<[u8]>>(&self, key: K) -> Result<KeyTtl, Error> {
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(self.key(key));
-        let ms: i64 = self.query(cmd, IDEMPOTENT).await?;
+        let ms: i64 = self.query(cmd, idempotent(CommandLabel::TTL)).await?;
         Ok(match ms {
             -2 => KeyTtl::Missing,
             ms if ms < 0 => KeyTtl::Persistent,
@@ -324,7 +357,7 @@ impl RedisHandle {
     pub async fn incr<K: AsRef<[u8]>>(&self, key: K) -> Result<i64, Error> {
         let mut cmd = redis::cmd("INCR");
         cmd.arg(self.key(key));
-        self.query(cmd, NOT_IDEMPOTENT).await
+        self.query(cmd, not_idempotent(CommandLabel::INCR)).await
     }
 
     /// `INCRBY key delta`. Not idempotent.
@@ -334,7 +367,7 @@ impl RedisHandle {
     pub async fn incr_by<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
         let mut cmd = redis::cmd("INCRBY");
         cmd.arg(self.key(key)).arg(delta);
-        self.query(cmd, NOT_IDEMPOTENT).await
+        self.query(cmd, not_idempotent(CommandLabel::INCRBY)).await
     }
 
     /// `MGET key [key …]`: one `Option` per key, in order.
@@ -346,7 +379,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<Option<RV>>, Error> {
         let cmd = self.cmd_with_keys("MGET", keys)?;
-        self.query(cmd, IDEMPOTENT).await
+        self.query(cmd, idempotent(CommandLabel::MGET)).await
     }
 
     /// `MSET key value [key value …]`.
@@ -368,7 +401,9 @@ impl RedisHandle {
                 "MSET needs at least one pair".into(),
             ));
         }
-        self.query::<Value>(cmd, IDEMPOTENT).await.map(drop)
+        self.query::<Value>(cmd, idempotent(CommandLabel::MSET))
+            .await
+            .map(drop)
     }
 
     /// `PING`: returns the round-trip time.
@@ -377,7 +412,9 @@ impl RedisHandle {
     /// See the [module docs](self).
     pub async fn ping(&self) -> Result<Duration, Error> {
         let start = Instant::now();
-        let _: Value = self.query(redis::cmd("PING"), IDEMPOTENT).await?;
+        let _: Value = self
+            .query(redis::cmd("PING"), idempotent(CommandLabel::PING))
+            .await?;
         Ok(start.elapsed())
     }
 
@@ -387,7 +424,8 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
-        self.query(cmd, NOT_IDEMPOTENT).await
+        let label = raw_label(&cmd);
+        self.query(cmd, not_idempotent(label)).await
     }
 
     /// Like [`cmd`](Self::cmd), for a command you know is safe to run twice: it is retried once
@@ -396,7 +434,8 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd_idempotent<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
-        self.query(cmd, IDEMPOTENT).await
+        let label = raw_label(&cmd);
+        self.query(cmd, idempotent(label)).await
     }
 
     /// Runs a [`redis::Pipeline`] in one round trip; `redis::pipe().atomic()` wraps it in
@@ -413,9 +452,8 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self); [`Error::Server`] for the first failing command.
     pub async fn pipeline<RV: FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<RV, Error> {
-        self.run(Request::Pipeline(pipe), NOT_IDEMPOTENT)
-            .await
-            .and_then(convert)
+        let spec = not_idempotent(pipeline_label(&pipe));
+        self.run(Request::Pipeline(pipe), spec).await
     }
 
     /// Like [`pipeline`](Self::pipeline), for pipelines that are safe to run twice.
@@ -426,22 +464,36 @@ impl RedisHandle {
         &self,
         pipe: redis::Pipeline,
     ) -> Result<RV, Error> {
-        self.run(Request::Pipeline(pipe), IDEMPOTENT)
-            .await
-            .and_then(convert)
+        let spec = idempotent(pipeline_label(&pipe));
+        self.run(Request::Pipeline(pipe), spec).await
     }
 
     async fn query<RV: FromRedisValue>(&self, cmd: redis::Cmd, spec: Spec) -> Result<RV, Error> {
-        self.run(Request::Cmd(cmd), spec).await.and_then(convert)
+        self.run(Request::Cmd(cmd), spec).await
     }
 
-    /// The one path every command takes: exactly one answer by the deadline.
-    async fn run(&self, request: Request, spec: Spec) -> Result<Value, Error> {
+    /// The one path every command takes: exactly one answer by the deadline, converted to the
+    /// caller's type, counted once (error replies inside the value count as errors).
+    async fn run<RV: FromRedisValue>(&self, request: Request, spec: Spec) -> Result<RV, Error> {
+        let start = Instant::now();
+        let result = self.run_inner(request, spec, start).await.and_then(convert);
+        self.shared
+            .metrics
+            .command(spec.label, Outcome::of(&result), start.elapsed());
+        result
+    }
+
+    async fn run_inner(
+        &self,
+        request: Request,
+        spec: Spec,
+        start: Instant,
+    ) -> Result<Value, Error> {
         let shared = &*self.shared;
         if shared.shutting_down.load(Ordering::SeqCst) {
             return Err(Error::ShuttingDown);
         }
-        let deadline = Instant::now() + self.timeout;
+        let deadline = start + self.timeout;
         let _in_flight = InFlight::enter(shared);
         let request = Arc::new(request);
         let mut retried = false;
@@ -453,6 +505,7 @@ impl RedisHandle {
             let msg = ConnectionMsg::Exec {
                 request: request.clone(),
                 deadline,
+                probe: false,
                 reply: tx.into(),
             };
             if conn.send_message(msg).is_err() {

@@ -1,9 +1,26 @@
-//! The HTTP routes a service merges into its own axum app: `/health` (JSON; 200 when commands
-//! can be served, 503 otherwise) and `/health/live` (200 while the supervisor runs).
+//! The HTTP routes a service merges into its own axum app.
+//!
+//! Per supervisor ([`router`]):
+//! - `/health` — JSON [`HealthReport`]; 200 when commands can be served (`Up`, `Degraded`), 503
+//!   otherwise;
+//! - `/health/live` — 200 while the supervisor runs (the process is alive and supervising), 503
+//!   once it has stopped;
+//! - `/health/ready` — 200 only when commands can be served, else 503;
+//! - `/health/redis` — JSON [`RedisReport`]: status, ping latency, version, role, memory used and
+//!   max, uptime, connected clients, restarts, last error (redacted); same status code as
+//!   `/health`.
+//!
+//! Per process ([`metrics_router`]): `/metrics`, the Prometheus text of the recorder you
+//! installed (see [`crate::metrics::prometheus_builder`]).
 //!
 //! ```no_run
 //! # async fn run(supervisor: &redis_supervisor::Supervisor) {
-//! let app = axum::Router::new().merge(redis_supervisor::http::router(supervisor));
+//! let prometheus = redis_supervisor::metrics::prometheus_builder()
+//!     .install_recorder()
+//!     .expect("first recorder of this process");
+//! let app = axum::Router::new()
+//!     .merge(redis_supervisor::http::router(supervisor))
+//!     .merge(redis_supervisor::http::metrics_router(prometheus));
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:9180").await.unwrap();
 //! axum::serve(listener, app).await.unwrap();
 //! # }
@@ -46,16 +63,109 @@ pub fn status_code(availability: &Availability) -> StatusCode {
     }
 }
 
-/// The routes for one supervisor: `/health`, `/health/live`.
-pub fn router(supervisor: &Supervisor) -> axum::Router {
-    router_for(supervisor.shared())
+/// The body of `/health/redis`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RedisReport {
+    /// `"up"` when commands can be served, `"down"` otherwise.
+    pub status: &'static str,
+    /// The availability state name (`up`, `degraded`, `down`, …).
+    pub state: &'static str,
+    /// The supervisor's name.
+    pub client: String,
+    /// The server URL, password redacted.
+    pub url: String,
+    /// Round trip of the last successful health probe, in milliseconds (absent while down).
+    pub ping_ms: Option<f64>,
+    /// `redis_version` of the server last connected.
+    pub version: Option<String>,
+    /// `role` of the server last connected.
+    pub role: Option<String>,
+    /// `used_memory`, bytes.
+    pub memory_used_bytes: Option<u64>,
+    /// `maxmemory`, bytes (0: no limit).
+    pub memory_max_bytes: Option<u64>,
+    /// `uptime_in_seconds`.
+    pub uptime_seconds: Option<u64>,
+    /// `connected_clients`.
+    pub connected_clients: Option<u64>,
+    /// Connection restarts so far.
+    pub restarts: u64,
+    /// Why the connection was last lost (secret-free), if it ever was.
+    pub last_error: Option<String>,
+    /// When that was, in milliseconds since the Unix epoch.
+    pub last_error_at_unix_ms: Option<u64>,
 }
 
-pub(crate) fn router_for(shared: Arc<Shared>) -> axum::Router {
+/// The routes for one supervisor: `/health`, `/health/live`, `/health/ready`, `/health/redis`.
+pub fn router(supervisor: &Supervisor) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .route("/health/live", get(live))
-        .with_state(shared)
+        .route("/health/ready", get(ready))
+        .route("/health/redis", get(redis_report))
+        .with_state(supervisor.shared())
+}
+
+/// `/metrics`: the Prometheus text exposition of `handle`'s recorder.
+pub fn metrics_router(handle: metrics_exporter_prometheus::PrometheusHandle) -> axum::Router {
+    axum::Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(handle)
+}
+
+async fn render_metrics(
+    State(handle): State<metrics_exporter_prometheus::PrometheusHandle>,
+) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(shared): State<Arc<Shared>>) -> Response {
+    let availability = shared.availability.current();
+    let status = status_code(&availability);
+    let body = if status == StatusCode::OK {
+        "ready\n".to_string()
+    } else {
+        format!("not ready: {availability}\n")
+    };
+    (status, body).into_response()
+}
+
+async fn redis_report(State(shared): State<Arc<Shared>>) -> Response {
+    let availability = shared.availability.current();
+    let snapshot = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+    let stats = snapshot.stats.as_ref();
+    let serving = availability.is_serving();
+    let report = RedisReport {
+        status: if serving { "up" } else { "down" },
+        state: availability.name(),
+        client: shared.config.name().to_string(),
+        url: shared.config.redacted_url(),
+        ping_ms: snapshot
+            .ping
+            .filter(|_| serving)
+            .map(|d| d.as_secs_f64() * 1000.0),
+        version: stats.map(|s| s.version.clone()),
+        role: stats.map(|s| s.role.clone()),
+        memory_used_bytes: stats.map(|s| s.memory_used_bytes),
+        memory_max_bytes: stats.map(|s| s.memory_max_bytes),
+        uptime_seconds: stats.map(|s| s.uptime_seconds),
+        connected_clients: stats.map(|s| s.connected_clients),
+        restarts: shared.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        last_error: snapshot.last_error.as_ref().map(|(e, _)| e.clone()),
+        last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, at)| {
+            at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64
+        }),
+    };
+    (status_code(&availability), Json(report)).into_response()
 }
 
 fn report(shared: &Shared) -> HealthReport {

@@ -36,7 +36,9 @@
 //! | [`supervisor`] | the supervisor actor and the public [`Supervisor`] |
 //! | `connection` | the connection actor (internal) |
 //! | [`handle`] | [`RedisHandle`] and the typed commands, with their delivery semantics |
-//! | [`http`] | the axum [`Router`](axum::Router) with `/health` |
+//! | [`health`] | the health actor (PING/INFO probes) and INFO parsing ([`health::ServerStats`]) |
+//! | [`metrics`] | metric names, descriptions, the pre-registered handles, [`metrics::prometheus_builder`] |
+//! | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
 //! | `testing` | (feature `test-util`) a real `redis-server` process fixture |
 
 pub mod availability;
@@ -45,7 +47,9 @@ pub mod config;
 mod connection;
 pub mod error;
 pub mod handle;
+pub mod health;
 pub mod http;
+pub mod metrics;
 pub mod supervisor;
 
 #[cfg(feature = "test-util")]
@@ -54,7 +58,6 @@ pub mod testing;
 pub use availability::{Availability, AvailabilityEvent, AvailabilityEvents, EventsError};
 pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
-pub use connection::TIMEOUTS_BEFORE_REPLACE;
 pub use error::Error;
 pub use handle::{KeyTtl, RedisHandle, SetOptions};
 pub use supervisor::Supervisor;

@@ -2,8 +2,8 @@
 //! jitter, and publishing every availability transition), and the public [`Supervisor`] type
 //! that starts it, hands out [`RedisHandle`]s and shuts everything down.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, SystemTime};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::error::Error;
 use crate::handle::RedisHandle;
+use crate::health::{HealthActor, HealthMsg, HealthSnapshot, ServerStats};
+use crate::metrics::{Metrics, SharedRecorder};
 
 /// Where commands go right now. Internal twin of [`Availability`], written only by the
 /// supervisor actor (and set to `Stopped` by shutdown).
@@ -43,18 +45,42 @@ pub(crate) struct Shared {
     pub(crate) offline_waiting: AtomicUsize,
     /// Connection actors started to replace a failed one.
     pub(crate) restarts: AtomicU64,
+    /// Every metric handle, registered at start.
+    pub(crate) metrics: Metrics,
+    /// Latest probe and INFO results, and the last error, for `/health/redis`.
+    pub(crate) health: StdMutex<HealthSnapshot>,
+}
+
+impl Shared {
+    /// Publishes an availability transition (state gauges first, then the watch and the event).
+    /// Only the supervisor actor calls this.
+    pub(crate) fn publish(&self, state: Availability, reason: impl Into<String>) {
+        self.metrics.set_state(&state);
+        self.availability.publish(state, reason);
+    }
+
+    /// Records an INFO reading: server gauges and the `/health/redis` snapshot.
+    pub(crate) fn record_server_stats(&self, stats: ServerStats) {
+        self.metrics.set_server(&stats);
+        if let Ok(mut h) = self.health.lock() {
+            h.stats = Some(stats);
+        }
+    }
 }
 
 /// Messages of the supervisor actor.
 pub(crate) enum SupervisorMsg {
     /// The backoff delay of generation `generation` has passed: start a new connection.
     Reconnect { generation: u64 },
-    /// A connection actor finished its handshake.
-    ConnectionUp {
+    /// A connection actor finished its handshake; `stats` is its INFO.
+    ConnectionUp { id: ActorId, stats: ServerStats },
+    /// A health probe of connection `id` succeeded; `degraded` says why it was too slow.
+    Probed {
         id: ActorId,
-        server_version: String,
-        role: String,
+        degraded: Option<String>,
     },
+    /// Connection `id` failed its health probes: replace it.
+    Unhealthy { id: ActorId, reason: String },
     /// Close the connection (QUIT), stop it, publish `Stopped`, stop.
     Shutdown(RpcReplyPort<()>),
 }
@@ -65,6 +91,10 @@ pub(crate) struct SupervisorState {
     tracker: RestartTracker,
     child: Option<ActorRef<ConnectionMsg>>,
     child_up: bool,
+    health: Option<ActorRef<HealthMsg>>,
+    /// Version and role of the connected server, for `Up` after `Degraded`.
+    server: Option<(String, String)>,
+    degraded: Option<String>,
     generation: u64,
     timer: Option<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
     stopping: bool,
@@ -79,7 +109,6 @@ impl SupervisorActor {
         let attempt = state.tracker.attempt() + 1;
         state
             .shared
-            .availability
             .publish(Availability::Connecting { attempt }, "connecting");
         let args = ConnectionArgs {
             config: state.shared.config.clone(),
@@ -108,8 +137,18 @@ impl SupervisorActor {
         let was_up = state.child_up;
         state.child = None;
         state.child_up = false;
+        state.degraded = None;
         if state.stopping {
             return;
+        }
+        let metrics = &state.shared.metrics;
+        if !was_up {
+            metrics.connect_failure.increment(1);
+        }
+        metrics.server.up.set(0.0);
+        if let Ok(mut h) = state.shared.health.lock() {
+            h.last_error = Some((reason.clone(), SystemTime::now()));
+            h.ping = None;
         }
         let delay = state
             .tracker
@@ -133,7 +172,7 @@ impl SupervisorActor {
             retry_in_ms = delay.as_millis() as u64,
             "redis connection down"
         );
-        state.shared.availability.publish(
+        state.shared.publish(
             Availability::Down {
                 error: reason.clone(),
                 retry_in: delay,
@@ -147,6 +186,30 @@ impl SupervisorActor {
         }
         state.timer =
             Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
+    }
+
+    /// Starts the health actor (linked; restarted if it ever fails).
+    async fn start_health(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
+        let args = (state.shared.clone(), myself.clone());
+        match HealthActor::spawn_linked(None, HealthActor, args, myself.get_cell()).await {
+            Ok((health, _join)) => state.health = Some(health),
+            Err(e) => tracing::error!(error = %e, "health actor did not start; probes are off"),
+        }
+    }
+
+    /// Publishes `Up` or `Degraded` for the connected server.
+    fn publish_serving(state: &SupervisorState, reason: &str) {
+        let availability = match (&state.degraded, &state.server) {
+            (Some(why), _) => Availability::Degraded {
+                reason: why.clone(),
+            },
+            (None, Some((server_version, role))) => Availability::Up {
+                server_version: server_version.clone(),
+                role: role.clone(),
+            },
+            (None, None) => return,
+        };
+        state.shared.publish(availability, reason);
     }
 
     fn is_child(state: &SupervisorState, id: ActorId) -> bool {
@@ -179,6 +242,9 @@ impl Actor for SupervisorActor {
             tracker,
             child: None,
             child_up: false,
+            health: None,
+            server: None,
+            degraded: None,
             generation: 0,
             timer: None,
             stopping: false,
@@ -190,6 +256,7 @@ impl Actor for SupervisorActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        self.start_health(&myself, state).await;
         self.start_child(&myself, state).await;
         Ok(())
     }
@@ -205,14 +272,11 @@ impl Actor for SupervisorActor {
                 if generation == state.generation && !state.stopping && state.child.is_none() {
                     state.timer = None;
                     state.shared.restarts.fetch_add(1, Ordering::Relaxed);
+                    state.shared.metrics.restarts.increment(1);
                     self.start_child(&myself, state).await;
                 }
             }
-            SupervisorMsg::ConnectionUp {
-                id,
-                server_version,
-                role,
-            } => {
+            SupervisorMsg::ConnectionUp { id, stats } => {
                 if !Self::is_child(state, id) || state.stopping {
                     return Ok(());
                 }
@@ -220,27 +284,54 @@ impl Actor for SupervisorActor {
                     return Ok(());
                 };
                 state.child_up = true;
+                state.degraded = None;
                 state.tracker.on_up(std::time::Instant::now());
-                set_route(&state.shared, Route::Up(child));
+                state.shared.metrics.connect_success.increment(1);
+                state.shared.metrics.server.up.set(1.0);
+                state.server = Some((stats.version.clone(), stats.role.clone()));
                 tracing::debug!(
                     client = %state.shared.config.name(),
                     state = "up",
-                    server_version = %server_version,
-                    role = %role,
+                    server_version = %stats.version,
+                    role = %stats.role,
                     "redis connection up"
                 );
-                state.shared.availability.publish(
-                    Availability::Up {
-                        server_version,
-                        role,
-                    },
-                    "connected",
-                );
+                state.shared.record_server_stats(stats);
+                set_route(&state.shared, Route::Up(child));
+                Self::publish_serving(state, "connected");
+            }
+            SupervisorMsg::Probed { id, degraded } => {
+                if !Self::is_child(state, id) || !state.child_up || state.stopping {
+                    return Ok(());
+                }
+                if state.degraded != degraded {
+                    let reason = match &degraded {
+                        Some(why) => why.clone(),
+                        None => "health probes recovered".to_string(),
+                    };
+                    state.degraded = degraded;
+                    Self::publish_serving(state, &reason);
+                }
+            }
+            SupervisorMsg::Unhealthy { id, reason } => {
+                if !Self::is_child(state, id) || state.stopping {
+                    return Ok(());
+                }
+                if let Some(child) = state.child.clone() {
+                    // Replace it now; its termination event arrives later and is then stale.
+                    self.child_failed(&myself, state, reason.clone());
+                    child.stop(Some(reason));
+                }
             }
             SupervisorMsg::Shutdown(reply) => {
                 state.stopping = true;
                 if let Some(t) = state.timer.take() {
                     t.abort();
+                }
+                if let Some(health) = state.health.take() {
+                    let _ = health
+                        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+                        .await;
                 }
                 if let Some(child) = state.child.take() {
                     let _ = child
@@ -252,10 +343,7 @@ impl Actor for SupervisorActor {
                 }
                 state.shared.route.send_replace(Route::Stopped);
                 tracing::debug!(client = %state.shared.config.name(), state = "stopped", "redis supervisor stopped");
-                state
-                    .shared
-                    .availability
-                    .publish(Availability::Stopped, "shutdown");
+                state.shared.publish(Availability::Stopped, "shutdown");
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -270,6 +358,15 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match event {
+            SupervisionEvent::ActorFailed(cell, err)
+                if state.health.as_ref().map(|h| h.get_id()) == Some(cell.get_id()) =>
+            {
+                tracing::error!(error = %err, "health actor failed; restarting it");
+                state.health = None;
+                if !state.stopping {
+                    self.start_health(&myself, state).await;
+                }
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if Self::is_child(state, cell.get_id()) {
                     self.child_failed(&myself, state, err.to_string());
@@ -306,7 +403,6 @@ impl Actor for SupervisorActor {
         if state.shared.availability.current() != Availability::Stopped {
             state
                 .shared
-                .availability
                 .publish(Availability::Stopped, "supervisor stopped");
         }
         Ok(())
@@ -355,6 +451,40 @@ impl Supervisor {
     /// [`Error::Connection`] if the actor runtime refuses to start an actor (it does not fail for
     /// an unreachable Redis).
     pub async fn start(config: Config) -> Result<Supervisor, Error> {
+        Self::start_inner(config, None).await
+    }
+
+    /// Like [`start`](Self::start), registering the metrics in `recorder` instead of the global
+    /// recorder: for tests, or a service that keeps several registries.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), redis_supervisor::Error> {
+    /// use std::sync::Arc;
+    /// let recorder = redis_supervisor::metrics::prometheus_builder().build_recorder();
+    /// let prometheus = recorder.handle();
+    /// let supervisor = redis_supervisor::Supervisor::start_with_recorder(
+    ///     redis_supervisor::Config::from_env()?,
+    ///     Arc::new(recorder),
+    /// )
+    /// .await?;
+    /// println!("{}", prometheus.render());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub async fn start_with_recorder(
+        config: Config,
+        recorder: SharedRecorder,
+    ) -> Result<Supervisor, Error> {
+        Self::start_inner(config, Some(recorder)).await
+    }
+
+    async fn start_inner(
+        config: Config,
+        recorder: Option<SharedRecorder>,
+    ) -> Result<Supervisor, Error> {
+        let metrics = Metrics::new(config.name(), recorder);
         let config = Arc::new(config);
         let (route, _) = watch::channel(Route::Down {
             since: SystemTime::now(),
@@ -369,6 +499,8 @@ impl Supervisor {
             idle: Notify::new(),
             offline_waiting: AtomicUsize::new(0),
             restarts: AtomicU64::new(0),
+            metrics,
+            health: StdMutex::new(HealthSnapshot::default()),
         });
         let (actor, join) = SupervisorActor::spawn(None, SupervisorActor, shared.clone())
             .await

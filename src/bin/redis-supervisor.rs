@@ -1,6 +1,6 @@
 //! The `redis-supervisor` service: reads its configuration from the environment, supervises one
-//! Redis connection, serves the health routes, logs every availability transition, and shuts
-//! down gracefully on SIGTERM or SIGINT (exit code 0).
+//! Redis connection, serves `/metrics` (Prometheus) and the health routes, logs every
+//! availability transition, and shuts down gracefully on SIGTERM or SIGINT (exit code 0).
 //!
 //! ```text
 //! redis-supervisor [--listen ADDR]      # default 127.0.0.1:9180, or $LISTEN_ADDR
@@ -19,7 +19,7 @@ const DEFAULT_LISTEN: &str = "127.0.0.1:9180";
 
 const USAGE: &str = "usage: redis-supervisor [--listen ADDR]
 
-Supervises one Redis connection and serves /health on ADDR (default 127.0.0.1:9180, or $LISTEN_ADDR).
+Supervises one Redis connection and serves /metrics and /health* on ADDR (default 127.0.0.1:9180, or $LISTEN_ADDR).
 Redis settings come from REDIS_URL (default redis://127.0.0.1:6379) and the other REDIS_* variables
 listed in the README. RUST_LOG sets the log filter (default info).";
 
@@ -126,6 +126,26 @@ async fn main() -> ExitCode {
     };
     tracing::info!(redis = %config.redacted_url(), client = config.name(), %listen, "starting");
 
+    // The recorder must be installed before the supervisor registers its metrics.
+    let prometheus = match redis_supervisor::metrics::prometheus_builder().install_recorder() {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("redis-supervisor: cannot install the Prometheus recorder: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    // install_recorder does not run upkeep (histogram bucket rotation): do it here.
+    let upkeep = {
+        let prometheus = prometheus.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                prometheus.run_upkeep();
+            }
+        })
+    };
+
     let supervisor = match Supervisor::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -165,12 +185,14 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = redis_supervisor::http::router(&supervisor);
+    let app = redis_supervisor::http::router(&supervisor)
+        .merge(redis_supervisor::http::metrics_router(prometheus));
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await;
     supervisor.shutdown().await;
     let _ = logger.await;
+    upkeep.abort();
     match served {
         Ok(()) => {
             tracing::info!("stopped");

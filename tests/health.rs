@@ -1,0 +1,132 @@
+//! The health actor against real servers: a frozen (SIGSTOP) server leaves Up within
+//! `probe_interval × K + probe_timeout`, the HTTP routes tell the truth while it is frozen, and
+//! the connection is replaced after SIGCONT; slow probes mean Degraded, not Down.
+
+#[path = "support/helpers.rs"]
+mod helpers;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use helpers::*;
+use redis_supervisor::{Availability, Supervisor};
+use tokio::time::Instant;
+
+/// Serves the supervisor's routes on a loopback port for the rest of the test.
+async fn serve(sup: &Supervisor) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = redis_supervisor::http::router(sup);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_server_is_detected_and_replaced() {
+    let srv = server().await;
+    let sup = supervisor_with(&srv, |b| {
+        b.health_interval(Duration::from_millis(200))
+            .health_timeout(Duration::from_millis(150))
+            .health_failures(3)
+            .connect_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let bound = sup.config().detection_bound();
+    assert_eq!(bound, Duration::from_millis(750));
+    let addr = serve(&sup).await;
+    let r = sup.handle();
+    r.set("k", "v").await.unwrap();
+    assert_eq!(http_get(addr, "/health").await.unwrap().0, 200);
+    assert_eq!(http_get(addr, "/health/ready").await.unwrap().0, 200);
+
+    let mut events = sup.subscribe();
+    srv.pause().unwrap();
+    let frozen_at = Instant::now();
+    let seen = events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let detected = frozen_at.elapsed();
+    // Within the bound, plus a margin for a loaded 2-core machine.
+    assert!(
+        detected <= bound + Duration::from_millis(1500),
+        "took {detected:?} to leave Up (bound {bound:?}): {seen:?}"
+    );
+    match &seen.last().unwrap().state {
+        Availability::Down { error, .. } => {
+            assert!(error.contains("health probes failed"), "{error}")
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // While frozen: not healthy, not ready, but alive.
+    let (status, body) = http_get(addr, "/health").await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(http_get(addr, "/health/ready").await.unwrap().0, 503);
+    assert_eq!(http_get(addr, "/health/live").await.unwrap().0, 200);
+    let (status, body) = http_get(addr, "/health/redis").await.unwrap();
+    assert_eq!(status, 503);
+    assert!(body.contains("health probes failed"), "{body}");
+
+    srv.resume().unwrap();
+    events_until(&mut events, |s| matches!(s, Availability::Up { .. })).await;
+    assert!(sup.restarts() >= 1);
+    let v: Option<String> = r.get("k").await.unwrap();
+    assert_eq!(v.as_deref(), Some("v"), "same server, data kept");
+    let (status, body) = http_get(addr, "/health/redis").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["status"], "up");
+    assert!(
+        json["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("consecutive health probes failed"),
+        "the report says why it was down: {json}"
+    );
+    assert!(json["restarts"].as_u64().unwrap() >= 1);
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_probes_degrade_then_recover_without_replacing() {
+    let srv = server_with(&["--enable-debug-command", "yes"]).await;
+    let sup = supervisor_with(&srv, |b| {
+        b.health_interval(Duration::from_millis(100))
+            .health_timeout(Duration::from_millis(100))
+            .health_slow(Duration::from_millis(50))
+            .health_failures(10)
+    })
+    .await;
+    let addr = serve(&sup).await;
+    let mut events = sup.subscribe();
+    let mut admin = admin(&srv).await;
+    // The server stalls for 80 ms: a probe in flight takes longer than 50 ms but gets its reply.
+    let stall = async {
+        for _ in 0..5 {
+            let _: () = redis::cmd("DEBUG")
+                .arg("SLEEP")
+                .arg(0.08)
+                .query_async(&mut admin)
+                .await
+                .unwrap();
+        }
+    };
+    let degraded =
+        async { events_until(&mut events, |s| matches!(s, Availability::Degraded { .. })).await };
+    let (_, seen) = tokio::join!(stall, degraded);
+    let Availability::Degraded { reason } = &seen.last().unwrap().state else {
+        unreachable!()
+    };
+    assert!(
+        reason.contains("PING") || reason.contains("probe"),
+        "{reason}"
+    );
+    // Degraded still serves commands.
+    assert_eq!(http_get(addr, "/health/ready").await.unwrap().0, 200);
+    let seen = events_until(&mut events, |s| matches!(s, Availability::Up { .. })).await;
+    assert!(
+        seen.iter()
+            .all(|e| !matches!(e.state, Availability::Down { .. })),
+        "a slow server is degraded, not down: {seen:?}"
+    );
+    assert_eq!(sup.restarts(), 0);
+    sup.shutdown().await;
+}
