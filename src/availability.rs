@@ -46,6 +46,15 @@ pub enum Availability {
         #[serde(serialize_with = "serialize_ms", rename = "retry_in_ms")]
         retry_in: Duration,
     },
+    /// The supervisor gave up after the configured maximum of consecutive failed attempts
+    /// ([`Config::max_attempts`](crate::Config::max_attempts)); no further attempts, every
+    /// command fails at once.
+    GaveUp {
+        /// The last failure, secret-free.
+        error: String,
+        /// How many consecutive attempts failed.
+        attempts: u32,
+    },
     /// The supervisor has shut down; no further attempts.
     Stopped,
 }
@@ -63,12 +72,14 @@ impl Availability {
             Self::Up { .. } => "up",
             Self::Degraded { .. } => "degraded",
             Self::Down { .. } => "down",
+            Self::GaveUp { .. } => "gave_up",
             Self::Stopped => "stopped",
         }
     }
 
     /// Every state name, in a fixed order (for metrics that must exist at zero).
-    pub const NAMES: [&'static str; 5] = ["connecting", "up", "degraded", "down", "stopped"];
+    pub const NAMES: [&'static str; 6] =
+        ["connecting", "up", "degraded", "down", "gave_up", "stopped"];
 
     /// True when commands can be served (`Up` or `Degraded`).
     pub fn is_serving(&self) -> bool {
@@ -88,12 +99,35 @@ impl std::fmt::Display for Availability {
             Self::Down { error, retry_in } => {
                 write!(f, "down: {error}; retrying in {} ms", retry_in.as_millis())
             }
+            Self::GaveUp { error, attempts } => {
+                write!(f, "gave up after {attempts} attempts: {error}")
+            }
             Self::Stopped => f.write_str("stopped"),
         }
     }
 }
 
-/// One transition of [`Availability`].
+/// What an [`AvailabilityEvent`] announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The state changed to [`AvailabilityEvent::state`].
+    Transition,
+    /// More than [`Config::restart_intensity`](crate::Config::restart_intensity) connections
+    /// were lost within the window: the connection is flapping. The state is unchanged by this
+    /// event; while the storm lasts the reconnect delay stays at the cap and a connection that
+    /// comes up is reported `Degraded`. The storm ends when a connection stays up for the stable
+    /// period (a `Transition` to `Up` with that reason).
+    RestartStorm {
+        /// Connections lost within the window.
+        restarts: u32,
+        /// The window, in milliseconds.
+        window_ms: u64,
+    },
+}
+
+/// One transition of [`Availability`], or a notice about it ([`EventKind`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AvailabilityEvent {
     /// Position in the stream, from 1, without gaps: a gap means the subscriber lagged.
@@ -105,6 +139,8 @@ pub struct AvailabilityEvent {
     pub state: Availability,
     /// Why the transition happened (e.g. "connected", "connection closed by server").
     pub reason: String,
+    /// A plain transition, or a notice such as a restart storm.
+    pub kind: EventKind,
 }
 
 fn serialize_unix_ms<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -182,12 +218,23 @@ impl AvailabilityPublisher {
         state: Availability,
         reason: impl Into<String>,
     ) -> AvailabilityEvent {
+        self.publish_kind(state, reason, EventKind::Transition)
+    }
+
+    /// Publishes an event of any kind (a notice repeats the current state).
+    pub(crate) fn publish_kind(
+        &self,
+        state: Availability,
+        reason: impl Into<String>,
+        kind: EventKind,
+    ) -> AvailabilityEvent {
         use std::sync::atomic::Ordering;
         let event = AvailabilityEvent {
             seq: self.seq.fetch_add(1, Ordering::Relaxed) + 1,
             at: SystemTime::now(),
             state: state.clone(),
             reason: reason.into(),
+            kind,
         };
         self.current.send_replace(state);
         // No subscribers is fine: the watch holds the state.

@@ -1,7 +1,9 @@
-//! Pure reconnect-delay logic: exponential backoff with jitter, and the restart counter that only
-//! resets after a stable period. No I/O and no clock of its own: callers pass `now`, so it is unit
+//! Pure reconnect-delay logic: exponential backoff with jitter, the restart counter that only
+//! resets after a stable period, and OTP-style restart intensity (more than N restarts within a
+//! window is a restart storm). No I/O and no clock of its own: callers pass `now`, so it is unit
 //! tested without sleeping.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Exponential backoff: `delay(attempt) = min(max, base × factor^attempt)`, then jittered by
@@ -99,17 +101,71 @@ impl RestartTracker {
         self.up_since = Some(now);
     }
 
+    /// True when the current connection came up at least `stable_period` before `now`.
+    pub(crate) fn is_stable(&self, now: Instant) -> bool {
+        self.up_since
+            .is_some_and(|up| now.saturating_duration_since(up) >= self.stable_period)
+    }
+
     /// A connection (or connection attempt) failed at `now`: returns the delay before the next
-    /// attempt, using `sample` (uniform in `[0, 1)`) for jitter.
-    pub(crate) fn on_failure(&mut self, now: Instant, sample: f64) -> Duration {
-        if let Some(up) = self.up_since.take()
-            && now.saturating_duration_since(up) >= self.stable_period
-        {
+    /// attempt, using `sample` (uniform in `[0, 1)`) for jitter. During a restart storm
+    /// (`at_cap`) the delay is the cap, whatever the attempt count.
+    pub(crate) fn on_failure(&mut self, now: Instant, sample: f64, at_cap: bool) -> Duration {
+        if self.is_stable(now) {
             self.attempt = 0;
         }
-        let delay = self.policy.delay(self.attempt, sample);
+        self.up_since = None;
+        let attempt = if at_cap { u32::MAX } else { self.attempt };
+        let delay = self.policy.delay(attempt, sample);
         self.attempt = self.attempt.saturating_add(1);
         delay
+    }
+}
+
+/// Restart intensity, as OTP supervisors define it: more than `max_restarts` restarts within
+/// `window` is a restart storm.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartIntensity {
+    max_restarts: u32,
+    window: Duration,
+    restarts: VecDeque<Instant>,
+}
+
+impl RestartIntensity {
+    pub(crate) fn new(max_restarts: u32, window: Duration) -> Self {
+        Self {
+            max_restarts,
+            window,
+            restarts: VecDeque::new(),
+        }
+    }
+
+    /// Records a restart at `now`; returns the number of restarts within the window when that
+    /// exceeds the limit. Memory stays bounded: at most `max_restarts + 1` instants are kept.
+    pub(crate) fn record(&mut self, now: Instant) -> Option<u32> {
+        while self
+            .restarts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
+        {
+            self.restarts.pop_front();
+        }
+        self.restarts.push_back(now);
+        while self.restarts.len() > self.max_restarts as usize + 1 {
+            self.restarts.pop_front();
+        }
+        let n = self.restarts.len() as u32;
+        (n > self.max_restarts).then_some(n)
+    }
+
+    /// The window restarts are counted in.
+    pub(crate) fn window(&self) -> Duration {
+        self.window
+    }
+
+    /// Forgets every restart (after a stable connection).
+    pub(crate) fn reset(&mut self) {
+        self.restarts.clear();
     }
 }
 
@@ -158,16 +214,29 @@ mod tests {
         let stable = Duration::from_secs(5);
         let mut t = RestartTracker::new(BackoffPolicy::default(), stable);
         let t0 = Instant::now();
-        assert_eq!(t.on_failure(t0, 0.5), 50 * MS);
-        assert_eq!(t.on_failure(t0, 0.5), 100 * MS);
+        assert_eq!(t.on_failure(t0, 0.5, false), 50 * MS);
+        assert_eq!(t.on_failure(t0, 0.5, false), 100 * MS);
         // Up, but dropped after 1 s: not stable, keep growing.
         t.on_up(t0);
-        assert_eq!(t.on_failure(t0 + Duration::from_secs(1), 0.5), 200 * MS);
+        assert_eq!(
+            t.on_failure(t0 + Duration::from_secs(1), 0.5, false),
+            200 * MS
+        );
         assert_eq!(t.attempt(), 3);
         // Up for the full stable period: back to the base delay.
         t.on_up(t0 + Duration::from_secs(2));
-        assert_eq!(t.on_failure(t0 + Duration::from_secs(7), 0.5), 50 * MS);
+        assert!(!t.is_stable(t0 + Duration::from_secs(6)));
+        assert!(t.is_stable(t0 + Duration::from_secs(7)));
+        assert_eq!(
+            t.on_failure(t0 + Duration::from_secs(7), 0.5, false),
+            50 * MS
+        );
         assert_eq!(t.attempt(), 1);
+        // In a restart storm the delay is the cap from the first failure.
+        assert_eq!(
+            t.on_failure(t0 + Duration::from_secs(8), 0.5, true),
+            2000 * MS
+        );
     }
 
     #[test]
@@ -178,9 +247,30 @@ mod tests {
         for _ in 0..20 {
             t.on_up(now);
             now += Duration::from_millis(50);
-            last = t.on_failure(now, 0.5);
+            last = t.on_failure(now, 0.5, false);
             now += last;
         }
         assert_eq!(last, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn restart_intensity_counts_within_the_window() {
+        let mut i = RestartIntensity::new(3, Duration::from_secs(10));
+        let t0 = Instant::now();
+        assert_eq!(i.record(t0), None);
+        assert_eq!(i.record(t0 + Duration::from_secs(1)), None);
+        assert_eq!(i.record(t0 + Duration::from_secs(2)), None);
+        assert_eq!(i.record(t0 + Duration::from_secs(3)), Some(4));
+        // Old restarts leave the window: only t0+3 s is still in it.
+        assert_eq!(i.record(t0 + Duration::from_secs(12)), None);
+        assert_eq!(i.record(t0 + Duration::from_secs(12)), None);
+        assert_eq!(i.record(t0 + Duration::from_secs(12)), Some(4));
+        i.reset();
+        assert_eq!(i.record(t0 + Duration::from_secs(13)), None);
+        // Bounded memory however many restarts.
+        for k in 0..10_000 {
+            i.record(t0 + Duration::from_secs(14) + Duration::from_micros(k));
+        }
+        assert!(i.restarts.len() <= 4);
     }
 }

@@ -27,6 +27,10 @@
 //! | `REDIS_HEALTH_FAILURES` | consecutive failed probes that replace the connection | [`DEFAULT_HEALTH_FAILURES`] |
 //! | `REDIS_HEALTH_SLOW_MS` | a probe slower than this makes the state `Degraded` | [`DEFAULT_HEALTH_SLOW`] |
 //! | `REDIS_INFO_INTERVAL_MS` | INFO (server gauges) interval | [`DEFAULT_INFO_INTERVAL`] |
+//! | `REDIS_RESTART_INTENSITY` | connections lost within the window that make a restart storm | [`DEFAULT_RESTART_INTENSITY`] |
+//! | `REDIS_RESTART_WINDOW_MS` | the restart-intensity window | [`DEFAULT_RESTART_WINDOW`] |
+//! | `REDIS_MAX_ATTEMPTS` | consecutive failed attempts before giving up for good (`0` or unset: never) | never |
+//! | `REDIS_MAX_WAITING` | commands that may wait for the connection at once; more get `Overloaded` | [`DEFAULT_MAX_WAITING`] |
 
 use std::fmt;
 use std::str::FromStr;
@@ -62,6 +66,12 @@ pub const DEFAULT_HEALTH_FAILURES: u32 = 3;
 pub const DEFAULT_HEALTH_SLOW: Duration = Duration::from_millis(250);
 /// Default interval of the `INFO` read that feeds the server gauges: 10 s.
 pub const DEFAULT_INFO_INTERVAL: Duration = Duration::from_secs(10);
+/// Default restart intensity: more than 5 connections lost within the window is a restart storm.
+pub const DEFAULT_RESTART_INTENSITY: u32 = 5;
+/// Default restart-intensity window: 60 s.
+pub const DEFAULT_RESTART_WINDOW: Duration = Duration::from_secs(60);
+/// Default limit on commands waiting for the connection at once: 10 000.
+pub const DEFAULT_MAX_WAITING: usize = 10_000;
 /// Default offline policy: [`OfflinePolicy::Wait`].
 pub const DEFAULT_OFFLINE_POLICY: OfflinePolicy = OfflinePolicy::Wait;
 
@@ -216,6 +226,10 @@ pub struct Config {
     health_failures: u32,
     health_slow: Duration,
     info_interval: Duration,
+    restart_intensity: u32,
+    restart_window: Duration,
+    max_attempts: Option<u32>,
+    max_waiting: usize,
 }
 
 impl fmt::Debug for Config {
@@ -235,6 +249,10 @@ impl fmt::Debug for Config {
             .field("health_failures", &self.health_failures)
             .field("health_slow", &self.health_slow)
             .field("info_interval", &self.info_interval)
+            .field("restart_intensity", &self.restart_intensity)
+            .field("restart_window", &self.restart_window)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_waiting", &self.max_waiting)
             .finish()
     }
 }
@@ -267,6 +285,10 @@ impl Default for Config {
             health_failures: DEFAULT_HEALTH_FAILURES,
             health_slow: DEFAULT_HEALTH_SLOW,
             info_interval: DEFAULT_INFO_INTERVAL,
+            restart_intensity: DEFAULT_RESTART_INTENSITY,
+            restart_window: DEFAULT_RESTART_WINDOW,
+            max_attempts: None,
+            max_waiting: DEFAULT_MAX_WAITING,
         }
     }
 }
@@ -401,6 +423,23 @@ impl Config {
     pub fn info_interval(&self) -> Duration {
         self.info_interval
     }
+    /// Connections lost within [`restart_window`](Self::restart_window) beyond which the
+    /// supervisor declares a restart storm.
+    pub fn restart_intensity(&self) -> u32 {
+        self.restart_intensity
+    }
+    /// The restart-intensity window.
+    pub fn restart_window(&self) -> Duration {
+        self.restart_window
+    }
+    /// Consecutive failed attempts after which the supervisor gives up for good (`None`: never).
+    pub fn max_attempts(&self) -> Option<u32> {
+        self.max_attempts
+    }
+    /// Commands that may wait for the connection at once.
+    pub fn max_waiting(&self) -> usize {
+        self.max_waiting
+    }
     /// The longest time a hung or half-open connection can stay `Up`:
     /// `health_interval × health_failures + health_timeout`.
     pub fn detection_bound(&self) -> Duration {
@@ -468,6 +507,10 @@ pub struct ConfigBuilder {
     health_failures: Option<Sourced<u32>>,
     health_slow: Option<Sourced<Duration>>,
     info_interval: Option<Sourced<Duration>>,
+    restart_intensity: Option<Sourced<u32>>,
+    restart_window: Option<Sourced<Duration>>,
+    max_attempts: Option<Option<u32>>,
+    max_waiting: Option<Sourced<usize>>,
 }
 
 /// A value and the name of the setting it came from, for error messages.
@@ -603,6 +646,28 @@ impl ConfigBuilder {
         self
     }
 
+    /// Connections lost within the window beyond which a restart storm is declared (≥ 1).
+    pub fn restart_intensity(mut self, n: u32) -> Self {
+        self.restart_intensity = src(n, "restart_intensity");
+        self
+    }
+    /// The restart-intensity window (> 0).
+    pub fn restart_window(mut self, d: Duration) -> Self {
+        self.restart_window = src(d, "restart_window");
+        self
+    }
+    /// Give up for good after this many consecutive failed attempts (`None` or `Some(0)`: never).
+    pub fn max_attempts(mut self, n: Option<u32>) -> Self {
+        self.max_attempts = Some(n.filter(|n| *n > 0));
+        self
+    }
+    /// Commands that may wait for the connection at once (≥ 1); more get
+    /// [`Error::Overloaded`](crate::Error::Overloaded) at once.
+    pub fn max_waiting(mut self, n: usize) -> Self {
+        self.max_waiting = src(n, "max_waiting");
+        self
+    }
+
     /// A builder filled from `{prefix}_REDIS_*` variables read through `lookup`.
     fn from_lookup(
         prefix: &str,
@@ -666,6 +731,31 @@ impl ConfigBuilder {
         b.health_timeout = ms("REDIS_HEALTH_TIMEOUT_MS")?;
         b.health_slow = ms("REDIS_HEALTH_SLOW_MS")?;
         b.info_interval = ms("REDIS_INFO_INTERVAL_MS")?;
+        b.restart_window = ms("REDIS_RESTART_WINDOW_MS")?;
+        let whole = |name: &str| -> Result<Option<(String, u64)>, ConfigError> {
+            match get(name) {
+                Some((k, v)) => match v.trim().parse::<u64>() {
+                    Ok(n) => Ok(Some((k, n))),
+                    Err(_) => Err(ConfigError::new(&k, &v, "must be a whole number")),
+                },
+                None => Ok(None),
+            }
+        };
+        if let Some((k, n)) = whole("REDIS_RESTART_INTENSITY")? {
+            let n =
+                u32::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
+            b.restart_intensity = src(n, &k);
+        }
+        if let Some((k, n)) = whole("REDIS_MAX_ATTEMPTS")? {
+            let n =
+                u32::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
+            b.max_attempts = Some((n > 0).then_some(n));
+        }
+        if let Some((k, n)) = whole("REDIS_MAX_WAITING")? {
+            let n =
+                usize::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
+            b.max_waiting = src(n, &k);
+        }
         if let Some((k, v)) = get("REDIS_HEALTH_FAILURES") {
             let n = v
                 .trim()
@@ -758,6 +848,30 @@ impl ConfigBuilder {
                     c.health_interval
                 ),
             ));
+        }
+        c.restart_window = positive(self.restart_window, c.restart_window)?;
+        if let Some(n) = self.restart_intensity {
+            if n.value == 0 {
+                return Err(ConfigError::new(
+                    &n.source,
+                    "0",
+                    "must be a whole number >= 1",
+                ));
+            }
+            c.restart_intensity = n.value;
+        }
+        if let Some(n) = self.max_attempts {
+            c.max_attempts = n;
+        }
+        if let Some(n) = self.max_waiting {
+            if n.value == 0 {
+                return Err(ConfigError::new(
+                    &n.source,
+                    "0",
+                    "must be a whole number >= 1",
+                ));
+            }
+            c.max_waiting = n.value;
         }
         if let Some(k) = self.health_failures {
             if k.value == 0 {
@@ -1050,6 +1164,23 @@ mod tests {
             ),
             (&[("REDIS_TLS", "maybe")], "REDIS_TLS", "maybe"),
             (&[("REDIS_CLIENT_NAME", "a b")], "REDIS_CLIENT_NAME", "a b"),
+            (&[("REDIS_MAX_WAITING", "0")], "REDIS_MAX_WAITING", "\"0\""),
+            (
+                &[("REDIS_MAX_WAITING", "lots")],
+                "REDIS_MAX_WAITING",
+                "lots",
+            ),
+            (
+                &[("REDIS_RESTART_INTENSITY", "0")],
+                "REDIS_RESTART_INTENSITY",
+                "\"0\"",
+            ),
+            (&[("REDIS_MAX_ATTEMPTS", "-3")], "REDIS_MAX_ATTEMPTS", "-3"),
+            (
+                &[("REDIS_RESTART_WINDOW_MS", "0")],
+                "REDIS_RESTART_WINDOW_MS",
+                "\"0\"",
+            ),
             (
                 &[("REDIS_HEALTH_FAILURES", "0")],
                 "REDIS_HEALTH_FAILURES",

@@ -55,6 +55,8 @@ pub(crate) enum ExecError {
     Transport(String),
     /// No reply by the deadline: it may have executed.
     Timeout,
+    /// The deadline had passed before the command could be written: never sent.
+    Expired,
     /// Redis answered with an error, or the reply was malformed; the connection is fine.
     Reply(redis::RedisError),
 }
@@ -159,6 +161,11 @@ impl Actor for ConnectionActor {
                     let _ = reply.send(Err(ExecError::NotSent));
                     return Ok(());
                 };
+                if deadline <= Instant::now() {
+                    // A caller that has given up must not reach the server later.
+                    let _ = reply.send(Err(ExecError::Expired));
+                    return Ok(());
+                }
                 let timeouts = (!probe).then(|| {
                     (
                         state.consecutive_timeouts.clone(),

@@ -45,6 +45,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// Too many commands were already waiting for the connection
+    /// ([`Config::max_waiting`](crate::Config::max_waiting)); this one failed at once and was
+    /// never sent.
+    #[error("redis unavailable and {limit} commands already waiting; not queued")]
+    Overloaded {
+        /// The configured limit.
+        limit: usize,
+    },
+
     /// The supervisor is shutting down (or has shut down); the command was not sent.
     #[error("redis supervisor is shutting down")]
     ShuttingDown,
@@ -86,11 +95,14 @@ fn format_since(since: SystemTime) -> String {
 impl Error {
     /// True when retrying the same call later may succeed without any change by the caller:
     /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
-    /// [`Connection`](Error::Connection).
+    /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::Timeout { .. } | Error::Connection(_)
+            Error::Unavailable { .. }
+                | Error::Timeout { .. }
+                | Error::Connection(_)
+                | Error::Overloaded { .. }
         )
     }
 
@@ -105,7 +117,10 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::Unavailable { .. } | Error::ShuttingDown | Error::Connection(_)
+            Error::Unavailable { .. }
+                | Error::ShuttingDown
+                | Error::Connection(_)
+                | Error::Overloaded { .. }
         )
     }
 

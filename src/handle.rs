@@ -170,10 +170,15 @@ impl Drop for InFlight<'_> {
 struct Waiting<'a>(&'a Shared);
 
 impl<'a> Waiting<'a> {
-    fn enter(shared: &'a Shared) -> Self {
-        shared.offline_waiting.fetch_add(1, Ordering::Relaxed);
+    /// Counts one more waiting command, or `None` when the limit is reached.
+    fn enter(shared: &'a Shared) -> Option<Self> {
+        let before = shared.offline_waiting.fetch_add(1, Ordering::Relaxed);
+        if before >= shared.config.max_waiting() {
+            shared.offline_waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
         shared.metrics.offline_waiting.increment(1.0);
-        Waiting(shared)
+        Some(Waiting(shared))
     }
 }
 
@@ -514,7 +519,23 @@ impl RedisHandle {
                 continue;
             }
             match tokio::time::timeout_at(deadline, rx).await {
+                // Sent, no reply by the deadline: it may have run. Only a command that is safe
+                // to run twice is a plain timeout.
                 Err(_) | Ok(Ok(Err(ExecError::Timeout))) => {
+                    return Err(if spec.idempotent {
+                        Error::Timeout {
+                            command: request.name(),
+                            after: self.timeout,
+                        }
+                    } else {
+                        Error::Ambiguous {
+                            command: request.name(),
+                            reason: format!("no reply within {} ms", self.timeout.as_millis()),
+                        }
+                    });
+                }
+                // The deadline passed before the connection could send it: never sent.
+                Ok(Ok(Err(ExecError::Expired))) => {
                     return Err(Error::Timeout {
                         command: request.name(),
                         after: self.timeout,
@@ -552,28 +573,21 @@ impl RedisHandle {
             return Ok(conn);
         }
         let shared = &*self.shared;
+        if shared.config.offline_policy() == OfflinePolicy::FailFast {
+            return Err(unavailable(&shared.route.borrow()));
+        }
         let mut rx = shared.route.subscribe();
-        let _waiting = Waiting::enter(shared);
+        let _waiting = Waiting::enter(shared).ok_or(Error::Overloaded {
+            limit: shared.config.max_waiting(),
+        })?;
         loop {
             let unavailable = {
                 let route = rx.borrow_and_update();
                 if let Some(conn) = usable(&route, avoid)? {
                     return Ok(conn);
                 }
-                match &*route {
-                    Route::Down { since, reason } => Error::Unavailable {
-                        since: *since,
-                        reason: reason.to_string(),
-                    },
-                    _ => Error::Unavailable {
-                        since: SystemTime::now(),
-                        reason: "connection lost".to_string(),
-                    },
-                }
+                unavailable(&route)
             };
-            if shared.config.offline_policy() == OfflinePolicy::FailFast {
-                return Err(unavailable);
-            }
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
                 Ok(Err(_)) => return Err(Error::ShuttingDown),
@@ -583,11 +597,26 @@ impl RedisHandle {
     }
 }
 
+/// The error for a command that cannot get a connection on `route`.
+fn unavailable(route: &Route) -> Error {
+    match route {
+        Route::Down { since, reason } | Route::GaveUp { since, reason } => Error::Unavailable {
+            since: *since,
+            reason: reason.to_string(),
+        },
+        Route::Stopped => Error::ShuttingDown,
+        Route::Up(_) => Error::Unavailable {
+            since: SystemTime::now(),
+            reason: "connection lost".to_string(),
+        },
+    }
+}
+
 /// The connection to use, if the route has one other than `avoid`.
 fn usable(route: &Route, avoid: Option<ActorId>) -> Result<Option<ActorRef<ConnectionMsg>>, Error> {
     match route {
         Route::Up(conn) if Some(conn.get_id()) != avoid => Ok(Some(conn.clone())),
-        Route::Stopped => Err(Error::ShuttingDown),
+        Route::Stopped | Route::GaveUp { .. } => Err(unavailable(route)),
         _ => Ok(None),
     }
 }

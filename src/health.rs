@@ -153,7 +153,7 @@ async fn probe(
         Ok(Ok(Err(ExecError::Transport(reason)))) => Err(reason),
         Ok(Ok(Err(ExecError::Reply(e)))) => Err(e.to_string()),
         Ok(Ok(Err(ExecError::NotSent))) | Ok(Err(_)) => Err("connection closing".into()),
-        Ok(Ok(Err(ExecError::Timeout))) | Err(_) => {
+        Ok(Ok(Err(ExecError::Timeout | ExecError::Expired))) | Err(_) => {
             Err(format!("no reply within {} ms", timeout.as_millis()))
         }
     }

@@ -190,8 +190,11 @@ async fn health(State(shared): State<Arc<Shared>>) -> Response {
 
 async fn live(State(shared): State<Arc<Shared>>) -> Response {
     let availability = shared.availability.current();
-    if availability == Availability::Stopped {
-        (StatusCode::SERVICE_UNAVAILABLE, "stopped\n").into_response()
+    if matches!(
+        availability,
+        Availability::Stopped | Availability::GaveUp { .. }
+    ) {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{availability}\n")).into_response()
     } else {
         (StatusCode::OK, "alive\n").into_response()
     }

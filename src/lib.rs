@@ -55,7 +55,9 @@ pub mod supervisor;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use availability::{Availability, AvailabilityEvent, AvailabilityEvents, EventsError};
+pub use availability::{
+    Availability, AvailabilityEvent, AvailabilityEvents, EventKind, EventsError,
+};
 pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
 pub use error::Error;

@@ -23,6 +23,9 @@ pub const CLIENT_UP: &str = "redis_client_up";
 pub const CLIENT_STATE: &str = "redis_client_state";
 /// `redis_client_restarts_total`: connection actors started to replace a failed one.
 pub const CLIENT_RESTARTS: &str = "redis_client_restarts_total";
+/// `redis_client_restart_storms_total`: restart storms declared (more connections lost within
+/// the window than the restart intensity allows).
+pub const CLIENT_RESTART_STORMS: &str = "redis_client_restart_storms_total";
 /// `redis_client_connect_attempts_total{outcome}`: connection attempts, `success` or `failure`.
 pub const CLIENT_CONNECT_ATTEMPTS: &str = "redis_client_connect_attempts_total";
 /// `redis_client_commands_total{command,outcome}`: finished commands.
@@ -183,8 +186,9 @@ pub(crate) struct Metrics {
     client: SharedString,
     recorder: Option<SharedRecorder>,
     pub(crate) up: Gauge,
-    states: [Gauge; 5],
+    states: [Gauge; 6],
     pub(crate) restarts: Counter,
+    pub(crate) restart_storms: Counter,
     pub(crate) connect_success: Counter,
     pub(crate) connect_failure: Counter,
     commands: Vec<[Counter; 6]>,
@@ -232,6 +236,10 @@ fn describe_all() {
     describe_counter!(
         CLIENT_RESTARTS,
         "Connection actors started by the supervisor to replace a failed one."
+    );
+    describe_counter!(
+        CLIENT_RESTART_STORMS,
+        "Restart storms: more Redis connections lost within the window than the restart intensity allows."
     );
     describe_counter!(
         CLIENT_CONNECT_ATTEMPTS,
@@ -326,6 +334,7 @@ impl Metrics {
                 up: gauge(CLIENT_UP),
                 states,
                 restarts: counter(CLIENT_RESTARTS),
+                restart_storms: counter(CLIENT_RESTART_STORMS),
                 connect_success,
                 connect_failure,
                 commands,
@@ -351,6 +360,7 @@ impl Metrics {
             // Touch every handle so each series exists at zero from the start.
             m.up.set(0.0);
             m.restarts.increment(0);
+            m.restart_storms.increment(0);
             m.connect_success.increment(0);
             m.connect_failure.increment(0);
             m.offline_waiting.set(0.0);
@@ -483,6 +493,7 @@ mod tests {
         for name in [
             CLIENT_UP,
             CLIENT_RESTARTS,
+            CLIENT_RESTART_STORMS,
             CLIENT_OFFLINE_WAITING,
             CLIENT_AMBIGUOUS,
             CLIENT_DEGRADED_OPS,

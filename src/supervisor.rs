@@ -10,8 +10,8 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 
-use crate::availability::{Availability, AvailabilityEvents, AvailabilityPublisher};
-use crate::backoff::RestartTracker;
+use crate::availability::{Availability, AvailabilityEvents, AvailabilityPublisher, EventKind};
+use crate::backoff::{RestartIntensity, RestartTracker};
 use crate::config::Config;
 use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
 use crate::error::Error;
@@ -27,6 +27,8 @@ pub(crate) enum Route {
     Up(ActorRef<ConnectionMsg>),
     /// No connection since `since`, because of `reason`.
     Down { since: SystemTime, reason: Arc<str> },
+    /// The supervisor gave up for good: fail at once.
+    GaveUp { since: SystemTime, reason: Arc<str> },
     /// Shut down.
     Stopped,
 }
@@ -81,6 +83,8 @@ pub(crate) enum SupervisorMsg {
     },
     /// Connection `id` failed its health probes: replace it.
     Unhealthy { id: ActorId, reason: String },
+    /// A connection that came up during a restart storm may have been stable long enough.
+    StableCheck { generation: u64 },
     /// Close the connection (QUIT), stop it, publish `Stopped`, stop.
     Shutdown(RpcReplyPort<()>),
 }
@@ -96,9 +100,15 @@ pub(crate) struct SupervisorState {
     server: Option<(String, String)>,
     degraded: Option<String>,
     generation: u64,
-    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>>,
+    timer: Option<Timer>,
+    stable_timer: Option<Timer>,
     stopping: bool,
+    intensity: RestartIntensity,
+    /// While a restart storm lasts: its description.
+    storm: Option<String>,
 }
+
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
 
 /// The supervisor actor.
 pub(crate) struct SupervisorActor;
@@ -150,13 +160,59 @@ impl SupervisorActor {
             h.last_error = Some((reason.clone(), SystemTime::now()));
             h.ping = None;
         }
+        let now = std::time::Instant::now();
+        let mut storm_started = None;
+        if was_up {
+            if state.tracker.is_stable(now) {
+                state.intensity.reset();
+                state.storm = None;
+            }
+            if let Some(restarts) = state.intensity.record(now)
+                && state.storm.is_none()
+            {
+                let window = state.intensity.window();
+                let text = format!(
+                    "restart storm: {restarts} connections lost within {} s",
+                    window.as_secs()
+                );
+                metrics.restart_storms.increment(1);
+                state.storm = Some(text.clone());
+                storm_started = Some((text, restarts, window));
+            }
+        }
         let delay = state
             .tracker
-            .on_failure(std::time::Instant::now(), fastrand::f64());
+            .on_failure(now, fastrand::f64(), state.storm.is_some());
         let since = match &*state.shared.route.borrow() {
             Route::Down { since, .. } if !was_up => *since,
             _ => SystemTime::now(),
         };
+        if let Some(t) = state.stable_timer.take() {
+            t.abort();
+        }
+        let attempts = state.tracker.attempt();
+        if let Some(max) = state.shared.config.max_attempts()
+            && attempts >= max
+        {
+            // Final: no more attempts; every waiting command fails at once.
+            let text = format!("gave up after {attempts} consecutive failed attempts: {reason}");
+            set_route(
+                &state.shared,
+                Route::GaveUp {
+                    since,
+                    reason: Arc::from(text.as_str()),
+                },
+            );
+            tracing::error!(client = %state.shared.config.name(), reason = %reason, attempts, "redis supervisor gave up");
+            state.shared.publish(
+                Availability::GaveUp {
+                    error: reason,
+                    attempts,
+                },
+                text,
+            );
+            return;
+        }
         let reason_arc: Arc<str> = Arc::from(reason.as_str());
         set_route(
             &state.shared,
@@ -172,13 +228,22 @@ impl SupervisorActor {
             retry_in_ms = delay.as_millis() as u64,
             "redis connection down"
         );
-        state.shared.publish(
-            Availability::Down {
-                error: reason.clone(),
-                retry_in: delay,
-            },
-            reason,
-        );
+        let down = Availability::Down {
+            error: reason.clone(),
+            retry_in: delay,
+        };
+        state.shared.publish(down.clone(), reason);
+        if let Some((text, restarts, window)) = storm_started {
+            tracing::warn!(client = %state.shared.config.name(), restarts, "redis restart storm");
+            state.shared.availability.publish_kind(
+                down,
+                text,
+                EventKind::RestartStorm {
+                    restarts,
+                    window_ms: window.as_millis() as u64,
+                },
+            );
+        }
         state.generation += 1;
         let generation = state.generation;
         if let Some(t) = state.timer.take() {
@@ -199,7 +264,8 @@ impl SupervisorActor {
 
     /// Publishes `Up` or `Degraded` for the connected server.
     fn publish_serving(state: &SupervisorState, reason: &str) {
-        let availability = match (&state.degraded, &state.server) {
+        let why = state.storm.as_ref().or(state.degraded.as_ref());
+        let availability = match (why, &state.server) {
             (Some(why), _) => Availability::Degraded {
                 reason: why.clone(),
             },
@@ -237,6 +303,10 @@ impl Actor for SupervisorActor {
         shared: Arc<Shared>,
     ) -> Result<Self::State, ActorProcessingErr> {
         let tracker = RestartTracker::new(shared.config.backoff(), shared.config.stable_period());
+        let shared_intensity = (
+            shared.config.restart_intensity(),
+            shared.config.restart_window(),
+        );
         Ok(SupervisorState {
             shared,
             tracker,
@@ -247,7 +317,10 @@ impl Actor for SupervisorActor {
             degraded: None,
             generation: 0,
             timer: None,
+            stable_timer: None,
             stopping: false,
+            intensity: RestartIntensity::new(shared_intensity.0, shared_intensity.1),
+            storm: None,
         })
     }
 
@@ -299,6 +372,14 @@ impl Actor for SupervisorActor {
                 state.shared.record_server_stats(stats);
                 set_route(&state.shared, Route::Up(child));
                 Self::publish_serving(state, "connected");
+                if state.storm.is_some() {
+                    let generation = state.generation;
+                    let period = state.shared.config.stable_period();
+                    state.stable_timer = Some(
+                        myself
+                            .send_after(period, move || SupervisorMsg::StableCheck { generation }),
+                    );
+                }
             }
             SupervisorMsg::Probed { id, degraded } => {
                 if !Self::is_child(state, id) || !state.child_up || state.stopping {
@@ -313,6 +394,18 @@ impl Actor for SupervisorActor {
                     Self::publish_serving(state, &reason);
                 }
             }
+            SupervisorMsg::StableCheck { generation } => {
+                state.stable_timer = None;
+                if generation == state.generation
+                    && state.child_up
+                    && state.storm.is_some()
+                    && state.tracker.is_stable(std::time::Instant::now())
+                {
+                    state.storm = None;
+                    state.intensity.reset();
+                    Self::publish_serving(state, "stable again after a restart storm");
+                }
+            }
             SupervisorMsg::Unhealthy { id, reason } => {
                 if !Self::is_child(state, id) || state.stopping {
                     return Ok(());
@@ -325,7 +418,10 @@ impl Actor for SupervisorActor {
             }
             SupervisorMsg::Shutdown(reply) => {
                 state.stopping = true;
-                if let Some(t) = state.timer.take() {
+                for t in [state.timer.take(), state.stable_timer.take()]
+                    .into_iter()
+                    .flatten()
+                {
                     t.abort();
                 }
                 if let Some(health) = state.health.take() {
@@ -395,7 +491,10 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         // Reached by shutdown or by the public Supervisor being dropped: either way commands
         // must stop waiting.
-        if let Some(t) = state.timer.take() {
+        for t in [state.timer.take(), state.stable_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
         state.shared.shutting_down.store(true, Ordering::SeqCst);
@@ -556,9 +655,18 @@ impl Supervisor {
     /// [`Error::ShuttingDown`] if the supervisor stops meanwhile.
     pub async fn wait_until_up(&self, timeout: Duration) -> Result<(), Error> {
         let mut rx = self.watch();
-        let wait = rx.wait_for(|a| a.is_serving() || *a == Availability::Stopped);
+        let wait = rx.wait_for(|a| {
+            a.is_serving() || matches!(a, Availability::Stopped | Availability::GaveUp { .. })
+        });
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(a)) if a.is_serving() => Ok(()),
+            Ok(Ok(a)) if matches!(&*a, Availability::GaveUp { .. }) => {
+                let (since, reason) = match &*self.shared.route.borrow() {
+                    Route::GaveUp { since, reason } => (*since, reason.to_string()),
+                    _ => (SystemTime::now(), a.to_string()),
+                };
+                Err(Error::Unavailable { since, reason })
+            }
             Ok(_) => Err(Error::ShuttingDown),
             Err(_) => {
                 let (since, reason) = match &*self.shared.route.borrow() {

@@ -200,8 +200,15 @@ async fn per_call_deadline_overrides_the_default() {
         .cmd::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(1).clone())
         .await
         .unwrap_err();
-    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
+    // BLPOP pops: a raw command that may have run is Ambiguous, not a plain timeout.
+    assert!(matches!(e, Error::Ambiguous { .. }), "{e:?}");
     assert!(start.elapsed() < Duration::from_millis(200) + Duration::from_millis(500));
+    // An idempotent command that gets no reply in time is a plain Timeout.
+    let e = r
+        .cmd_idempotent::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(1).clone())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
     // ...while a per-call deadline lets it finish (BLPOP's own 1 s timeout answers nil).
     let v: Option<(String, String)> = r
         .with_timeout(Duration::from_secs(5))

@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use redis_supervisor::{Availability, Config, EventsError, Supervisor};
+use redis_supervisor::{Availability, Config, EventKind, EventsError, Supervisor};
 use tracing_subscriber::EnvFilter;
 
 /// Default HTTP listen address: loopback only.
@@ -75,10 +75,29 @@ async fn shutdown_signal() {
     }
 }
 
-/// Logs each availability transition as one line.
+/// Logs each availability event as one line.
 fn log_event(event: &redis_supervisor::AvailabilityEvent) {
-    let state = event.state.name();
-    match &event.state {
+    if let EventKind::RestartStorm {
+        restarts,
+        window_ms,
+    } = event.kind
+    {
+        tracing::warn!(
+            state = event.state.name(),
+            restarts,
+            window_ms,
+            reason = %event.reason,
+            "redis restart storm; reconnect delay held at the cap"
+        );
+        return;
+    }
+    log_state(&event.state, &event.reason);
+}
+
+/// Logs a state with its reason (and next retry, when down) as one line.
+fn log_state(availability: &Availability, reason: &str) {
+    let state = availability.name();
+    match availability {
         Availability::Down { error, retry_in } => tracing::warn!(
             state,
             reason = %error,
@@ -90,7 +109,7 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
             role,
         } => tracing::info!(
             state,
-            reason = %event.reason,
+            reason = %reason,
             server_version = %server_version,
             role = %role,
             "redis up"
@@ -101,7 +120,13 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
         Availability::Degraded { reason } => {
             tracing::warn!(state, reason = %reason, "redis degraded")
         }
-        _ => tracing::info!(state, reason = %event.reason, "redis {state}"),
+        Availability::GaveUp { error, attempts } => tracing::error!(
+            state,
+            reason = %error,
+            attempts,
+            "redis supervisor gave up; no more attempts"
+        ),
+        _ => tracing::info!(state, reason = %reason, "redis {state}"),
     }
 }
 
@@ -154,12 +179,7 @@ async fn main() -> ExitCode {
         }
     };
     let mut events = supervisor.subscribe();
-    log_event(&redis_supervisor::AvailabilityEvent {
-        seq: 0,
-        at: std::time::SystemTime::now(),
-        state: events.current(),
-        reason: "initial state".into(),
-    });
+    log_state(&events.current(), "initial state");
     let logger = tokio::spawn(async move {
         loop {
             match events.recv().await {
