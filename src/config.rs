@@ -23,7 +23,7 @@
 //! | `REDIS_OFFLINE_POLICY` | `wait` or `fail-fast` | `wait` |
 //! | `REDIS_SHUTDOWN_TIMEOUT_MS` | longest wait for in-flight commands at shutdown | [`DEFAULT_SHUTDOWN_TIMEOUT`] |
 //! | `REDIS_HEALTH_INTERVAL_MS` | health probe (PING) interval | [`DEFAULT_HEALTH_INTERVAL`] |
-//! | `REDIS_HEALTH_TIMEOUT_MS` | health probe timeout (≤ interval) | [`DEFAULT_HEALTH_TIMEOUT`] |
+//! | `REDIS_HEALTH_TIMEOUT_MS` | health probe timeout (≤ interval; unset: the default or the interval, whichever is shorter) | [`DEFAULT_HEALTH_TIMEOUT`] |
 //! | `REDIS_HEALTH_FAILURES` | consecutive failed probes that replace the connection | [`DEFAULT_HEALTH_FAILURES`] |
 //! | `REDIS_HEALTH_SLOW_MS` | a probe slower than this makes the state `Degraded` | [`DEFAULT_HEALTH_SLOW`] |
 //! | `REDIS_INFO_INTERVAL_MS` | INFO (server gauges) interval | [`DEFAULT_INFO_INTERVAL`] |
@@ -838,7 +838,9 @@ impl ConfigBuilder {
         c.health_slow = positive(self.health_slow, c.health_slow)?;
         c.info_interval = positive(self.info_interval, c.info_interval)?;
         let timeout_src = self.health_timeout.as_ref().map(|s| s.source.clone());
-        c.health_timeout = positive(self.health_timeout, c.health_timeout)?;
+        // Unset, the probe timeout follows a short probe interval down rather than refusing it.
+        let default_timeout = c.health_timeout.min(c.health_interval);
+        c.health_timeout = positive(self.health_timeout, default_timeout)?;
         if c.health_timeout > c.health_interval {
             return Err(ConfigError::new(
                 timeout_src.unwrap_or_else(|| "health_timeout".into()),
@@ -1214,6 +1216,15 @@ mod tests {
             assert!(msg.contains(setting), "{vars:?}: {msg}");
             assert!(msg.contains(needle), "{vars:?}: {msg}");
         }
+    }
+
+    #[test]
+    fn probe_timeout_follows_a_short_interval_unless_set() {
+        let c = env(&[("REDIS_HEALTH_INTERVAL_MS", "200")]).unwrap();
+        assert_eq!(c.health_timeout(), Duration::from_millis(200));
+        let c = env(&[("REDIS_HEALTH_INTERVAL_MS", "5000")]).unwrap();
+        assert_eq!(c.health_timeout(), DEFAULT_HEALTH_TIMEOUT);
+        assert_eq!(c.detection_bound(), Duration::from_millis(15_500));
     }
 
     #[test]

@@ -11,6 +11,9 @@
 //! group, never "whatever listens on the port". Port 6379 is never used. Dropping a [`RedisServer`] kills
 //! and reaps its child and removes its directory.
 //!
+//! [`FaultProxy`] sits between a client and a fixture server on loopback and injects network faults
+//! ([`Fault`]: blackhole, reset, latency, early close) on live and new connections.
+//!
 //! `redis-server` must be on `PATH`; `scripts/test.sh` installs it when it is missing.
 //!
 //! The fixture waits with real time (blocking socket timeouts, [`std::time::Instant`] deadlines), so it
@@ -51,6 +54,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
+
+mod proxy;
+pub use proxy::{Fault, FaultProxy};
 
 /// The address every fixture server binds to.
 const HOST: &str = "127.0.0.1";
