@@ -42,6 +42,8 @@ pub enum Availability {
     Down {
         /// Why the connection (or the attempt) failed, secret-free.
         error: String,
+        /// The kind of failure behind `error`.
+        kind: crate::FailureKind,
         /// Delay before the next attempt.
         #[serde(serialize_with = "serialize_ms", rename = "retry_in_ms")]
         retry_in: Duration,
@@ -96,7 +98,9 @@ impl std::fmt::Display for Availability {
                 role,
             } => write!(f, "up (redis {server_version}, {role})"),
             Self::Degraded { reason } => write!(f, "degraded: {reason}"),
-            Self::Down { error, retry_in } => {
+            Self::Down {
+                error, retry_in, ..
+            } => {
                 write!(f, "down: {error}; retrying in {} ms", retry_in.as_millis())
             }
             Self::GaveUp { error, attempts } => {
@@ -276,6 +280,7 @@ mod tests {
         p.publish(
             Availability::Down {
                 error: "x".into(),
+                kind: crate::FailureKind::Other,
                 retry_in: Duration::from_millis(50),
             },
             "x",
@@ -302,12 +307,13 @@ mod tests {
     fn json_shape() {
         let s = serde_json::to_value(Availability::Down {
             error: "connection refused".into(),
+            kind: crate::FailureKind::Refused,
             retry_in: Duration::from_millis(200),
         })
         .unwrap();
         assert_eq!(
             s,
-            serde_json::json!({"state": "down", "error": "connection refused", "retry_in_ms": 200})
+            serde_json::json!({"state": "down", "error": "connection refused", "kind": "refused", "retry_in_ms": 200})
         );
     }
 }

@@ -13,7 +13,11 @@
 //! | `REDIS_HOST`, `REDIS_PORT` | server address | `127.0.0.1`, `6379` |
 //! | `REDIS_USERNAME`, `REDIS_PASSWORD` | ACL user and password | none |
 //! | `REDIS_DB` | database number | `0` |
-//! | `REDIS_TLS` | `true`/`false` (TLS is not supported by this version yet) | `false` |
+//! | `REDIS_PASSWORD_FILE` | read the password from this file (container secrets); trailing newline trimmed | none |
+//! | `REDIS_TLS` | `true`/`false`: TLS with certificate verification (also `rediss://`) | `false` |
+//! | `REDIS_TLS_CA_FILE` | PEM CA bundle to trust instead of the system roots | system roots |
+//! | `REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE` | PEM client certificate and key, for mutual TLS | none |
+//! | `REDIS_TLS_INSECURE_SKIP_VERIFY` | `true` disables certificate verification (logged as a warning) | `false` |
 //! | `REDIS_KEY_PREFIX` | prefix added to every key of the typed commands | empty |
 //! | `REDIS_CLIENT_NAME` | supervisor name: `client` metric label and `CLIENT SETNAME` | `default` |
 //! | `REDIS_CONNECT_TIMEOUT_MS` | TCP connect + handshake limit | [`DEFAULT_CONNECT_TIMEOUT`] |
@@ -33,7 +37,9 @@
 //! | `REDIS_MAX_WAITING` | commands that may wait for the connection at once; more get `Overloaded` | [`DEFAULT_MAX_WAITING`] |
 
 use std::fmt;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::backoff::BackoffPolicy;
@@ -161,6 +167,15 @@ impl fmt::Display for Secret {
     }
 }
 
+/// TLS material read (and checked) when the configuration was built.
+#[derive(Clone, Default)]
+struct TlsFiles {
+    ca: Option<(PathBuf, Arc<[u8]>)>,
+    cert: Option<(PathBuf, Arc<[u8]>)>,
+    /// The client key: secret, never shown.
+    key: Option<(PathBuf, Arc<[u8]>)>,
+}
+
 /// Replaces the password (or a lone user-info part, which some clients read as a password) of a
 /// Redis URL with `***`. Works on strings that do not parse as URLs, so errors about malformed
 /// URLs never leak a secret.
@@ -226,6 +241,8 @@ pub struct Config {
     health_failures: u32,
     health_slow: Duration,
     info_interval: Duration,
+    tls_files: TlsFiles,
+    tls_insecure: bool,
     restart_intensity: u32,
     restart_window: Duration,
     max_attempts: Option<u32>,
@@ -237,6 +254,10 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("name", &self.name)
             .field("url", &self.redacted_url())
+            .field("tls_ca_file", &self.tls_ca_file())
+            .field("tls_cert_file", &self.tls_cert_file())
+            .field("tls_key_file", &self.tls_key_file())
+            .field("tls_insecure_skip_verify", &self.tls_insecure)
             .field("key_prefix", &self.key_prefix)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
@@ -285,6 +306,8 @@ impl Default for Config {
             health_failures: DEFAULT_HEALTH_FAILURES,
             health_slow: DEFAULT_HEALTH_SLOW,
             info_interval: DEFAULT_INFO_INTERVAL,
+            tls_files: TlsFiles::default(),
+            tls_insecure: false,
             restart_intensity: DEFAULT_RESTART_INTENSITY,
             restart_window: DEFAULT_RESTART_WINDOW,
             max_attempts: None,
@@ -423,6 +446,22 @@ impl Config {
     pub fn info_interval(&self) -> Duration {
         self.info_interval
     }
+    /// The CA bundle trusted instead of the system roots, if set.
+    pub fn tls_ca_file(&self) -> Option<&Path> {
+        self.tls_files.ca.as_ref().map(|(p, _)| p.as_path())
+    }
+    /// The client certificate for mutual TLS, if set.
+    pub fn tls_cert_file(&self) -> Option<&Path> {
+        self.tls_files.cert.as_ref().map(|(p, _)| p.as_path())
+    }
+    /// The client key for mutual TLS, if set (only its path is ever shown).
+    pub fn tls_key_file(&self) -> Option<&Path> {
+        self.tls_files.key.as_ref().map(|(p, _)| p.as_path())
+    }
+    /// True when certificate verification is switched off (insecure).
+    pub fn tls_insecure_skip_verify(&self) -> bool {
+        self.tls && self.tls_insecure
+    }
     /// Connections lost within [`restart_window`](Self::restart_window) beyond which the
     /// supervisor declares a restart storm.
     pub fn restart_intensity(&self) -> u32 {
@@ -474,9 +513,41 @@ impl Config {
             redis_info = redis_info.set_password(p.expose());
         }
         use redis::IntoConnectionInfo;
-        Ok(redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
-            .into_connection_info()?
-            .set_redis_settings(redis_info))
+        let addr = if self.tls {
+            redis::ConnectionAddr::TcpTls {
+                host: self.host.clone(),
+                port: self.port,
+                insecure: self.tls_insecure,
+                tls_params: None,
+            }
+        } else {
+            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+        };
+        Ok(addr.into_connection_info()?.set_redis_settings(redis_info))
+    }
+
+    /// The redis-rs client: plain, TLS with the system roots, or TLS with our CA and client
+    /// certificate.
+    pub(crate) fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+        let info = self.connection_info()?;
+        let files = &self.tls_files;
+        if !self.tls || (files.ca.is_none() && files.cert.is_none()) {
+            return redis::Client::open(info);
+        }
+        let client_tls = match (&files.cert, &files.key) {
+            (Some((_, cert)), Some((_, key))) => Some(redis::ClientTlsConfig {
+                client_cert: cert.to_vec(),
+                client_key: key.to_vec(),
+            }),
+            _ => None,
+        };
+        redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls,
+                root_cert: files.ca.as_ref().map(|(_, ca)| ca.to_vec()),
+            },
+        )
     }
 }
 
@@ -491,6 +562,11 @@ pub struct ConfigBuilder {
     tls: Option<Sourced<bool>>,
     username: Option<Sourced<String>>,
     password: Option<Secret>,
+    password_file: Option<Sourced<PathBuf>>,
+    tls_ca_file: Option<Sourced<PathBuf>>,
+    tls_cert_file: Option<Sourced<PathBuf>>,
+    tls_key_file: Option<Sourced<PathBuf>>,
+    tls_insecure: Option<bool>,
     db: Option<Sourced<i64>>,
     key_prefix: Option<String>,
     connect_timeout: Option<Sourced<Duration>>,
@@ -549,9 +625,37 @@ impl ConfigBuilder {
         self.port = src(port, "port");
         self
     }
-    /// Request TLS. Not supported by this version yet: [`build`](Self::build) rejects it.
+    /// Use TLS (as a `rediss://` URL does), verifying the server certificate.
     pub fn tls(mut self, tls: bool) -> Self {
         self.tls = src(tls, "tls");
+        self
+    }
+    /// Trust the CA certificates in this PEM file instead of the system roots.
+    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_ca_file = src(path.into(), "tls_ca_file");
+        self
+    }
+    /// Present this PEM client certificate (mutual TLS); needs [`tls_key_file`](Self::tls_key_file).
+    pub fn tls_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_cert_file = src(path.into(), "tls_cert_file");
+        self
+    }
+    /// The PEM private key of the client certificate.
+    pub fn tls_key_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.tls_key_file = src(path.into(), "tls_key_file");
+        self
+    }
+    /// **Insecure**: accept any server certificate (no CA or host name check). For tests and
+    /// emergencies only; the supervisor logs a warning when it starts and `/health/redis`
+    /// reports `"tls_verify": false`.
+    pub fn tls_insecure_skip_verify(mut self, insecure: bool) -> Self {
+        self.tls_insecure = Some(insecure);
+        self
+    }
+    /// Read the password from this file (e.g. a mounted container secret); a trailing newline
+    /// is trimmed. An explicit [`password`](Self::password) wins.
+    pub fn password_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.password_file = src(path.into(), "password_file");
         self
     }
     /// ACL user name.
@@ -712,6 +816,19 @@ impl ConfigBuilder {
         if let Some((k, v)) = get("REDIS_TLS") {
             b.tls = src(parse_bool(&k, &v)?, &k);
         }
+        if let Some((k, v)) = get("REDIS_TLS_INSECURE_SKIP_VERIFY") {
+            b.tls_insecure = Some(parse_bool(&k, &v)?);
+        }
+        for (name, slot) in [
+            ("REDIS_PASSWORD_FILE", &mut b.password_file),
+            ("REDIS_TLS_CA_FILE", &mut b.tls_ca_file),
+            ("REDIS_TLS_CERT_FILE", &mut b.tls_cert_file),
+            ("REDIS_TLS_KEY_FILE", &mut b.tls_key_file),
+        ] {
+            if let Some((k, v)) = get(name).filter(|(_, v)| !v.trim().is_empty()) {
+                *slot = src(PathBuf::from(v), &k);
+            }
+        }
         if let Some((_, v)) = get("REDIS_KEY_PREFIX") {
             b.key_prefix = Some(v);
         }
@@ -804,6 +921,21 @@ impl ConfigBuilder {
         }
         if let Some(u) = self.username {
             c.username = (!u.value.is_empty()).then_some(u.value);
+        }
+        if let Some(f) = &self.password_file {
+            let text = read_file(f)?;
+            let text = String::from_utf8(text.to_vec()).map_err(|_| {
+                ConfigError::new(&f.source, f.value.display().to_string(), "not valid UTF-8")
+            })?;
+            let pw = text.trim_end_matches(['\r', '\n']);
+            if pw.is_empty() {
+                return Err(ConfigError::new(
+                    &f.source,
+                    f.value.display().to_string(),
+                    "the password file is empty",
+                ));
+            }
+            c.password = Some(Secret::new(pw));
         }
         if let Some(p) = self.password {
             c.password = (!p.expose().is_empty()).then_some(p);
@@ -929,14 +1061,86 @@ impl ConfigBuilder {
                 .unwrap_or_else(|| "host".to_string());
             return Err(ConfigError::new(setting, &c.host, "host must not be empty"));
         }
-        if c.tls {
-            return Err(ConfigError::new(
-                "tls",
-                "true",
-                "TLS (rediss://) is not supported by this version of redis-supervisor yet",
-            ));
+        c.tls_insecure = self.tls_insecure.unwrap_or(false);
+        for f in [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file]
+            .into_iter()
+            .flatten()
+        {
+            if !c.tls {
+                return Err(ConfigError::new(
+                    &f.source,
+                    f.value.display().to_string(),
+                    "set, but TLS is off (use a rediss:// URL or REDIS_TLS=true)",
+                ));
+            }
+        }
+        if let Some(f) = &self.tls_ca_file {
+            let pem = read_file(f)?;
+            check_pem(f, &pem, PemKind::Certificates)?;
+            c.tls_files.ca = Some((f.value.clone(), pem));
+        }
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(cert), Some(key)) => {
+                let cert_pem = read_file(cert)?;
+                check_pem(cert, &cert_pem, PemKind::Certificates)?;
+                let key_pem = read_file(key)?;
+                check_pem(key, &key_pem, PemKind::PrivateKey)?;
+                c.tls_files.cert = Some((cert.value.clone(), cert_pem));
+                c.tls_files.key = Some((key.value.clone(), key_pem));
+            }
+            (Some(f), None) | (None, Some(f)) => {
+                return Err(ConfigError::new(
+                    &f.source,
+                    f.value.display().to_string(),
+                    "a client certificate needs both REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE",
+                ));
+            }
+            (None, None) => {}
         }
         Ok(c)
+    }
+}
+
+/// Reads a file named by a setting; the error names the setting and the path (paths are not
+/// secret; contents never appear in errors).
+fn read_file(f: &Sourced<PathBuf>) -> Result<Arc<[u8]>, ConfigError> {
+    std::fs::read(&f.value).map(Arc::from).map_err(|e| {
+        ConfigError::new(
+            &f.source,
+            f.value.display().to_string(),
+            format!("cannot read the file: {e}"),
+        )
+    })
+}
+
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+/// Checks that a PEM file holds what it should, so a wrong file fails at start, not at connect.
+fn check_pem(f: &Sourced<PathBuf>, pem: &[u8], kind: PemKind) -> Result<(), ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ok = match kind {
+        PemKind::Certificates => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
+            matches!(certs, Ok(c) if !c.is_empty())
+        }
+        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(pem).is_ok(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        let what = match kind {
+            PemKind::Certificates => "no PEM certificate in the file",
+            PemKind::PrivateKey => "no PEM private key in the file",
+        };
+        Err(ConfigError::new(
+            &f.source,
+            f.value.display().to_string(),
+            what,
+        ))
     }
 }
 
@@ -1263,8 +1467,68 @@ mod tests {
     }
 
     #[test]
-    fn tls_is_refused_until_supported() {
-        let e = config_err(Config::from_url("rediss://h:1"));
-        assert!(e.reason.contains("TLS"), "{e}");
+    fn tls_settings() {
+        let c = Config::from_url("rediss://h:1").unwrap();
+        assert!(c.tls() && !c.tls_insecure_skip_verify());
+        assert_eq!(c.redacted_url(), "rediss://h:1/0");
+        let e = config_err(env(&[("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem")]));
+        assert_eq!(e.setting, "REDIS_TLS_CA_FILE");
+        assert!(e.reason.contains("TLS is off"), "{e}");
+        let e = config_err(env(&[
+            ("REDIS_TLS", "true"),
+            ("REDIS_TLS_CA_FILE", "/nonexistent/ca.pem"),
+        ]));
+        assert_eq!(e.setting, "REDIS_TLS_CA_FILE");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        let dir = std::env::temp_dir().join(format!("rs-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a certificate").unwrap();
+        let e = config_err(
+            Config::builder()
+                .url("rediss://h:1")
+                .tls_ca_file(&junk)
+                .build(),
+        );
+        assert_eq!(e.setting, "tls_ca_file");
+        assert!(e.reason.contains("no PEM certificate"), "{e}");
+        let e = config_err(
+            Config::builder()
+                .url("rediss://h:1")
+                .tls_cert_file(&junk)
+                .build(),
+        );
+        assert!(e.reason.contains("both"), "{e}");
+        let c = Config::builder()
+            .url("rediss://h:1")
+            .tls_insecure_skip_verify(true)
+            .build()
+            .unwrap();
+        assert!(c.tls_insecure_skip_verify());
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn password_file() {
+        let dir = std::env::temp_dir().join(format!("rs-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("pw");
+        std::fs::write(&f, "from-file-secret\n").unwrap();
+        let path = f.display().to_string();
+        let c = env(&[("REDIS_PASSWORD_FILE", &path)]).unwrap();
+        assert_eq!(c.password().unwrap().expose(), "from-file-secret");
+        // An explicit password wins over the file.
+        let c = env(&[
+            ("REDIS_PASSWORD_FILE", &path),
+            ("REDIS_PASSWORD", "explicit"),
+        ])
+        .unwrap();
+        assert_eq!(c.password().unwrap().expose(), "explicit");
+        std::fs::write(&f, "\n").unwrap();
+        let e = config_err(env(&[("REDIS_PASSWORD_FILE", &path)]));
+        assert!(e.reason.contains("empty") && !format!("{e:?}").contains("from-file"));
+        let e = config_err(env(&[("REDIS_PASSWORD_FILE", "/nonexistent/pw")]));
+        assert_eq!(e.setting, "REDIS_PASSWORD_FILE");
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

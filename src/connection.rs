@@ -17,7 +17,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::error::{Fault, classify, describe_connection_error};
+use crate::error::{ConnectionFailure, FailureKind, Fault, classify, describe_connection_error};
 use crate::health::ServerStats;
 use crate::supervisor::SupervisorMsg;
 
@@ -72,7 +72,7 @@ pub(crate) enum ConnectionMsg {
         reply: RpcReplyPort<Result<Value, ExecError>>,
     },
     /// The transport failed (from a command task or the push channel): stop with failure.
-    Failed(String),
+    Failed(ConnectionFailure),
     /// Shutdown: refuse new commands, send QUIT, then answer.
     Quit(RpcReplyPort<()>),
 }
@@ -123,11 +123,14 @@ impl Actor for ConnectionActor {
         let (conn, info) = tokio::time::timeout(config.connect_timeout(), connect(config, &myself))
             .await
             .map_err(|_| {
-                format!(
-                    "connect to {}:{} timed out after {} ms",
-                    config.host(),
-                    config.port(),
-                    config.connect_timeout().as_millis()
+                ConnectionFailure::new(
+                    FailureKind::Timeout,
+                    format!(
+                        "connect to {}:{} timed out after {} ms",
+                        config.host(),
+                        config.port(),
+                        config.connect_timeout().as_millis()
+                    ),
                 )
             })??;
         state.conn = Some(conn);
@@ -180,7 +183,7 @@ impl Actor for ConnectionActor {
                     // Shutting down: the socket closing after QUIT is expected.
                     return Ok(());
                 }
-                Err(reason.into())
+                Err(Box::new(reason))
             }
             ConnectionMsg::Quit(reply) => {
                 state.closing = true;
@@ -222,8 +225,9 @@ async fn run(
         }
         Ok(Err(err)) => match classify(&err) {
             Fault::Transport => {
-                let reason = describe_connection_error(&err);
-                let _ = actor.cast(ConnectionMsg::Failed(reason.clone()));
+                let failure = describe_connection_error(&err);
+                let reason = failure.message.clone();
+                let _ = actor.cast(ConnectionMsg::Failed(failure));
                 Err(ExecError::Transport(reason))
             }
             Fault::Reply => Err(ExecError::Reply(err)),
@@ -232,8 +236,9 @@ async fn run(
             if let Some((count, limit)) = &timeouts {
                 let n = count.fetch_add(1, Ordering::Relaxed) + 1;
                 if n >= *limit {
-                    let _ = actor.cast(ConnectionMsg::Failed(format!(
-                        "{n} consecutive command timeouts (server hung or link half-open)"
+                    let _ = actor.cast(ConnectionMsg::Failed(ConnectionFailure::new(
+                        FailureKind::Unhealthy,
+                        format!("{n} consecutive command timeouts (server hung or link half-open)"),
                     )));
                 }
             }
@@ -244,16 +249,16 @@ async fn run(
     let _ = reply.send(result);
 }
 
-/// Opens the connection and performs the handshake: HELLO 3 (+ AUTH, SELECT by redis-rs),
-/// CLIENT SETNAME, INFO.
+/// Opens the connection and performs the handshake: TLS (when configured), HELLO 3 with AUTH
+/// and SELECT (by redis-rs), then CLIENT SETNAME and INFO. A user whose ACL forbids those last
+/// two still connects: they only name the connection and fill the server gauges.
 async fn connect(
     config: &Config,
     actor: &ActorRef<ConnectionMsg>,
-) -> Result<(MultiplexedConnection, ServerStats), ActorProcessingErr> {
-    let info = config
-        .connection_info()
+) -> Result<(MultiplexedConnection, ServerStats), ConnectionFailure> {
+    let client = config
+        .redis_client()
         .map_err(|e| describe_connection_error(&e))?;
-    let client = redis::Client::open(info).map_err(|e| describe_connection_error(&e))?;
     let push_actor = actor.clone();
     let async_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
@@ -261,9 +266,10 @@ async fn connect(
         .set_response_timeout(None)
         .set_push_sender(move |info: redis::PushInfo| {
             if info.kind == redis::PushKind::Disconnection {
-                let _ = push_actor.cast(ConnectionMsg::Failed(
-                    "connection closed by server".to_string(),
-                ));
+                let _ = push_actor.cast(ConnectionMsg::Failed(ConnectionFailure::new(
+                    FailureKind::Closed,
+                    "connection closed by server",
+                )));
             }
             Ok::<(), ()>(())
         });
@@ -275,15 +281,22 @@ async fn connect(
     setname
         .arg("SETNAME")
         .arg(format!("redis-supervisor:{}", config.name()));
-    let _: Value = setname
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| describe_connection_error(&e))?;
-    let info: String = redis::cmd("INFO")
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| describe_connection_error(&e))?;
-    Ok((conn, ServerStats::parse(&info)))
+    optional_reply(setname.query_async::<Value>(&mut conn).await)?;
+    let info = optional_reply(redis::cmd("INFO").query_async::<String>(&mut conn).await)?;
+    Ok((conn, ServerStats::parse(info.as_deref().unwrap_or(""))))
+}
+
+/// A handshake step that may be refused by the server (e.g. `NOPERM` for a restricted ACL user)
+/// without failing the connection; transport failures still fail it.
+fn optional_reply<T>(result: redis::RedisResult<T>) -> Result<Option<T>, ConnectionFailure> {
+    match result {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if classify(&e) == Fault::Reply => {
+            tracing::debug!(error = %e, "optional handshake step refused");
+            Ok(None)
+        }
+        Err(e) => Err(describe_connection_error(&e)),
+    }
 }
 
 #[cfg(test)]

@@ -24,6 +24,8 @@ pub enum Error {
         since: SystemTime,
         /// Why it is down, e.g. "connection refused", "authentication failed".
         reason: String,
+        /// The kind of failure behind `reason`.
+        kind: FailureKind,
     },
 
     /// The command was sent but no reply arrived by its deadline. It may or may not have run.
@@ -177,26 +179,137 @@ pub(crate) fn from_reply_error(err: redis::RedisError) -> Error {
     }
 }
 
+/// Why a connection, or a connection attempt, failed: the typed part of every "down" reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// No attempt has finished yet.
+    NotConnected,
+    /// Nothing listens at the address (TCP connection refused).
+    Refused,
+    /// The connect or handshake did not finish within the connect timeout.
+    Timeout,
+    /// The server refused the credentials (`WRONGPASS`, `NOAUTH`, …).
+    Authentication,
+    /// The TLS handshake failed (unknown issuer, name mismatch, expired certificate, client
+    /// certificate required, …).
+    Tls,
+    /// The server or the network closed the connection.
+    Closed,
+    /// The connection stopped answering: failed health probes or consecutive command timeouts.
+    Unhealthy,
+    /// Anything else (I/O errors, protocol errors, an unexpected handshake reply).
+    Other,
+}
+
+impl FailureKind {
+    /// The kind's name, as in JSON: `refused`, `authentication`, `tls`, …
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::NotConnected => "not_connected",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Authentication => "authentication",
+            Self::Tls => "tls",
+            Self::Closed => "closed",
+            Self::Unhealthy => "unhealthy",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A connection failure as the supervisor sees it: a kind and a secret-free message. It travels
+/// from the connection actor to the supervisor inside the actor's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub(crate) struct ConnectionFailure {
+    pub(crate) kind: FailureKind,
+    pub(crate) message: String,
+}
+
+impl ConnectionFailure {
+    pub(crate) fn new(kind: FailureKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// Recovers the failure from an actor's error (any other error is `Other`).
+    pub(crate) fn from_actor_error(err: &(dyn std::error::Error + Send + Sync + 'static)) -> Self {
+        match err.downcast_ref::<ConnectionFailure>() {
+            Some(f) => f.clone(),
+            None => Self::new(FailureKind::Other, err.to_string()),
+        }
+    }
+}
+
+/// Classifies a TLS failure from its message (rustls errors reach us wrapped in I/O errors whose
+/// source chain is not preserved, so the text is what there is).
+fn tls_failure(text: &str) -> Option<String> {
+    let t = text.to_ascii_lowercase();
+    let reason = if t.contains("unknownissuer") || t.contains("unknown issuer") {
+        "TLS: unknown issuer (the server certificate is not signed by a trusted CA; set REDIS_TLS_CA_FILE)"
+            .to_string()
+    } else if t.contains("notvalidforname") || t.contains("not valid for name") {
+        "TLS: the server certificate is not valid for this host name".to_string()
+    } else if t.contains("expired") && t.contains("certificate") {
+        "TLS: the server certificate has expired".to_string()
+    } else if t.contains("certificaterequired") || t.contains("certificate required") {
+        "TLS: the server requires a client certificate (set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
+            .to_string()
+    } else if t.contains("badcertificate")
+        || t.contains("unknownca")
+        || t.contains("decrypterror")
+        || t.contains("accessdenied")
+    {
+        "TLS: the server rejected the client certificate".to_string()
+    } else if t.contains("invalid peer certificate")
+        || t.contains("received fatal alert")
+        || t.contains("tls handshake")
+        || t.contains("invalidmessage")
+        || t.contains("corrupt message")
+        || t.contains("invalid certificate")
+    {
+        format!("TLS: handshake failed ({})", text.trim())
+    } else {
+        return None;
+    };
+    Some(reason)
+}
+
 /// A short, secret-free description of why a connection attempt or connection failed, used as
-/// the availability reason ("connection refused", "authentication failed", …).
-pub(crate) fn describe_connection_error(err: &redis::RedisError) -> String {
+/// the availability reason ("connection refused", "authentication failed", "TLS: …").
+pub(crate) fn describe_connection_error(err: &redis::RedisError) -> ConnectionFailure {
     if err.kind() == redis::ErrorKind::AuthenticationFailed
         || matches!(err.code(), Some("WRONGPASS") | Some("NOAUTH"))
     {
-        return format!("authentication failed: {}", err.detail().unwrap_or(""))
+        let message = format!("authentication failed: {}", err.detail().unwrap_or(""))
             .trim_end_matches([':', ' '])
             .to_string();
+        return ConnectionFailure::new(FailureKind::Authentication, message);
+    }
+    let text = err.to_string();
+    if let Some(reason) = tls_failure(&text) {
+        return ConnectionFailure::new(FailureKind::Tls, reason);
     }
     if err.is_connection_refusal() {
-        return "connection refused".to_string();
+        return ConnectionFailure::new(FailureKind::Refused, "connection refused");
     }
     if err.is_timeout() {
-        return "timed out".to_string();
+        return ConnectionFailure::new(FailureKind::Timeout, "timed out");
     }
     if err.is_connection_dropped() {
-        return "connection closed by server".to_string();
+        return ConnectionFailure::new(FailureKind::Closed, "connection closed by server");
     }
-    err.to_string()
+    ConnectionFailure::new(FailureKind::Other, text)
 }
 
 #[cfg(test)]
@@ -208,6 +321,7 @@ mod tests {
         let down = Error::Unavailable {
             since: SystemTime::now(),
             reason: "connection refused".into(),
+            kind: FailureKind::Refused,
         };
         assert!(down.is_retryable() && down.is_unavailable() && !down.is_ambiguous());
         let amb = Error::Ambiguous {
@@ -229,9 +343,42 @@ mod tests {
         let e = Error::Unavailable {
             since: SystemTime::now() - Duration::from_secs(3),
             reason: "connection refused".into(),
+            kind: FailureKind::Refused,
         };
         let s = e.to_string();
         assert!(s.contains("connection refused"), "{s}");
         assert!(s.contains("3."), "{s}");
+    }
+
+    #[test]
+    fn tls_messages_are_classified() {
+        for (text, needle) in [
+            ("invalid peer certificate: UnknownIssuer", "unknown issuer"),
+            (
+                "invalid peer certificate: certificate not valid for name \"localhost\"",
+                "not valid for this host name",
+            ),
+            (
+                "invalid peer certificate: NotValidForName",
+                "not valid for this host name",
+            ),
+            ("invalid peer certificate: Expired", "expired"),
+            (
+                "invalid peer certificate: certificate expired: verification time 1, but certificate is not valid after 0",
+                "expired",
+            ),
+            (
+                "received fatal alert: CertificateRequired",
+                "requires a client certificate",
+            ),
+            ("received fatal alert: HandshakeFailure", "handshake failed"),
+        ] {
+            let got = tls_failure(text).unwrap_or_default();
+            assert!(
+                got.starts_with("TLS: ") && got.contains(needle),
+                "{text} -> {got}"
+            );
+        }
+        assert_eq!(tls_failure("Connection refused (os error 111)"), None);
     }
 }

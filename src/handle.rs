@@ -30,7 +30,7 @@ use tokio::time::Instant;
 
 use crate::OfflinePolicy;
 use crate::connection::{ConnectionMsg, ExecError, Request};
-use crate::error::{Error, from_reply_error};
+use crate::error::{Error, FailureKind, from_reply_error};
 use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared};
 
@@ -598,16 +598,27 @@ impl RedisHandle {
 }
 
 /// The error for a command that cannot get a connection on `route`.
-fn unavailable(route: &Route) -> Error {
+pub(crate) fn unavailable(route: &Route) -> Error {
     match route {
-        Route::Down { since, reason } | Route::GaveUp { since, reason } => Error::Unavailable {
+        Route::Down {
+            since,
+            reason,
+            kind,
+        }
+        | Route::GaveUp {
+            since,
+            reason,
+            kind,
+        } => Error::Unavailable {
             since: *since,
             reason: reason.to_string(),
+            kind: *kind,
         },
         Route::Stopped => Error::ShuttingDown,
         Route::Up(_) => Error::Unavailable {
             since: SystemTime::now(),
             reason: "connection lost".to_string(),
+            kind: FailureKind::Closed,
         },
     }
 }

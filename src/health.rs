@@ -90,8 +90,8 @@ pub(crate) struct HealthSnapshot {
     pub(crate) ping: Option<Duration>,
     /// The last INFO read (at connect or by the periodic probe).
     pub(crate) stats: Option<ServerStats>,
-    /// Why the connection was last lost, and when.
-    pub(crate) last_error: Option<(String, SystemTime)>,
+    /// Why the connection was last lost, its kind, and when.
+    pub(crate) last_error: Option<(String, crate::FailureKind, SystemTime)>,
 }
 
 /// Messages of the health actor (sent by its own timers).
@@ -149,9 +149,11 @@ async fn probe(
     })
     .map_err(|_| "connection actor gone".to_string())?;
     match tokio::time::timeout_at(deadline, rx).await {
-        Ok(Ok(Ok(value))) => value.extract_error().map_err(|e| e.to_string()),
+        // Any reply proves the server is there, even an error reply (e.g. NOPERM for an ACL
+        // user without +ping, or BUSY while a script runs).
+        Ok(Ok(Ok(value))) => Ok(value),
+        Ok(Ok(Err(ExecError::Reply(_)))) => Ok(Value::Nil),
         Ok(Ok(Err(ExecError::Transport(reason)))) => Err(reason),
-        Ok(Ok(Err(ExecError::Reply(e)))) => Err(e.to_string()),
         Ok(Ok(Err(ExecError::NotSent))) | Ok(Err(_)) => Err("connection closing".into()),
         Ok(Ok(Err(ExecError::Timeout | ExecError::Expired))) | Err(_) => {
             Err(format!("no reply within {} ms", timeout.as_millis()))
@@ -279,6 +281,7 @@ impl Actor for HealthActor {
             HealthMsg::Info => {
                 let info = probe(&conn, &state.info, config.health_timeout())
                     .await
+                    .and_then(|v| v.extract_error().map_err(|e| e.to_string()))
                     .and_then(|v| redis::from_redis_value::<String>(v).map_err(|e| e.to_string()));
                 match info {
                     Ok(text) => state.shared.record_server_stats(ServerStats::parse(&text)),

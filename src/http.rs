@@ -90,8 +90,14 @@ pub struct RedisReport {
     pub connected_clients: Option<u64>,
     /// Connection restarts so far.
     pub restarts: u64,
+    /// Whether the connection uses TLS.
+    pub tls: bool,
+    /// Whether the server certificate is verified (false only with the insecure option).
+    pub tls_verify: bool,
     /// Why the connection was last lost (secret-free), if it ever was.
     pub last_error: Option<String>,
+    /// The kind of that failure (`refused`, `authentication`, `tls`, `unhealthy`, …).
+    pub last_error_kind: Option<crate::FailureKind>,
     /// When that was, in milliseconds since the Unix epoch.
     pub last_error_at_unix_ms: Option<u64>,
 }
@@ -158,8 +164,11 @@ async fn redis_report(State(shared): State<Arc<Shared>>) -> Response {
         uptime_seconds: stats.map(|s| s.uptime_seconds),
         connected_clients: stats.map(|s| s.connected_clients),
         restarts: shared.restarts.load(std::sync::atomic::Ordering::Relaxed),
-        last_error: snapshot.last_error.as_ref().map(|(e, _)| e.clone()),
-        last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, at)| {
+        tls: shared.config.tls(),
+        tls_verify: shared.config.tls() && !shared.config.tls_insecure_skip_verify(),
+        last_error: snapshot.last_error.as_ref().map(|(e, _, _)| e.clone()),
+        last_error_kind: snapshot.last_error.as_ref().map(|(_, k, _)| *k),
+        last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, _, at)| {
             at.duration_since(std::time::SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
                 .as_millis() as u64
@@ -222,6 +231,7 @@ mod tests {
             Availability::Connecting { attempt: 1 },
             Availability::Down {
                 error: "x".into(),
+                kind: crate::FailureKind::Other,
                 retry_in: Duration::from_millis(1),
             },
             Availability::Stopped,

@@ -60,7 +60,7 @@ pub use availability::{
 };
 pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
-pub use error::Error;
+pub use error::{Error, FailureKind};
 pub use handle::{KeyTtl, RedisHandle, SetOptions};
 pub use supervisor::Supervisor;
 

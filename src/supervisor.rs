@@ -14,7 +14,7 @@ use crate::availability::{Availability, AvailabilityEvents, AvailabilityPublishe
 use crate::backoff::{RestartIntensity, RestartTracker};
 use crate::config::Config;
 use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
-use crate::error::Error;
+use crate::error::{ConnectionFailure, Error, FailureKind};
 use crate::handle::RedisHandle;
 use crate::health::{HealthActor, HealthMsg, HealthSnapshot, ServerStats};
 use crate::metrics::{Metrics, SharedRecorder};
@@ -26,9 +26,17 @@ pub(crate) enum Route {
     /// Send commands to this connection actor.
     Up(ActorRef<ConnectionMsg>),
     /// No connection since `since`, because of `reason`.
-    Down { since: SystemTime, reason: Arc<str> },
+    Down {
+        since: SystemTime,
+        reason: Arc<str>,
+        kind: FailureKind,
+    },
     /// The supervisor gave up for good: fail at once.
-    GaveUp { since: SystemTime, reason: Arc<str> },
+    GaveUp {
+        since: SystemTime,
+        reason: Arc<str>,
+        kind: FailureKind,
+    },
     /// Shut down.
     Stopped,
 }
@@ -132,7 +140,10 @@ impl SupervisorActor {
             Err(e) => self.child_failed(
                 myself,
                 state,
-                format!("connection actor did not start: {e}"),
+                ConnectionFailure::new(
+                    FailureKind::Other,
+                    format!("connection actor did not start: {e}"),
+                ),
             ),
         }
     }
@@ -142,8 +153,12 @@ impl SupervisorActor {
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
-        reason: String,
+        failure: ConnectionFailure,
     ) {
+        let ConnectionFailure {
+            kind,
+            message: reason,
+        } = failure;
         let was_up = state.child_up;
         state.child = None;
         state.child_up = false;
@@ -157,7 +172,7 @@ impl SupervisorActor {
         }
         metrics.server.up.set(0.0);
         if let Ok(mut h) = state.shared.health.lock() {
-            h.last_error = Some((reason.clone(), SystemTime::now()));
+            h.last_error = Some((reason.clone(), kind, SystemTime::now()));
             h.ping = None;
         }
         let now = std::time::Instant::now();
@@ -201,6 +216,7 @@ impl SupervisorActor {
                 Route::GaveUp {
                     since,
                     reason: Arc::from(text.as_str()),
+                    kind,
                 },
             );
             tracing::error!(client = %state.shared.config.name(), reason = %reason, attempts, "redis supervisor gave up");
@@ -219,6 +235,7 @@ impl SupervisorActor {
             Route::Down {
                 since,
                 reason: reason_arc,
+                kind,
             },
         );
         tracing::debug!(
@@ -230,6 +247,7 @@ impl SupervisorActor {
         );
         let down = Availability::Down {
             error: reason.clone(),
+            kind,
             retry_in: delay,
         };
         state.shared.publish(down.clone(), reason);
@@ -412,7 +430,11 @@ impl Actor for SupervisorActor {
                 }
                 if let Some(child) = state.child.clone() {
                     // Replace it now; its termination event arrives later and is then stale.
-                    self.child_failed(&myself, state, reason.clone());
+                    self.child_failed(
+                        &myself,
+                        state,
+                        ConnectionFailure::new(FailureKind::Unhealthy, reason.clone()),
+                    );
                     child.stop(Some(reason));
                 }
             }
@@ -465,7 +487,8 @@ impl Actor for SupervisorActor {
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if Self::is_child(state, cell.get_id()) {
-                    self.child_failed(&myself, state, err.to_string());
+                    let failure = ConnectionFailure::from_actor_error(err.as_ref());
+                    self.child_failed(&myself, state, failure);
                 } else {
                     tracing::debug!(actor = %cell.get_id(), error = %err, "stale connection actor failed");
                 }
@@ -473,7 +496,11 @@ impl Actor for SupervisorActor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => {
                 if Self::is_child(state, cell.get_id()) {
                     let reason = reason.unwrap_or_else(|| "connection actor stopped".to_string());
-                    self.child_failed(&myself, state, reason);
+                    self.child_failed(
+                        &myself,
+                        state,
+                        ConnectionFailure::new(FailureKind::Other, reason),
+                    );
                 } else {
                     tracing::debug!(actor = %cell.get_id(), "stale connection actor stopped");
                 }
@@ -583,11 +610,21 @@ impl Supervisor {
         config: Config,
         recorder: Option<SharedRecorder>,
     ) -> Result<Supervisor, Error> {
+        // rustls needs one process-wide crypto provider; ring is the only one in our tree. An
+        // application that installed its own first keeps it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        if config.tls_insecure_skip_verify() {
+            tracing::warn!(
+                client = config.name(),
+                "TLS certificate verification is OFF (tls_insecure_skip_verify): the connection can be intercepted"
+            );
+        }
         let metrics = Metrics::new(config.name(), recorder);
         let config = Arc::new(config);
         let (route, _) = watch::channel(Route::Down {
             since: SystemTime::now(),
             reason: Arc::from("not connected yet"),
+            kind: FailureKind::NotConnected,
         });
         let shared = Arc::new(Shared {
             config,
@@ -658,23 +695,15 @@ impl Supervisor {
         let wait = rx.wait_for(|a| {
             a.is_serving() || matches!(a, Availability::Stopped | Availability::GaveUp { .. })
         });
-        match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(a)) if a.is_serving() => Ok(()),
-            Ok(Ok(a)) if matches!(&*a, Availability::GaveUp { .. }) => {
-                let (since, reason) = match &*self.shared.route.borrow() {
-                    Route::GaveUp { since, reason } => (*since, reason.to_string()),
-                    _ => (SystemTime::now(), a.to_string()),
-                };
-                Err(Error::Unavailable { since, reason })
-            }
-            Ok(_) => Err(Error::ShuttingDown),
-            Err(_) => {
-                let (since, reason) = match &*self.shared.route.borrow() {
-                    Route::Down { since, reason } => (*since, reason.to_string()),
-                    _ => (SystemTime::now(), "not up".to_string()),
-                };
-                Err(Error::Unavailable { since, reason })
-            }
+        let outcome = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(a)) => Some(a.is_serving()),
+            Ok(Err(_)) => Some(false),
+            Err(_) => None,
+        };
+        match outcome {
+            Some(true) => Ok(()),
+            // Gave up, stopped, or not up in time: the route says which, and why.
+            _ => Err(crate::handle::unavailable(&self.shared.route.borrow())),
         }
     }
 

@@ -98,8 +98,13 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
 fn log_state(availability: &Availability, reason: &str) {
     let state = availability.name();
     match availability {
-        Availability::Down { error, retry_in } => tracing::warn!(
+        Availability::Down {
+            error,
+            kind,
+            retry_in,
+        } => tracing::warn!(
             state,
+            kind = kind.name(),
             reason = %error,
             retry_in_ms = retry_in.as_millis() as u64,
             "redis down; retrying"
