@@ -28,13 +28,17 @@ pub enum Error {
         kind: FailureKind,
     },
 
-    /// The command was sent but no reply arrived by its deadline. It may or may not have run.
-    #[error("redis command {command} timed out after {after:?} (it may have executed)")]
+    /// No reply by the command's deadline. If `sent`, the command (an idempotent one: others
+    /// get [`Ambiguous`](Error::Ambiguous)) may or may not have run; if not, the connection was
+    /// too busy to write it before the deadline and it never will be.
+    #[error("redis command {command} timed out after {after:?} ({})", if *sent { "it may have executed" } else { "never sent" })]
     Timeout {
         /// The command name, e.g. `GET`.
         command: String,
         /// The deadline the caller gave the command.
         after: Duration,
+        /// Whether the command may have reached the server.
+        sent: bool,
     },
 
     /// The connection was lost after the command may have reached the server, and the command is
@@ -109,9 +113,12 @@ impl Error {
     }
 
     /// True when the command may or may not have executed on the server: a
-    /// [`Timeout`](Error::Timeout) after sending, or [`Ambiguous`](Error::Ambiguous).
+    /// [`Timeout`](Error::Timeout) with `sent`, or [`Ambiguous`](Error::Ambiguous).
     pub fn is_ambiguous(&self) -> bool {
-        matches!(self, Error::Ambiguous { .. } | Error::Timeout { .. })
+        matches!(
+            self,
+            Error::Ambiguous { .. } | Error::Timeout { sent: true, .. }
+        )
     }
 
     /// True when the command failed because Redis could not be reached (or the client is going
@@ -256,14 +263,14 @@ impl ConnectionFailure {
 fn tls_failure(text: &str) -> Option<String> {
     let t = text.to_ascii_lowercase();
     let reason = if t.contains("unknownissuer") || t.contains("unknown issuer") {
-        "TLS: unknown issuer (the server certificate is not signed by a trusted CA; set REDIS_TLS_CA_FILE)"
+        "TLS: unknown issuer (the server certificate is not signed by a trusted CA; set REDIS_TLS_CA_FILE or tls_ca_file)"
             .to_string()
     } else if t.contains("notvalidforname") || t.contains("not valid for name") {
         "TLS: the server certificate is not valid for this host name".to_string()
     } else if t.contains("expired") && t.contains("certificate") {
         "TLS: the server certificate has expired".to_string()
     } else if t.contains("certificaterequired") || t.contains("certificate required") {
-        "TLS: the server requires a client certificate (set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE)"
+        "TLS: the server requires a client certificate (set REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE, or tls_cert_file and tls_key_file)"
             .to_string()
     } else if t.contains("badcertificate")
         || t.contains("unknownca")

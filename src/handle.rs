@@ -11,7 +11,8 @@
 //! | connection down, policy `fail-fast` | [`Error::Unavailable`] at once |
 //! | connection lost before the command was written | sent on the next connection, within the deadline |
 //! | connection lost after it may have been written | idempotent commands are retried once on the next connection within the deadline; others get [`Error::Ambiguous`] |
-//! | no reply by the deadline | [`Error::Timeout`] (it may have executed) |
+//! | written, no reply by the deadline | idempotent: [`Error::Timeout`] with `sent: true`; others: [`Error::Ambiguous`] |
+//! | deadline passed before it could be written | [`Error::Timeout`] with `sent: false`; it is never sent later |
 //! | shutting down | [`Error::ShuttingDown`] |
 //!
 //! Idempotent (safe to replay): `GET`, `MGET`, `EXISTS`, `TTL`/`PTTL`, `SET` without `NX`/`XX`,
@@ -526,6 +527,7 @@ impl RedisHandle {
                         Error::Timeout {
                             command: request.name(),
                             after: self.timeout,
+                            sent: true,
                         }
                     } else {
                         Error::Ambiguous {
@@ -539,6 +541,7 @@ impl RedisHandle {
                     return Err(Error::Timeout {
                         command: request.name(),
                         after: self.timeout,
+                        sent: false,
                     });
                 }
                 // The actor stopped before handling the message: nothing was sent.

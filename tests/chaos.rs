@@ -94,8 +94,11 @@ impl Load {
                                 t.ambiguous += 1;
                                 t.incr_ambiguous += u64::from(is_incr);
                             }
-                            Err(Error::Timeout { .. }) => {
-                                assert!(!is_incr, "a sent INCR must be Ambiguous, not Timeout");
+                            Err(Error::Timeout { sent, .. }) => {
+                                assert!(
+                                    !(is_incr && sent),
+                                    "a sent INCR must be Ambiguous, not Timeout"
+                                );
                                 t.timeouts += 1;
                             }
                             Err(e) if e.is_unavailable() => t.unavailable += 1,

@@ -205,7 +205,8 @@ impl FaultProxy {
         self.counters.accepted.load(Ordering::SeqCst)
     }
 
-    /// How many proxied connections are open now (their tasks are running).
+    /// How many proxied connections are open now: counted from when a connection's task first runs (just
+    /// after the accept) until it ends, so poll this with a deadline too.
     pub fn active_connections(&self) -> usize {
         self.counters.active.load(Ordering::SeqCst)
     }
@@ -244,9 +245,9 @@ struct ActiveGuard(Arc<Counters>);
 
 impl ActiveGuard {
     /// Counts one more active connection.
-    fn new(counters: &Arc<Counters>) -> Self {
+    fn new(counters: Arc<Counters>) -> Self {
         counters.active.fetch_add(1, Ordering::SeqCst);
-        ActiveGuard(Arc::clone(counters))
+        ActiveGuard(counters)
     }
 }
 
@@ -276,10 +277,11 @@ async fn accept_loop(
                         drop(client);
                         continue;
                     }
-                    let guard = ActiveGuard::new(&counters);
                     let fault = fault.clone();
+                    let counters = Arc::clone(&counters);
                     connections.spawn(async move {
-                        let _guard = guard;
+                        // Counted from inside the task, so that a counted connection's task surely exists.
+                        let _active = ActiveGuard::new(counters);
                         serve(client, upstream, fault, accepted_at).await;
                     });
                 }
