@@ -41,6 +41,9 @@
 //! | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
 //! | `testing` | (feature `test-util`) a real `redis-server` process fixture |
 
+#![warn(missing_docs)]
+#![deny(rustdoc::broken_intra_doc_links)]
+
 pub mod availability;
 pub mod backoff;
 pub mod config;

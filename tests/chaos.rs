@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use helpers::*;
 use redis_supervisor::testing::{Fault, FaultProxy, RedisServer};
-use redis_supervisor::{Availability, Config, ConfigBuilder, Error, RedisHandle, Supervisor};
+use redis_supervisor::{
+    Availability, Config, ConfigBuilder, Error, FailureKind, RedisHandle, Supervisor,
+};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -199,76 +201,68 @@ async fn wait_for(sup: &Supervisor, mut pred: impl FnMut(&Availability) -> bool)
     }
 }
 
+/// One scenario: load on, `fault`, wait for the supervisor to notice (when `leaves_up`), a short
+/// outage, `heal`, then: resumed within the bound, every answer in time, INCR exactly once.
+async fn scenario(
+    label: &str,
+    srv: &mut RedisServer,
+    sup: &Supervisor,
+    password: Option<&str>,
+    leaves_up: bool,
+    fault: impl AsyncFnOnce(&mut RedisServer),
+    heal: impl AsyncFnOnce(&mut RedisServer),
+) -> Tally {
+    let r = sup.handle();
+    let load = Load::start(&r);
+    tokio::time::sleep(Duration::from_millis(300)).await; // let load build up
+    fault(srv).await;
+    if leaves_up {
+        wait_for(sup, |s| matches!(s, Availability::Down { .. })).await;
+        tokio::time::sleep(Duration::from_millis(400)).await; // an outage, not a blip
+    }
+    heal(srv).await;
+    let took = resumed_within(&r, resume_bound(sup.config())).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // load on the new connection
+    let tally = load.finish().await;
+    check(
+        &tally,
+        srv,
+        password,
+        &format!("{label} (resumed in {took:?})"),
+    )
+    .await;
+    tally
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_and_restart() {
     let mut srv = aof_server(&[]).await;
     let sup = chaos_supervisor(srv.url()).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await; // load builds up
-    srv.kill().await.unwrap();
-    wait_for(&sup, |s| matches!(s, Availability::Down { .. })).await;
-    tokio::time::sleep(Duration::from_millis(500)).await; // an outage, not a blip
-    srv.restart().await.unwrap();
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("kill -9 (resumed in {took:?})"),
-    )
-    .await;
+    let kill = async |s: &mut RedisServer| s.kill().await.unwrap();
+    let restart = async |s: &mut RedisServer| s.restart().await.unwrap();
+    scenario("kill -9", &mut srv, &sup, None, true, kill, restart).await;
     sup.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigstop_then_sigcont() {
-    let srv = aof_server(&[]).await;
+    let mut srv = aof_server(&[]).await;
     let sup = chaos_supervisor(srv.url()).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    srv.pause().unwrap();
-    wait_for(&sup, |s| matches!(s, Availability::Down { .. })).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    srv.resume().unwrap();
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("SIGSTOP (resumed in {took:?})"),
-    )
-    .await;
+    let stop = async |s: &mut RedisServer| s.pause().unwrap();
+    let cont = async |s: &mut RedisServer| s.resume().unwrap();
+    scenario("SIGSTOP", &mut srv, &sup, None, true, stop, cont).await;
     sup.shutdown().await;
 }
 
 async fn proxy_fault(fault: Fault, label: &str) {
-    let srv = aof_server(&[]).await;
+    let mut srv = aof_server(&[]).await;
     let upstream = format!("127.0.0.1:{}", srv.port()).parse().unwrap();
     let proxy = FaultProxy::start(upstream).await.unwrap();
     let sup = chaos_supervisor(proxy.url()).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    proxy.set_fault(fault);
-    wait_for(&sup, |s| matches!(s, Availability::Down { .. })).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    proxy.set_fault(Fault::Pass);
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("{label} (resumed in {took:?})"),
-    )
-    .await;
+    let (p1, p2) = (&proxy, &proxy);
+    let break_link = async move |_: &mut RedisServer| p1.set_fault(fault);
+    let heal = async move |_: &mut RedisServer| p2.set_fault(Fault::Pass);
+    scenario(label, &mut srv, &sup, None, true, break_link, heal).await;
     sup.shutdown().await;
 }
 
@@ -284,77 +278,61 @@ async fn proxy_reset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_type_normal() {
-    let srv = aof_server(&[]).await;
+    let mut srv = aof_server(&[]).await;
     let sup = chaos_supervisor(srv.url()).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut admin = admin(&srv).await;
     let restarts = sup.restarts();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert!(killed >= 1);
-    let start = Instant::now();
-    while sup.restarts() == restarts {
-        assert!(
-            start.elapsed() < SOON,
-            "the killed connection was never replaced"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("CLIENT KILL (resumed in {took:?})"),
-    )
-    .await;
+    let kill_clients = async |s: &mut RedisServer| {
+        let mut admin = admin(s).await;
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("normal")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        assert!(killed >= 1);
+    };
+    let replaced = async |_: &mut RedisServer| {
+        let start = Instant::now();
+        while sup.restarts() == restarts {
+            assert!(
+                start.elapsed() < SOON,
+                "the killed connection was never replaced"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    };
+    let label = "CLIENT KILL";
+    scenario(label, &mut srv, &sup, None, false, kill_clients, replaced).await;
     sup.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_sleep_longer_than_the_command_timeout() {
-    let srv = aof_server(&["--enable-debug-command", "yes"]).await;
+    let mut srv = aof_server(&["--enable-debug-command", "yes"]).await;
     let sup = chaos_supervisor(srv.url()).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // An admin connection without redis-rs's 500 ms response timeout.
-    let mut admin = redis::Client::open(srv.url())
-        .unwrap()
-        .get_multiplexed_async_connection_with_config(
-            &redis::AsyncConnectionConfig::new().set_response_timeout(None),
-        )
-        .await
-        .unwrap();
-    let _: () = redis::cmd("DEBUG")
-        .arg("SLEEP")
-        .arg(1.5)
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
+    let sleep = async |s: &mut RedisServer| {
+        // An admin connection without redis-rs's 500 ms response timeout.
+        let mut admin = redis::Client::open(s.url())
+            .unwrap()
+            .get_multiplexed_async_connection_with_config(
+                &redis::AsyncConnectionConfig::new().set_response_timeout(None),
+            )
+            .await
+            .unwrap();
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(1.5)
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+    };
+    let nothing = async |_: &mut RedisServer| {};
+    let tally = scenario("DEBUG SLEEP", &mut srv, &sup, None, false, sleep, nothing).await;
     assert!(
         tally.timeouts + tally.ambiguous > 0,
         "the sleep was felt: {tally:?}"
     );
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("DEBUG SLEEP (resumed in {took:?})"),
-    )
-    .await;
     sup.shutdown().await;
 }
 
@@ -365,44 +343,35 @@ async fn password_changed_then_restored() {
     let mut srv = aof_server(&["--requirepass", OLD]).await;
     let url = format!("redis://:{OLD}@127.0.0.1:{}", srv.port());
     let sup = chaos_supervisor(url).await;
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-
-    let mut events = sup.subscribe();
-    let mut args: Vec<&str> = AOF.to_vec();
-    args.extend_from_slice(&["--requirepass", NEW]);
-    srv.restart_with_args(args).await.unwrap();
-    let seen = events_until(
-        &mut events,
-        |s| matches!(s, Availability::Down { error, .. } if error.contains("authentication")),
-    )
-    .await;
-    assert!(!seen.is_empty());
-    // Wrong password for 2 s: backoff, not a hot loop.
-    let before = sup.restarts();
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let attempts = sup.restarts() - before;
-    let ceiling = sup.config().backoff().ceiling();
-    assert!(
-        attempts <= 2_000 / (ceiling.as_millis() as u64 * 8 / 12) + 3,
-        "{attempts} attempts in 2 s with a {ceiling:?} cap"
-    );
-    assert!(!sup.availability().is_serving());
-
-    let mut args: Vec<&str> = AOF.to_vec();
-    args.extend_from_slice(&["--requirepass", OLD]);
-    srv.restart_with_args(args).await.unwrap();
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
-    check(
-        &tally,
-        &srv,
-        Some(OLD),
-        &format!("password change (resumed in {took:?})"),
-    )
-    .await;
+    let with_password = |pw: &'static str| {
+        let mut args: Vec<&str> = AOF.to_vec();
+        args.extend_from_slice(&["--requirepass", pw]);
+        args
+    };
+    let change = async |s: &mut RedisServer| {
+        let mut events = sup.subscribe();
+        s.restart_with_args(with_password(NEW)).await.unwrap();
+        events_until(&mut events, |a| {
+            matches!(a, Availability::Down { kind: FailureKind::Authentication, error, .. }
+                if error.contains("authentication failed"))
+        })
+        .await;
+        // Wrong password for 2 s: backoff, not a hot loop.
+        let before = sup.restarts();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let attempts = sup.restarts() - before;
+        let floor = sup.config().backoff().ceiling().mul_f64(0.8 / 1.2);
+        let most = 2_000 / floor.as_millis() as u64 + 3;
+        assert!(
+            attempts <= most,
+            "{attempts} attempts in 2 s (at most {most})"
+        );
+        assert!(!sup.availability().is_serving());
+    };
+    let restore =
+        async |s: &mut RedisServer| s.restart_with_args(with_password(OLD)).await.unwrap();
+    let label = "password change";
+    scenario(label, &mut srv, &sup, Some(OLD), false, change, restore).await;
     sup.shutdown().await;
 }
 
@@ -414,23 +383,15 @@ async fn server_started_after_the_supervisor() {
         .build()
         .unwrap();
     let sup = Supervisor::start(config).await.unwrap();
-    let r = sup.handle();
-    let load = Load::start(&r);
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    srv.restart().await.unwrap();
-    let took = resumed_within(&r, resume_bound(sup.config())).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let tally = load.finish().await;
+    let nothing = async |_: &mut RedisServer| {};
+    let start = async |s: &mut RedisServer| {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        s.restart().await.unwrap()
+    };
+    let tally = scenario("late server", &mut srv, &sup, None, false, nothing, start).await;
     assert!(
         tally.unavailable > 0,
         "commands before the server existed: {tally:?}"
     );
-    check(
-        &tally,
-        &srv,
-        None,
-        &format!("late server (resumed in {took:?})"),
-    )
-    .await;
     sup.shutdown().await;
 }
