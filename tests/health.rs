@@ -5,21 +5,11 @@
 #[path = "support/helpers.rs"]
 mod helpers;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use helpers::*;
-use redis_supervisor::{Availability, Supervisor};
+use redis_supervisor::Availability;
 use tokio::time::Instant;
-
-/// Serves the supervisor's routes on a loopback port for the rest of the test.
-async fn serve(sup: &Supervisor) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = redis_supervisor::http::router(sup);
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    addr
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_server_is_detected_and_replaced() {
@@ -33,7 +23,7 @@ async fn frozen_server_is_detected_and_replaced() {
     .await;
     let bound = sup.config().detection_bound();
     assert_eq!(bound, Duration::from_millis(750));
-    let addr = serve(&sup).await;
+    let (addr, _server) = serve(&sup).await;
     let r = sup.handle();
     r.set("k", "v").await.unwrap();
     assert_eq!(http_get(addr, "/health").await.unwrap().0, 200);
@@ -95,7 +85,7 @@ async fn slow_probes_degrade_then_recover_without_replacing() {
             .health_failures(10)
     })
     .await;
-    let addr = serve(&sup).await;
+    let (addr, _server) = serve(&sup).await;
     let mut events = sup.subscribe();
     let mut admin = admin(&srv).await;
     // The server stalls for 80 ms: a probe in flight takes longer than 50 ms but gets its reply.

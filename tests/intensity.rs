@@ -111,23 +111,15 @@ async fn accept_then_drop_raises_a_restart_storm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gives_up_after_max_attempts_and_fails_waiting_commands() {
     let mut srv = server().await;
-    let config = config(&srv, |b| {
+    let sup = supervisor_with(&srv, |b| {
         b.max_attempts(Some(3))
             .command_timeout(Duration::from_secs(30))
-    });
-    let sup = Supervisor::start(config).await.unwrap();
-    sup.wait_until_up(SOON).await.unwrap();
+    })
+    .await;
     let r = sup.handle();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let mut events = kill_until_down(&mut srv, &sup).await;
     // Commands waiting with a 30 s deadline are failed at once when the supervisor gives up.
-    let waiting: Vec<_> = (0..5)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-        })
-        .collect();
+    let waiting = spawn_gets(&r, 5);
     let start = Instant::now();
     let seen = events_until(&mut events, |s| matches!(s, Availability::GaveUp { .. })).await;
     let Availability::GaveUp { attempts, error } = &seen.last().unwrap().state else {
@@ -156,26 +148,14 @@ async fn gives_up_after_max_attempts_and_fails_waiting_commands() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_is_bounded_and_the_rest_is_overloaded() {
     let mut srv = server().await;
-    let config = config(&srv, |b| {
+    let sup = supervisor_with(&srv, |b| {
         b.max_waiting(10).command_timeout(Duration::from_secs(30))
-    });
-    let sup = Supervisor::start(config).await.unwrap();
-    sup.wait_until_up(SOON).await.unwrap();
+    })
+    .await;
     let r = sup.handle();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
-    let waiting: Vec<_> = (0..10)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-        })
-        .collect();
-    let deadline = Instant::now() + SOON;
-    while sup.offline_waiting() < 10 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let _events = kill_until_down(&mut srv, &sup).await;
+    let waiting = spawn_gets(&r, 10);
+    wait_offline_waiting(&sup, 10).await;
     let t = Instant::now();
     let e = r.get::<_, Option<String>>("k").await.unwrap_err();
     assert!(matches!(e, Error::Overloaded { limit: 10 }), "{e:?}");

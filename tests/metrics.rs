@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use helpers::*;
 use redis_supervisor::metrics::prometheus_builder;
-use redis_supervisor::{Availability, Error, Supervisor};
+use redis_supervisor::{Error, Supervisor};
 
 /// The value of the sample `series` (name plus its exact label set) in a rendered exposition.
 fn sample(text: &str, series: &str) -> f64 {
@@ -131,9 +131,7 @@ async fn known_workload_gives_known_counts() {
     );
 
     // An outage: commands time out as unavailable, the gauges follow the state.
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let _events = kill_until_down(&mut srv, &sup).await;
     for _ in 0..2 {
         let e = r.get::<_, Option<String>>("k").await.unwrap_err();
         assert!(matches!(e, Error::Unavailable { .. }), "{e:?}");
@@ -205,16 +203,9 @@ async fn offline_waiting_gauge_follows_waiting_commands() {
         .await
         .unwrap();
     sup.wait_until_up(SOON).await.unwrap();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let _events = kill_until_down(&mut srv, &sup).await;
     let r = sup.handle();
-    let waiting: Vec<_> = (0..7)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-        })
-        .collect();
+    let waiting = spawn_gets(&r, 7);
     let deadline = tokio::time::Instant::now() + SOON;
     loop {
         let v = sample(

@@ -95,12 +95,7 @@ async fn ten_second_outage_with_ten_thousand_waiting() {
     assert!(growth < 64 * 1024 * 1024, "RSS grew by {growth} bytes");
 
     // Nothing that waited reached the server after it came back.
-    let mut admin = admin(&srv).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let stats = command_stats(&srv).await;
     assert!(!stats.contains("cmdstat_get:"), "{stats}");
     sup.shutdown().await;
 }

@@ -167,9 +167,7 @@ async fn commands_while_down_fail_unavailable_by_their_deadline() {
     let deadline = Duration::from_millis(300);
     let sup = supervisor_with(&srv, |b| b.command_timeout(deadline)).await;
     let r = sup.handle();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let _events = kill_until_down(&mut srv, &sup).await;
 
     let tasks: Vec<_> = (0..20)
         .map(|i| {
@@ -214,9 +212,7 @@ async fn fail_fast_policy_answers_at_once() {
     })
     .await;
     let r = sup.handle();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let _events = kill_until_down(&mut srv, &sup).await;
     let start = Instant::now();
     let e = r.get::<_, Option<String>>("k").await.unwrap_err();
     assert!(e.is_unavailable(), "{e:?}");

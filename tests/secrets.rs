@@ -5,8 +5,6 @@
 #[path = "support/helpers.rs"]
 mod helpers;
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use helpers::*;
@@ -15,31 +13,9 @@ use redis_supervisor::{Availability, Config, Supervisor};
 const PASSWORD: &str = "Xy9-distinctive-Pa55word";
 const WRONG: &str = "Wr0ng-distinctive-Pa55word";
 
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn password_appears_nowhere() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .unwrap();
+    let capture = Capture::install();
 
     let mut seen: Vec<String> = Vec::new();
     let srv = server_with(&["--requirepass", PASSWORD]).await;
@@ -74,7 +50,7 @@ async fn password_appears_nowhere() {
         .await
         .unwrap_err();
     seen.push(format!("{e} {e:?} {sup:?} {:?}", sup.handle()));
-    let (status, body) = serve_health(&sup).await;
+    let (status, body) = serve_get(&sup, "/health").await;
     assert_eq!(status, 503);
     seen.push(body);
     sup.shutdown().await;
@@ -100,7 +76,7 @@ async fn password_appears_nowhere() {
     sup.handle().set("k", PASSWORD.len()).await.unwrap();
     let e = sup.handle().incr_by("k", i64::MAX).await.unwrap_err();
     seen.push(format!("{e} {e:?} {sup:?}"));
-    let (status, body) = serve_health(&sup).await;
+    let (status, body) = serve_get(&sup, "/health").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("default:***@"), "{body}");
     seen.push(body);
@@ -116,7 +92,7 @@ async fn password_appears_nowhere() {
         seen.push(format!("{e} {e:?}"));
     }
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let logs = capture.text();
     assert!(
         logs.contains("redis"),
         "the capture saw the supervisor's logs: {logs}"
@@ -132,14 +108,4 @@ async fn password_appears_nowhere() {
             "wrong password leaked in item {i}: {text}"
         );
     }
-}
-
-async fn serve_health(sup: &Supervisor) -> (u16, String) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = redis_supervisor::http::router(sup);
-    let server = tokio::spawn(async move { axum::serve(listener, app).await });
-    let got = http_get(addr, "/health").await.unwrap();
-    server.abort();
-    got
 }

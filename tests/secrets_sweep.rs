@@ -7,26 +7,23 @@
 
 #[path = "support/helpers.rs"]
 mod helpers;
+#[path = "support/pki.rs"]
+mod pki;
+#[path = "support/process.rs"]
+mod process;
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use helpers::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use pki::{Leaf, TlsRedis};
+use process::{exit_output, listen_addr, sigterm, wait_status};
 use redis_supervisor::metrics::prometheus_builder;
-use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{
     Availability, AvailabilityEvents, Config, ConfigBuilder, FailureKind, Supervisor,
 };
-use tokio::process::{Child, Command};
-use tokio::time::Instant;
+use tokio::process::Command;
 
 /// The ACL user's password: must never be shown.
 const PASSWORD: &str = "Sw33p-distinctive-Pa55word";
@@ -68,130 +65,14 @@ fn assert_clean(what: &str, text: &str) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Captured tracing output
+// The server: TLS with a CA-signed certificate for localhost (tests/support/pki.rs)
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Certificates (the same shapes as tests/tls.rs: a CA, a server cert for localhost, a wrong CA)
-// ---------------------------------------------------------------------------------------------
-
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-    fn wrong_ca(&self) -> PathBuf {
-        self.dir.join("wrong-ca.pem")
-    }
-    fn cert(&self) -> PathBuf {
-        self.dir.join("server.pem")
-    }
-    fn key(&self) -> PathBuf {
-        self.dir.join("server.key")
-    }
-
-    fn generate(dir: &Path) -> Pki {
-        let pki = Pki {
-            dir: dir.to_path_buf(),
-        };
-        let (ca, ca_pem) = make_ca("sweep test CA");
-        std::fs::write(pki.ca(), ca_pem).unwrap();
-        let (_, wrong_pem) = make_ca("unrelated sweep CA");
-        std::fs::write(pki.wrong_ca(), wrong_pem).unwrap();
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "localhost");
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &ca).unwrap();
-        std::fs::write(pki.cert(), cert.pem()).unwrap();
-        std::fs::write(pki.key(), key.serialize_pem()).unwrap();
-        pki
-    }
-}
-
-fn make_ca(common_name: &str) -> (Issuer<'static, KeyPair>, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let pem = params.self_signed(&key).unwrap().pem();
-    (Issuer::new(params, key), pem)
-}
 
 /// A fixture server with a TLS port (no client certificates required), and two ACL users:
 /// `sweepuser` (everything but FLUSHALL) and `specialuser` (the URL-special password).
-struct SweepServer {
-    server: RedisServer,
-    tls_port: u16,
-    pki: Pki,
-}
-
-async fn sweep_server() -> SweepServer {
-    let mut server = server().await;
-    let pki = Pki::generate(server.dir());
-    let (cert, key, ca) = (
-        pki.cert().display().to_string(),
-        pki.key().display().to_string(),
-        pki.ca().display().to_string(),
-    );
-    let mut started = None;
-    for _ in 0..3 {
-        let tls_port = free_port();
-        let port = tls_port.to_string();
-        let args = [
-            "--tls-port",
-            &port,
-            "--tls-cert-file",
-            &cert,
-            "--tls-key-file",
-            &key,
-            "--tls-ca-cert-file",
-            &ca,
-            "--tls-auth-clients",
-            "no",
-        ];
-        match server.restart_with_args(args).await {
-            Ok(()) => {
-                started = Some(tls_port);
-                break;
-            }
-            Err(e) => eprintln!("TLS port {tls_port}: {e}"),
-        }
-    }
-    let tls_port = started.expect("redis-server with TLS did not start");
-    let mut admin = admin(&server).await;
+async fn sweep_server() -> TlsRedis {
+    let srv = pki::start_tls_server(&[Leaf::LOCALHOST], Leaf::LOCALHOST.name, false, &[]).await;
+    let mut admin = admin(&srv.server).await;
     for (user, pw, rules) in [
         (USER, PASSWORD, &["~*", "+@all", "-flushall"][..]),
         (SPECIAL_USER, SPECIAL, &["~*", "+@all"][..]),
@@ -204,11 +85,7 @@ async fn sweep_server() -> SweepServer {
             .arg(rules);
         let _: () = cmd.query_async(&mut admin).await.unwrap();
     }
-    SweepServer {
-        server,
-        tls_port,
-        pki,
-    }
+    srv
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -285,7 +162,7 @@ impl Sweep {
             self.push(format!("{what}: item {i}"), t);
         }
 
-        let (addr, task) = serve(&sup, self.recorder_handle.clone()).await;
+        let (addr, task) = serve_with_metrics(&sup, self.recorder_handle.clone()).await;
         for path in [
             "/health",
             "/health/live",
@@ -333,18 +210,15 @@ async fn drain(events: &mut AvailabilityEvents) -> Vec<redis_supervisor::Availab
     panic!("no Stopped event after shutdown: {out:?}");
 }
 
-async fn serve(
+/// Serves the supervisor's routes and `/metrics` from `metrics` on a loopback port.
+async fn serve_with_metrics(
     sup: &Supervisor,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app =
-        redis_supervisor::http::router(sup).merge(redis_supervisor::http::metrics_router(metrics));
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, task)
+    serve_app(
+        redis_supervisor::http::router(sup).merge(redis_supervisor::http::metrics_router(metrics)),
+    )
+    .await
 }
 
 fn is_down(s: &Availability) -> bool {
@@ -364,16 +238,7 @@ fn down_kind(s: &Availability) -> (String, FailureKind) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn library_never_shows_the_password() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    tracing::subscriber::set_global_default(
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    )
-    .unwrap();
+    let capture = Capture::install();
 
     let srv = sweep_server().await;
     let pki = &srv.pki;
@@ -488,9 +353,7 @@ async fn library_never_shows_the_password() {
                 let e = r.with_timeout(Duration::from_millis(1)).ping().await;
                 texts.push(format!("{e:?}"));
                 // The health routes say who is connected, with the password redacted.
-                let (addr, task) = serve(sup, prometheus_builder().build_recorder().handle()).await;
-                let (status, body) = http_get(addr, "/health").await.unwrap();
-                task.abort();
+                let (status, body) = serve_get(sup, "/health").await;
                 assert_eq!(status, 200, "{body}");
                 assert!(body.contains("rediss://"), "{body}");
                 assert!(body.contains(&format!("{USER}:***@")), "{body}");
@@ -579,7 +442,7 @@ async fn library_never_shows_the_password() {
                 .url(format!("rediss://{USER}@localhost:{}", srv.tls_port))
                 .password(PASSWORD)
                 .tls_ca_file(pki.ca())
-                .tls_cert_file(pki.cert())
+                .tls_cert_file(pki.cert(Leaf::LOCALHOST.name))
                 .tls_key_file(&pw_file),
         ),
     ] {
@@ -593,7 +456,7 @@ async fn library_never_shows_the_password() {
         }
     }
 
-    let logs = String::from_utf8_lossy(&capture.0.lock().unwrap()).into_owned();
+    let logs = capture.text();
     assert!(logs.contains("redis"), "the capture saw the logs: {logs}");
     assert!(
         logs.contains("client=session") && logs.contains("client=tls_wrong_ca"),
@@ -623,61 +486,16 @@ async fn library_never_shows_the_password() {
 // The binary
 // ---------------------------------------------------------------------------------------------
 
+/// The service binary (see [`process::binary`]) at RUST_LOG=trace, retries capped at 200 ms: as
+/// much output as it can show.
 fn binary() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-supervisor"));
-    c.env_clear()
-        .env("RUST_LOG", "trace")
-        .env("REDIS_BACKOFF_MAX_MS", "200")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
-}
-
-/// Polls `path` until it answers with `want` and a body containing `marker` (or panics after
-/// `SOON`).
-async fn wait_status(
-    addr: SocketAddr,
-    path: &str,
-    want: u16,
-    marker: &str,
-    child: &mut Child,
-) -> String {
-    let deadline = Instant::now() + SOON;
-    let mut last = None;
-    loop {
-        match http_get(addr, path).await {
-            Ok((status, body)) if status == want && body.contains(marker) => return body,
-            Ok(other) => last = Some(other),
-            Err(_) => {}
-        }
-        assert!(child.try_wait().unwrap().is_none(), "binary exited early");
-        assert!(
-            Instant::now() < deadline,
-            "{path} never answered {want} with {marker:?}; last {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn exit_output(child: Child) -> (Option<i32>, String) {
-    let out = tokio::time::timeout(SOON, child.wait_with_output())
-        .await
-        .expect("exits")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
+    process::binary("trace", &[("REDIS_BACKOFF_MAX_MS", "200")])
 }
 
 /// Runs the binary with `env` until `/health` answers `want` with `marker` in its body, collects every route, stops it with
 /// SIGTERM and returns everything it showed.
 async fn run_binary(what: &str, env: &[(&str, String)], want: u16, marker: &str) -> String {
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let addr = listen_addr();
     let mut cmd = binary();
     cmd.env("LISTEN_ADDR", addr.to_string());
     for (k, v) in env {
@@ -691,9 +509,7 @@ async fn run_binary(what: &str, env: &[(&str, String)], want: u16, marker: &str)
         let (_, body) = http_get(addr, path).await.unwrap();
         shown.push_str(&body);
     }
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    sigterm(&child);
     let (code, output) = exit_output(child).await;
     assert_eq!(code, Some(0), "{what}: {output}");
     assert!(output.contains("redis"), "{what}: the output was captured");
@@ -707,7 +523,7 @@ async fn binary_never_shows_the_password() {
     let pki = &srv.pki;
     let pw_file = srv.server.dir().join("bin-password");
     std::fs::write(&pw_file, format!("{PASSWORD}\n")).unwrap();
-    let tls = format!("rediss://localhost:{}", srv.tls_port);
+    let tls = srv.url();
     let ca = pki.ca().display().to_string();
     let mut shown = Vec::new();
 
@@ -823,7 +639,7 @@ async fn binary_never_shows_the_password() {
         ),
     ] {
         let mut cmd = binary();
-        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{}", free_port()));
+        cmd.env("LISTEN_ADDR", listen_addr().to_string());
         if var != "REDIS_URL" {
             cmd.env("REDIS_URL", &tls);
         }

@@ -80,14 +80,8 @@ async fn shutdown_under_load_leaves_nothing_behind() {
     // Idempotent.
     sup.shutdown().await;
     // The connection was closed politely.
-    let mut admin = admin(&srv).await;
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let stats = command_stats(&srv).await;
     assert!(stats.contains("cmdstat_quit:calls=1"), "{stats}");
-    drop(admin);
     drop((r, sup));
     wait_for_tasks(baseline).await;
 }
@@ -97,20 +91,9 @@ async fn shutdown_releases_commands_waiting_for_a_connection() {
     let mut srv = server().await;
     let sup = supervisor_with(&srv, |b| b.command_timeout(Duration::from_secs(30))).await;
     let r = sup.handle();
-    let mut events = sup.subscribe();
-    srv.kill().await.unwrap();
-    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
-    let waiting: Vec<_> = (0..10)
-        .map(|_| {
-            let r = r.clone();
-            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-        })
-        .collect();
-    let deadline = Instant::now() + SOON;
-    while sup.offline_waiting() < 10 {
-        assert!(Instant::now() < deadline, "commands never started waiting");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let _events = kill_until_down(&mut srv, &sup).await;
+    let waiting = spawn_gets(&r, 10);
+    wait_offline_waiting(&sup, 10).await;
     let start = Instant::now();
     sup.shutdown().await;
     for w in waiting {

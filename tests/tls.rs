@@ -8,137 +8,25 @@
 
 #[path = "support/helpers.rs"]
 mod helpers;
+#[path = "support/pki.rs"]
+mod pki;
+#[path = "support/process.rs"]
+mod process;
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use helpers::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
-use redis_supervisor::testing::RedisServer;
+use pki::{Leaf, Pki, TlsRedis};
+use process::{exit_output, listen_addr, sigterm, wait_status};
 use redis_supervisor::{
     Availability, AvailabilityEvents, Config, ConfigBuilder, Error, EventsError, FailureKind,
     Supervisor,
 };
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::time::Instant;
 
 // ---------------------------------------------------------------------------------------------
-// Certificates
-// ---------------------------------------------------------------------------------------------
-
-/// The certificate files of one test, all in the fixture's directory.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    /// The CA that signed every server and client certificate.
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca.pem")
-    }
-    /// A CA that signed nothing the server uses.
-    fn wrong_ca(&self) -> PathBuf {
-        self.dir.join("wrong-ca.pem")
-    }
-    /// `NAME.pem` / `NAME.key` for `localhost`, `other`, `expired`, `client`.
-    fn cert(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.pem"))
-    }
-    fn key(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.key"))
-    }
-
-    /// Makes every certificate into `dir`.
-    fn generate(dir: &Path) -> Pki {
-        let pki = Pki {
-            dir: dir.to_path_buf(),
-        };
-        let (ca, ca_pem) = make_ca("redis-supervisor test CA");
-        std::fs::write(pki.ca(), ca_pem).unwrap();
-        // Another subject name, so that a verifier cannot even find a candidate issuer.
-        let (_, wrong_pem) = make_ca("unrelated test CA");
-        std::fs::write(pki.wrong_ca(), wrong_pem).unwrap();
-
-        let valid = (
-            rcgen::date_time_ymd(2000, 1, 1),
-            rcgen::date_time_ymd(4000, 1, 1),
-        );
-        let leaves: [(&str, &[&str], ExtendedKeyUsagePurpose, _); 4] = [
-            (
-                "localhost",
-                &["localhost", "127.0.0.1"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-                valid,
-            ),
-            (
-                "other",
-                &["other.example"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-                valid,
-            ),
-            (
-                "expired",
-                &["localhost", "127.0.0.1"],
-                ExtendedKeyUsagePurpose::ServerAuth,
-                (
-                    rcgen::date_time_ymd(2020, 1, 1),
-                    rcgen::date_time_ymd(2021, 1, 1),
-                ),
-            ),
-            (
-                "client",
-                &["redis-supervisor-client"],
-                ExtendedKeyUsagePurpose::ClientAuth,
-                valid,
-            ),
-        ];
-        for (name, sans, eku, (not_before, not_after)) in leaves {
-            let key = KeyPair::generate().unwrap();
-            let mut params =
-                CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                    .unwrap();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params.distinguished_name.push(DnType::CommonName, sans[0]);
-            params.key_usages = vec![
-                KeyUsagePurpose::DigitalSignature,
-                KeyUsagePurpose::KeyEncipherment,
-            ];
-            params.extended_key_usages = vec![eku];
-            params.not_before = not_before;
-            params.not_after = not_after;
-            let cert = params.signed_by(&key, &ca).unwrap();
-            std::fs::write(pki.cert(name), cert.pem()).unwrap();
-            std::fs::write(pki.key(name), key.serialize_pem()).unwrap();
-        }
-        pki
-    }
-}
-
-/// A self-signed CA: the issuer to sign with, and its certificate as PEM.
-fn make_ca(common_name: &str) -> (Issuer<'static, KeyPair>, String) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.distinguished_name = rcgen::DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, common_name);
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let pem = params.self_signed(&key).unwrap().pem();
-    (Issuer::new(params, key), pem)
-}
-
-// ---------------------------------------------------------------------------------------------
-// A redis-server with a TLS port
+// A redis-server with a TLS port (certificates: tests/support/pki.rs)
 // ---------------------------------------------------------------------------------------------
 
 /// Which certificate the server presents.
@@ -152,64 +40,15 @@ enum ServerCert {
     Expired,
 }
 
-struct TlsRedis {
-    server: RedisServer,
-    tls_port: u16,
-    pki: Pki,
-}
-
-impl TlsRedis {
-    /// `rediss://localhost:TLS_PORT`.
-    fn url(&self) -> String {
-        format!("rediss://localhost:{}", self.tls_port)
-    }
-}
-
-/// A fixture server with a TLS port as well as its plain one: started plain, the certificates made in
-/// its directory, then restarted with the TLS arguments (`extra` appended).
+/// A fixture server with a TLS port presenting `cert`, with every certificate of [`Leaf::ALL`] in
+/// its directory (see [`pki::start_tls_server`]).
 async fn tls_server(cert: ServerCert, auth_clients: bool, extra: &[&str]) -> TlsRedis {
-    let mut server = server().await;
-    let pki = Pki::generate(server.dir());
-    let name = match cert {
-        ServerCert::Localhost => "localhost",
-        ServerCert::OtherHost => "other",
-        ServerCert::Expired => "expired",
+    let leaf = match cert {
+        ServerCert::Localhost => Leaf::LOCALHOST,
+        ServerCert::OtherHost => Leaf::OTHER_HOST,
+        ServerCert::Expired => Leaf::EXPIRED,
     };
-    let (cert_file, key_file, ca_file) = (
-        pki.cert(name).display().to_string(),
-        pki.key(name).display().to_string(),
-        pki.ca().display().to_string(),
-    );
-    let mut last_error = None;
-    // The TLS port is picked here; if somebody takes it in between, try another.
-    for _ in 0..3 {
-        let tls_port = free_port();
-        let port = tls_port.to_string();
-        let mut args = vec![
-            "--tls-port",
-            &port,
-            "--tls-cert-file",
-            &cert_file,
-            "--tls-key-file",
-            &key_file,
-            "--tls-ca-cert-file",
-            &ca_file,
-            "--tls-auth-clients",
-            if auth_clients { "yes" } else { "no" },
-        ];
-        args.extend_from_slice(extra);
-        match server.restart_with_args(&args).await {
-            Ok(()) => {
-                return TlsRedis {
-                    server,
-                    tls_port,
-                    pki,
-                };
-            }
-            Err(e) => last_error = Some(e),
-        }
-    }
-    panic!("redis-server with TLS did not start: {last_error:?}");
+    pki::start_tls_server(Leaf::ALL, leaf.name, auth_clients, extra).await
 }
 
 /// A config for `url` with fast backoff (20 ms → 300 ms), tweaked by `f`.
@@ -251,21 +90,9 @@ async fn set_get(sup: &Supervisor, key: &str) {
     assert_eq!(v.as_deref(), Some("v"));
 }
 
-/// Serves `http::router(sup)` on a loopback port.
-async fn serve(sup: &Supervisor) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = redis_supervisor::http::router(sup);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (addr, task)
-}
-
+/// `/health/redis` as JSON, which must answer 200.
 async fn health_redis(sup: &Supervisor) -> serde_json::Value {
-    let (addr, task) = serve(sup).await;
-    let (status, body) = http_get(addr, "/health/redis").await.unwrap();
-    task.abort();
+    let (status, body) = serve_get(sup, "/health/redis").await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -512,9 +339,7 @@ async fn insecure_skip_verify_connects_and_says_so() {
     assert_eq!(json["tls"], true, "{json}");
     assert_eq!(json["tls_verify"], false, "{json}");
     // And as the raw body says it, for anyone grepping.
-    let (addr, task) = serve(&sup).await;
-    let (_, body) = http_get(addr, "/health/redis").await.unwrap();
-    task.abort();
+    let (_, body) = serve_get(&sup, "/health/redis").await;
     assert!(body.contains("\"tls_verify\":false"), "{body}");
     sup.shutdown().await;
 }
@@ -726,65 +551,9 @@ async fn password_file_and_authentication_failure() {
 // 10. The binary, configured by environment variables
 // ---------------------------------------------------------------------------------------------
 
+/// The service binary (see [`process::binary`]) at RUST_LOG=info, retries capped at 300 ms.
 fn binary() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-supervisor"));
-    c.env_clear()
-        .env("RUST_LOG", "info")
-        .env("REDIS_BACKOFF_MAX_MS", "300")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    c
-}
-
-/// Polls `path` until it answers with `want` and a body containing `marker` (or panics after
-/// `SOON`).
-async fn wait_status(
-    addr: SocketAddr,
-    path: &str,
-    want: u16,
-    marker: &str,
-    child: &mut Child,
-) -> String {
-    let deadline = Instant::now() + SOON;
-    let mut last = None;
-    loop {
-        match http_get(addr, path).await {
-            Ok((status, body)) if status == want && body.contains(marker) => return body,
-            Ok(other) => last = Some(other),
-            Err(_) => {}
-        }
-        assert!(child.try_wait().unwrap().is_none(), "binary exited early");
-        assert!(
-            Instant::now() < deadline,
-            "{path} never answered {want} with {marker:?}; last {last:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn sigterm(child: &Child) {
-    let pid = child.id().expect("running") as libc::pid_t;
-    // SAFETY: plain kill(2) on our own child's pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
-}
-
-async fn exit_output(child: Child) -> (Option<i32>, String) {
-    let out = tokio::time::timeout(SOON, child.wait_with_output())
-        .await
-        .expect("exits")
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code(), text)
-}
-
-fn listen() -> SocketAddr {
-    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+    process::binary("info", &[("REDIS_BACKOFF_MAX_MS", "300")])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -792,7 +561,7 @@ async fn binary_over_mutual_tls_from_env() {
     let srv = tls_server(ServerCert::Localhost, true, &[]).await;
     let pki = &srv.pki;
 
-    let addr = listen();
+    let addr = listen_addr();
     let mut child = binary()
         .env("REDIS_URL", srv.url())
         .env("REDIS_TLS_CA_FILE", pki.ca())
@@ -808,7 +577,7 @@ async fn binary_over_mutual_tls_from_env() {
     assert_eq!(code, Some(0), "{output}");
 
     // REDIS_TLS=true with a redis:// URL.
-    let addr = listen();
+    let addr = listen_addr();
     let mut child = binary()
         .env("REDIS_URL", format!("redis://localhost:{}", srv.tls_port))
         .env("REDIS_TLS", "true")
@@ -824,7 +593,7 @@ async fn binary_over_mutual_tls_from_env() {
     assert_eq!(code, Some(0), "{output}");
 
     // Without a client certificate: up and running, 503, with the reason.
-    let addr = listen();
+    let addr = listen_addr();
     let mut child = binary()
         .env("REDIS_URL", srv.url())
         .env("REDIS_TLS_CA_FILE", pki.ca())
@@ -844,7 +613,7 @@ async fn binary_over_mutual_tls_from_env() {
     assert_eq!(code, Some(0), "{output}");
 
     // Skipping verification (with the wrong CA): up, and a warning at start.
-    let addr = listen();
+    let addr = listen_addr();
     let mut child = binary()
         .env("REDIS_URL", srv.url())
         .env("REDIS_TLS_CA_FILE", pki.wrong_ca())
@@ -877,7 +646,7 @@ async fn binary_over_mutual_tls_from_env() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_bad_tls_files_exit_2_naming_the_variable() {
     let srv = server().await;
-    let pki = Pki::generate(srv.dir());
+    let pki = Pki::generate(srv.dir(), Leaf::ALL);
     let url = format!("rediss://localhost:{}", srv.port());
     let exists = srv.dir().join("exists.pem");
     std::fs::write(&exists, "not a certificate\n").unwrap();
@@ -891,7 +660,7 @@ async fn binary_bad_tls_files_exit_2_naming_the_variable() {
     ] {
         let mut cmd = binary();
         cmd.env("REDIS_URL", &url)
-            .env("LISTEN_ADDR", listen().to_string())
+            .env("LISTEN_ADDR", listen_addr().to_string())
             .env(var, value);
         // A client certificate needs its key and the other way round: give the (good) other half.
         if var == "REDIS_TLS_CERT_FILE" {

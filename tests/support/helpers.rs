@@ -1,14 +1,20 @@
 //! Shared helpers for the integration tests: supervisors on fixture servers, waiting on events
-//! with deadlines, and a minimal HTTP GET.
+//! with deadlines, the HTTP routes served on loopback and a minimal HTTP GET, and captured
+//! tracing output.
 #![allow(dead_code)]
 
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{
-    Availability, AvailabilityEvent, AvailabilityEvents, Config, ConfigBuilder, EventsError,
-    Supervisor,
+    Availability, AvailabilityEvent, AvailabilityEvents, Config, ConfigBuilder, Error, EventsError,
+    RedisHandle, Supervisor,
 };
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 /// Generous deadline for anything that should happen "soon".
 pub const SOON: Duration = Duration::from_secs(10);
@@ -76,6 +82,57 @@ pub async fn events_until(
     seen
 }
 
+/// Subscribes to `sup`'s events, kills `server` and waits (up to `SOON`) for `Down`; returns the
+/// subscription, for the events after that.
+pub async fn kill_until_down(server: &mut RedisServer, sup: &Supervisor) -> AvailabilityEvents {
+    let mut events = sup.subscribe();
+    server.kill().await.unwrap();
+    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    events
+}
+
+/// Spawns `n` tasks that each `GET k` through `r` (to wait offline while the server is down).
+pub fn spawn_gets(r: &RedisHandle, n: usize) -> Vec<JoinHandle<Result<Option<String>, Error>>> {
+    (0..n)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
+        })
+        .collect()
+}
+
+/// Polls until at least `n` commands are waiting offline in `sup` (panics after `SOON`).
+pub async fn wait_offline_waiting(sup: &Supervisor, n: usize) {
+    let deadline = Instant::now() + SOON;
+    while sup.offline_waiting() < n {
+        assert!(Instant::now() < deadline, "commands never started waiting");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Serves `app` on a loopback port until the returned task is aborted (or the test ends).
+pub async fn serve_app(app: axum::Router) -> (SocketAddr, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (addr, task)
+}
+
+/// Serves the supervisor's routes (`redis_supervisor::http::router`) on a loopback port.
+pub async fn serve(sup: &Supervisor) -> (SocketAddr, JoinHandle<()>) {
+    serve_app(redis_supervisor::http::router(sup)).await
+}
+
+/// `GET path` from the supervisor's routes, served just for this one request: (status, body).
+pub async fn serve_get(sup: &Supervisor, path: &str) -> (u16, String) {
+    let (addr, task) = serve(sup).await;
+    let got = http_get(addr, path).await.unwrap();
+    task.abort();
+    got
+}
+
 /// `GET path` over HTTP/1.0 on loopback: (status, body).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,6 +163,16 @@ pub async fn admin(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .expect("admin connection")
 }
 
+/// `INFO commandstats` of the fixture, over an admin connection of its own.
+pub async fn command_stats(server: &RedisServer) -> String {
+    let mut admin = admin(server).await;
+    redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut admin)
+        .await
+        .unwrap()
+}
+
 /// A loopback port nobody listens on (bound then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -113,4 +180,41 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// All tracing output of the test process, captured (as a global subscriber at TRACE, without
+/// colours) so that it can be searched.
+#[derive(Clone, Default)]
+pub struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Capture {
+    /// Installs the global subscriber writing into a new capture. Once per test process.
+    pub fn install() -> Capture {
+        let capture = Capture::default();
+        let writer = capture.clone();
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        )
+        .unwrap();
+        capture
+    }
+
+    /// Everything written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
