@@ -25,12 +25,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use ractor::{ActorId, ActorRef};
+use ractor::ActorId;
 use redis::{FromRedisValue, ToRedisArgs, Value};
 use tokio::time::Instant;
 
 use crate::OfflinePolicy;
-use crate::connection::{ConnectionMsg, ExecError, Request};
+use crate::connection::{ExecError, Lane, Request, Submitted};
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared};
@@ -503,26 +503,32 @@ impl RedisHandle {
         let _in_flight = InFlight::enter(shared);
         let request = Arc::new(request);
         let mut retried = false;
-        // A connection actor known to be dead: wait for a different one.
+        // A connection known to be gone: wait for a different one.
         let mut avoid: Option<ActorId> = None;
         loop {
-            let conn = self.connection(deadline, avoid).await?;
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let msg = ConnectionMsg::Exec {
-                request: request.clone(),
-                deadline,
-                probe: false,
-                reply: tx.into(),
-            };
-            if conn.send_message(msg).is_err() {
-                // The actor has stopped: nothing was sent.
-                avoid = Some(conn.get_id());
-                continue;
+            if avoid.is_some() && Instant::now() >= deadline {
+                // Out of time for another connection (a retry of an idempotent command that
+                // was in flight, or one the old connection never wrote).
+                return Err(Error::Timeout {
+                    command: request.name(),
+                    after: self.timeout,
+                    sent: retried,
+                });
             }
-            match tokio::time::timeout_at(deadline, rx).await {
+            let (lane, submitted) = self.submit(&request, deadline, avoid).await?;
+            let answer = match submitted {
+                Submitted::Queued(rx) => tokio::time::timeout_at(deadline, rx).await,
+                Submitted::Direct(direct) => {
+                    tokio::time::timeout_at(deadline, direct.run(&request))
+                        .await
+                        .map(Ok)
+                }
+            };
+            match answer {
                 // Sent, no reply by the deadline: it may have run. Only a command that is safe
                 // to run twice is a plain timeout.
-                Err(_) | Ok(Ok(Err(ExecError::Timeout))) => {
+                Err(_) => {
+                    self.missed_deadline(lane);
                     return Err(if spec.idempotent {
                         Error::Timeout {
                             command: request.name(),
@@ -544,37 +550,80 @@ impl RedisHandle {
                         sent: false,
                     });
                 }
-                // The actor stopped before handling the message: nothing was sent.
-                Ok(Err(_)) | Ok(Ok(Err(ExecError::NotSent))) => avoid = Some(conn.get_id()),
+                // The connection was closing before it wrote the command: nothing was sent.
+                Ok(Ok(Err(ExecError::NotSent))) => avoid = Some(lane),
                 Ok(Ok(Ok(value))) => return Ok(value),
                 Ok(Ok(Err(ExecError::Reply(e)))) => return Err(from_reply_error(e)),
-                Ok(Ok(Err(ExecError::Transport(reason)))) => {
+                // The connection died with the command in flight (a transport error, or its
+                // dispatcher abandoned it): it may have run.
+                outcome @ (Ok(Ok(Err(ExecError::Transport(_)))) | Ok(Err(_))) => {
                     if shared.shutting_down.load(Ordering::SeqCst) {
                         return Err(Error::ShuttingDown);
                     }
                     if !spec.idempotent || retried {
+                        let reason = match outcome {
+                            Ok(Ok(Err(ExecError::Transport(reason)))) => reason,
+                            _ => "connection replaced with the command in flight".to_string(),
+                        };
                         return Err(Error::Ambiguous {
                             command: request.name(),
                             reason,
                         });
                     }
                     retried = true;
-                    avoid = Some(conn.get_id());
+                    avoid = Some(lane);
                 }
             }
         }
     }
 
-    /// The live connection actor, waiting for one (per the offline policy) until `deadline`.
-    async fn connection(
+    /// Hands the request to the live connection (other than `avoid`), waiting for one per the
+    /// offline policy until `deadline`. Returns the connection's id and how it was handed over.
+    async fn submit(
+        &self,
+        request: &Arc<Request>,
+        deadline: Instant,
+        mut avoid: Option<ActorId>,
+    ) -> Result<(ActorId, Submitted), Error> {
+        // Fast path: hand it over under the route's read lock; no clone of the route.
+        {
+            let route = self.shared.route.borrow();
+            match &*route {
+                Route::Up(lane) if Some(lane.id()) != avoid => {
+                    match lane.submit(request, deadline, true) {
+                        Ok(submitted) => return Ok((lane.id(), submitted)),
+                        Err(()) => avoid = Some(lane.id()),
+                    }
+                }
+                Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
+                _ => {}
+            }
+        }
+        loop {
+            let lane = self.wait_for_lane(deadline, avoid).await?;
+            match lane.submit(request, deadline, true) {
+                Ok(submitted) => return Ok((lane.id(), submitted)),
+                Err(()) => avoid = Some(lane.id()),
+            }
+        }
+    }
+
+    /// A command on connection `id` missed its deadline: count it against that connection.
+    fn missed_deadline(&self, id: ActorId) {
+        if let Route::Up(lane) = &*self.shared.route.borrow()
+            && lane.id() == id
+        {
+            lane.missed_deadline();
+        }
+    }
+
+    /// A live connection other than `avoid`, waiting for one (per the offline policy) until
+    /// `deadline`.
+    async fn wait_for_lane(
         &self,
         deadline: Instant,
         avoid: Option<ActorId>,
-    ) -> Result<ActorRef<ConnectionMsg>, Error> {
-        // Fast path: one read lock, no allocation.
-        if let Some(conn) = usable(&self.shared.route.borrow(), avoid)? {
-            return Ok(conn);
-        }
+    ) -> Result<Lane, Error> {
         let shared = &*self.shared;
         if shared.config.offline_policy() == OfflinePolicy::FailFast {
             return Err(unavailable(&shared.route.borrow()));
@@ -586,10 +635,11 @@ impl RedisHandle {
         loop {
             let unavailable = {
                 let route = rx.borrow_and_update();
-                if let Some(conn) = usable(&route, avoid)? {
-                    return Ok(conn);
+                match &*route {
+                    Route::Up(lane) if Some(lane.id()) != avoid => return Ok(lane.clone()),
+                    Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
+                    _ => unavailable(&route),
                 }
-                unavailable(&route)
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
@@ -623,15 +673,6 @@ pub(crate) fn unavailable(route: &Route) -> Error {
             reason: "connection lost".to_string(),
             kind: FailureKind::Closed,
         },
-    }
-}
-
-/// The connection to use, if the route has one other than `avoid`.
-fn usable(route: &Route, avoid: Option<ActorId>) -> Result<Option<ActorRef<ConnectionMsg>>, Error> {
-    match route {
-        Route::Up(conn) if Some(conn.get_id()) != avoid => Ok(Some(conn.clone())),
-        Route::Stopped | Route::GaveUp { .. } => Err(unavailable(route)),
-        _ => Ok(None),
     }
 }
 

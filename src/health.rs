@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::connection::{ConnectionMsg, ExecError, Request};
+use crate::connection::{ExecError, Lane, Request, Submitted};
 use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared, SupervisorMsg};
 
@@ -133,29 +133,26 @@ fn ticker(actor: ActorRef<HealthMsg>, period: Duration, msg: fn() -> HealthMsg) 
     })
 }
 
-/// Sends one request to `conn` and waits for its answer until `timeout`.
-async fn probe(
-    conn: &ActorRef<ConnectionMsg>,
-    request: &Arc<Request>,
-    timeout: Duration,
-) -> Result<Value, String> {
+/// Sends one request through `lane` and waits for its answer until `timeout`.
+async fn probe(lane: &Lane, request: &Arc<Request>, timeout: Duration) -> Result<Value, String> {
     let deadline = Instant::now() + timeout;
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    conn.send_message(ConnectionMsg::Exec {
-        request: request.clone(),
-        deadline,
-        probe: true,
-        reply: tx.into(),
-    })
-    .map_err(|_| "connection actor gone".to_string())?;
-    match tokio::time::timeout_at(deadline, rx).await {
+    let submitted = lane
+        .submit(request, deadline, true)
+        .map_err(|()| "connection closing".to_string())?;
+    let answer = match submitted {
+        Submitted::Queued(rx) => tokio::time::timeout_at(deadline, rx).await,
+        Submitted::Direct(direct) => tokio::time::timeout_at(deadline, direct.run(request))
+            .await
+            .map(Ok),
+    };
+    match answer {
         // Any reply proves the server is there, even an error reply (e.g. NOPERM for an ACL
         // user without +ping, or BUSY while a script runs).
         Ok(Ok(Ok(value))) => Ok(value),
         Ok(Ok(Err(ExecError::Reply(_)))) => Ok(Value::Nil),
         Ok(Ok(Err(ExecError::Transport(reason)))) => Err(reason),
         Ok(Ok(Err(ExecError::NotSent))) | Ok(Err(_)) => Err("connection closing".into()),
-        Ok(Ok(Err(ExecError::Timeout | ExecError::Expired))) | Err(_) => {
+        Ok(Ok(Err(ExecError::Expired))) | Err(_) => {
             Err(format!("no reply within {} ms", timeout.as_millis()))
         }
     }
@@ -217,7 +214,7 @@ impl Actor for HealthActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let conn = match &*state.shared.route.borrow() {
-            Route::Up(conn) => conn.clone(),
+            Route::Up(lane) => lane.clone(),
             _ => {
                 // Nothing to probe while down; the supervisor is already reconnecting.
                 state.conn = None;
@@ -225,8 +222,8 @@ impl Actor for HealthActor {
                 return Ok(());
             }
         };
-        if state.conn != Some(conn.get_id()) {
-            state.conn = Some(conn.get_id());
+        if state.conn != Some(conn.id()) {
+            state.conn = Some(conn.id());
             state.failures = 0;
         }
         let config = state.shared.config.clone();
@@ -253,7 +250,7 @@ impl Actor for HealthActor {
                             )
                         });
                         let _ = state.supervisor.cast(SupervisorMsg::Probed {
-                            id: conn.get_id(),
+                            id: conn.id(),
                             degraded,
                         });
                     }
@@ -265,12 +262,12 @@ impl Actor for HealthActor {
                         let msg = if state.failures >= k {
                             state.failures = 0;
                             SupervisorMsg::Unhealthy {
-                                id: conn.get_id(),
+                                id: conn.id(),
                                 reason: format!("{k} consecutive health probes failed ({reason})"),
                             }
                         } else {
                             SupervisorMsg::Probed {
-                                id: conn.get_id(),
+                                id: conn.id(),
                                 degraded: Some(format!("health probe failed: {reason}")),
                             }
                         };

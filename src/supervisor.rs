@@ -13,7 +13,7 @@ use tokio::task::JoinHandle;
 use crate::availability::{Availability, AvailabilityEvents, AvailabilityPublisher, EventKind};
 use crate::backoff::{RestartIntensity, RestartTracker};
 use crate::config::Config;
-use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
+use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg, Lane};
 use crate::error::{ConnectionFailure, Error, FailureKind};
 use crate::handle::RedisHandle;
 use crate::health::{HealthActor, HealthMsg, HealthSnapshot, ServerStats};
@@ -23,8 +23,8 @@ use crate::metrics::{Metrics, SharedRecorder};
 /// supervisor actor (and set to `Stopped` by shutdown).
 #[derive(Clone)]
 pub(crate) enum Route {
-    /// Send commands to this connection actor.
-    Up(ActorRef<ConnectionMsg>),
+    /// Send commands through this connection's lane.
+    Up(Lane),
     /// No connection since `since`, because of `reason`.
     Down {
         since: SystemTime,
@@ -83,7 +83,11 @@ pub(crate) enum SupervisorMsg {
     /// The backoff delay of generation `generation` has passed: start a new connection.
     Reconnect { generation: u64 },
     /// A connection actor finished its handshake; `stats` is its INFO.
-    ConnectionUp { id: ActorId, stats: ServerStats },
+    ConnectionUp {
+        id: ActorId,
+        stats: ServerStats,
+        lane: Lane,
+    },
     /// A health probe of connection `id` succeeded; `degraded` says why it was too slow.
     Probed {
         id: ActorId,
@@ -367,13 +371,10 @@ impl Actor for SupervisorActor {
                     self.start_child(&myself, state).await;
                 }
             }
-            SupervisorMsg::ConnectionUp { id, stats } => {
+            SupervisorMsg::ConnectionUp { id, stats, lane } => {
                 if !Self::is_child(state, id) || state.stopping {
                     return Ok(());
                 }
-                let Some(child) = state.child.clone() else {
-                    return Ok(());
-                };
                 state.child_up = true;
                 state.degraded = None;
                 state.tracker.on_up(std::time::Instant::now());
@@ -388,7 +389,7 @@ impl Actor for SupervisorActor {
                     "redis connection up"
                 );
                 state.shared.record_server_stats(stats);
-                set_route(&state.shared, Route::Up(child));
+                set_route(&state.shared, Route::Up(lane));
                 Self::publish_serving(state, "connected");
                 if state.storm.is_some() {
                     let generation = state.generation;
