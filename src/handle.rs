@@ -30,7 +30,7 @@ use redis::{FromRedisValue, ToRedisArgs, Value};
 use tokio::time::Instant;
 
 use crate::OfflinePolicy;
-use crate::connection::{ExecError, Lane, Request, Submitted};
+use crate::connection::{ExecError, Lane, Request, Sender};
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared};
@@ -108,6 +108,26 @@ pub enum KeyTtl {
     Persistent,
     /// The key expires in this much time (millisecond precision).
     Expires(Duration),
+}
+
+/// A key argument with the configured prefix in front.
+struct PrefixedKey<'a, K> {
+    prefix: &'a [u8],
+    key: K,
+}
+
+impl<K: AsRef<[u8]>> ToRedisArgs for PrefixedKey<'_, K> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        if self.prefix.is_empty() {
+            out.write_arg(self.key.as_ref());
+        } else {
+            use std::io::Write;
+            let mut w = out.writer_for_next_arg();
+            // Writing into the command's own buffer cannot fail.
+            let _ = w.write_all(self.prefix);
+            let _ = w.write_all(self.key.as_ref());
+        }
+    }
 }
 
 /// What the handle needs to know about a command besides its bytes.
@@ -210,13 +230,12 @@ impl RedisHandle {
         self.timeout
     }
 
-    fn key<K: AsRef<[u8]>>(&self, key: K) -> Vec<u8> {
-        let prefix = self.shared.config.key_prefix().as_bytes();
-        let key = key.as_ref();
-        let mut k = Vec::with_capacity(prefix.len() + key.len());
-        k.extend_from_slice(prefix);
-        k.extend_from_slice(key);
-        k
+    /// The key with the configured prefix, written straight into the command (no allocation).
+    fn key<K: AsRef<[u8]>>(&self, key: K) -> PrefixedKey<'_, K> {
+        PrefixedKey {
+            prefix: self.shared.config.key_prefix().as_bytes(),
+            key,
+        }
     }
 
     fn cmd_with_keys<K: AsRef<[u8]>>(
@@ -501,7 +520,6 @@ impl RedisHandle {
         }
         let deadline = start + self.timeout;
         let _in_flight = InFlight::enter(shared);
-        let request = Arc::new(request);
         let mut retried = false;
         // A connection known to be gone: wait for a different one.
         let mut avoid: Option<ActorId> = None;
@@ -515,16 +533,8 @@ impl RedisHandle {
                     sent: retried,
                 });
             }
-            let (lane, submitted) = self.submit(&request, deadline, avoid).await?;
-            let answer = match submitted {
-                Submitted::Queued(rx) => tokio::time::timeout_at(deadline, rx).await,
-                Submitted::Direct(direct) => {
-                    tokio::time::timeout_at(deadline, direct.run(&request))
-                        .await
-                        .map(Ok)
-                }
-            };
-            match answer {
+            let (lane, mut sender) = self.sender(deadline, avoid).await?;
+            match tokio::time::timeout_at(deadline, sender.run(&request)).await {
                 // Sent, no reply by the deadline: it may have run. Only a command that is safe
                 // to run twice is a plain timeout.
                 Err(_) => {
@@ -542,29 +552,14 @@ impl RedisHandle {
                         }
                     });
                 }
-                // The deadline passed before the connection could send it: never sent.
-                Ok(Ok(Err(ExecError::Expired))) => {
-                    return Err(Error::Timeout {
-                        command: request.name(),
-                        after: self.timeout,
-                        sent: false,
-                    });
-                }
-                // The connection was closing before it wrote the command: nothing was sent.
-                Ok(Ok(Err(ExecError::NotSent))) => avoid = Some(lane),
-                Ok(Ok(Ok(value))) => return Ok(value),
-                Ok(Ok(Err(ExecError::Reply(e)))) => return Err(from_reply_error(e)),
-                // The connection died with the command in flight (a transport error, or its
-                // dispatcher abandoned it): it may have run.
-                outcome @ (Ok(Ok(Err(ExecError::Transport(_)))) | Ok(Err(_))) => {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
+                // The connection died with the command in flight: it may have run.
+                Ok(Err(ExecError::Transport(reason))) => {
                     if shared.shutting_down.load(Ordering::SeqCst) {
                         return Err(Error::ShuttingDown);
                     }
                     if !spec.idempotent || retried {
-                        let reason = match outcome {
-                            Ok(Ok(Err(ExecError::Transport(reason)))) => reason,
-                            _ => "connection replaced with the command in flight".to_string(),
-                        };
                         return Err(Error::Ambiguous {
                             command: request.name(),
                             reason,
@@ -577,35 +572,27 @@ impl RedisHandle {
         }
     }
 
-    /// Hands the request to the live connection (other than `avoid`), waiting for one per the
-    /// offline policy until `deadline`. Returns the connection's id and how it was handed over.
-    async fn submit(
+    /// A sender on the live connection (other than `avoid`), waiting for one per the offline
+    /// policy until `deadline`. Returns the connection's id with it.
+    async fn sender(
         &self,
-        request: &Arc<Request>,
         deadline: Instant,
-        mut avoid: Option<ActorId>,
-    ) -> Result<(ActorId, Submitted), Error> {
-        // Fast path: hand it over under the route's read lock; no clone of the route.
+        avoid: Option<ActorId>,
+    ) -> Result<(ActorId, Sender), Error> {
+        // Fast path: one read lock and a cheap clone of the connection.
         {
             let route = self.shared.route.borrow();
             match &*route {
-                Route::Up(lane) if Some(lane.id()) != avoid => {
-                    match lane.submit(request, deadline, true) {
-                        Ok(submitted) => return Ok((lane.id(), submitted)),
-                        Err(()) => avoid = Some(lane.id()),
-                    }
+                Route::Up(lane) if Some(lane.id()) != avoid && lane.is_open() => {
+                    return Ok((lane.id(), lane.sender()));
                 }
                 Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
                 _ => {}
             }
         }
-        loop {
-            let lane = self.wait_for_lane(deadline, avoid).await?;
-            match lane.submit(request, deadline, true) {
-                Ok(submitted) => return Ok((lane.id(), submitted)),
-                Err(()) => avoid = Some(lane.id()),
-            }
-        }
+        // Slow path, boxed so that every command's future stays small.
+        let lane = Box::pin(self.wait_for_lane(deadline, avoid)).await?;
+        Ok((lane.id(), lane.sender()))
     }
 
     /// A command on connection `id` missed its deadline: count it against that connection.
@@ -636,7 +623,9 @@ impl RedisHandle {
             let unavailable = {
                 let route = rx.borrow_and_update();
                 match &*route {
-                    Route::Up(lane) if Some(lane.id()) != avoid => return Ok(lane.clone()),
+                    Route::Up(lane) if Some(lane.id()) != avoid && lane.is_open() => {
+                        return Ok(lane.clone());
+                    }
                     Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
                     _ => unavailable(&route),
                 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::connection::{ExecError, Lane, Request, Submitted};
+use crate::connection::{ExecError, Lane, Request};
 use crate::metrics::{CommandLabel, Outcome};
 use crate::supervisor::{Route, Shared, SupervisorMsg};
 
@@ -108,8 +108,8 @@ pub(crate) struct HealthState {
     /// The connection the failure count belongs to.
     conn: Option<ActorId>,
     failures: u32,
-    ping: Arc<Request>,
-    info: Arc<Request>,
+    ping: Request,
+    info: Request,
 }
 
 /// The health actor.
@@ -133,28 +133,19 @@ fn ticker(actor: ActorRef<HealthMsg>, period: Duration, msg: fn() -> HealthMsg) 
     })
 }
 
-/// Sends one request through `lane` and waits for its answer until `timeout`.
-async fn probe(lane: &Lane, request: &Arc<Request>, timeout: Duration) -> Result<Value, String> {
-    let deadline = Instant::now() + timeout;
-    let submitted = lane
-        .submit(request, deadline, true)
-        .map_err(|()| "connection closing".to_string())?;
-    let answer = match submitted {
-        Submitted::Queued(rx) => tokio::time::timeout_at(deadline, rx).await,
-        Submitted::Direct(direct) => tokio::time::timeout_at(deadline, direct.run(request))
-            .await
-            .map(Ok),
-    };
-    match answer {
+/// Sends one request on `lane` and waits for its answer until `timeout`.
+async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Result<Value, String> {
+    if !lane.is_open() {
+        return Err("connection closing".into());
+    }
+    let mut sender = lane.sender();
+    match tokio::time::timeout(timeout, sender.run(request)).await {
         // Any reply proves the server is there, even an error reply (e.g. NOPERM for an ACL
         // user without +ping, or BUSY while a script runs).
-        Ok(Ok(Ok(value))) => Ok(value),
-        Ok(Ok(Err(ExecError::Reply(_)))) => Ok(Value::Nil),
-        Ok(Ok(Err(ExecError::Transport(reason)))) => Err(reason),
-        Ok(Ok(Err(ExecError::NotSent))) | Ok(Err(_)) => Err("connection closing".into()),
-        Ok(Ok(Err(ExecError::Expired))) | Err(_) => {
-            Err(format!("no reply within {} ms", timeout.as_millis()))
-        }
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(ExecError::Reply(_))) => Ok(Value::Nil),
+        Ok(Err(ExecError::Transport(reason))) => Err(reason),
+        Err(_) => Err(format!("no reply within {} ms", timeout.as_millis())),
     }
 }
 
@@ -174,8 +165,8 @@ impl Actor for HealthActor {
             timers: Vec::new(),
             conn: None,
             failures: 0,
-            ping: Arc::new(Request::Cmd(redis::cmd("PING"))),
-            info: Arc::new(Request::Cmd(redis::cmd("INFO"))),
+            ping: Request::Cmd(redis::cmd("PING")),
+            info: Request::Cmd(redis::cmd("INFO")),
         })
     }
 
