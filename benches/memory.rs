@@ -30,20 +30,7 @@ const WAITING: usize = 10_000;
 
 fn main() {
     let opts = Options::from_args();
-    let rt = common::runtime();
-    let started = Instant::now();
-    let result = rt.block_on(run(&opts));
-    rt.shutdown_timeout(Duration::from_secs(2));
-    match result {
-        Ok(()) => eprintln!(
-            "memory bench finished in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ),
-        Err(e) => {
-            eprintln!("memory bench FAILED: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::run_bench("memory", || run(&opts));
 }
 
 fn err(e: impl std::fmt::Display) -> String {

@@ -278,20 +278,7 @@ fn parse_list<T>(opts: &Options, flag: &str, parse: impl Fn(&str) -> Option<T>) 
 
 fn main() {
     let opts = Options::from_args();
-    let rt = common::runtime();
-    let started = Instant::now();
-    let result = rt.block_on(run(&opts));
-    rt.shutdown_timeout(Duration::from_secs(2));
-    match result {
-        Ok(()) => eprintln!(
-            "throughput bench finished in {:.1} s",
-            started.elapsed().as_secs_f64()
-        ),
-        Err(e) => {
-            eprintln!("throughput bench FAILED: {e}");
-            std::process::exit(1);
-        }
-    }
+    common::run_bench("throughput", || run(&opts));
 }
 
 type Results = BTreeMap<(Op, usize, Kind), Vec<Sample>>;

@@ -236,3 +236,26 @@ pub fn write_result(opts: &Options, name: &str, contents: &str) {
     std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     eprintln!("wrote {}", path.display());
 }
+
+/// Runs a bench's `run` on the bench runtime, prints how long it took, and exits non-zero with
+/// the error if it failed.
+pub fn run_bench<F, Fut>(name: &str, run: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let rt = runtime();
+    let started = std::time::Instant::now();
+    let result = rt.block_on(run());
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(()) => eprintln!(
+            "{name} bench finished in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ),
+        Err(e) => {
+            eprintln!("{name} bench FAILED: {e}");
+            std::process::exit(1);
+        }
+    }
+}
