@@ -184,12 +184,19 @@ async fn main() -> ExitCode {
         }
     };
     let mut events = supervisor.subscribe();
-    log_state(&events.current(), "initial state");
+    // The state at subscription time; the first event may repeat it (the supervisor may publish
+    // its first `Connecting` just before or just after we subscribe): log it once.
+    let mut last = events.current();
+    log_state(&last, "initial state");
     let logger = tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    log_event(&event);
+                    let repeat = event.kind == EventKind::Transition && event.state == last;
+                    if !repeat {
+                        log_event(&event);
+                    }
+                    last = event.state.clone();
                     if event.state == Availability::Stopped {
                         break;
                     }
