@@ -193,6 +193,8 @@ pub(crate) fn from_reply_error(err: redis::RedisError) -> Error {
 pub enum FailureKind {
     /// No attempt has finished yet.
     NotConnected,
+    /// The host name did not resolve (DNS).
+    Dns,
     /// Nothing listens at the address (TCP connection refused).
     Refused,
     /// The connect or handshake did not finish within the connect timeout.
@@ -215,6 +217,7 @@ impl FailureKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::NotConnected => "not_connected",
+            Self::Dns => "dns",
             Self::Refused => "refused",
             Self::Timeout => "timeout",
             Self::Authentication => "authentication",
@@ -307,6 +310,17 @@ pub(crate) fn describe_connection_error(err: &redis::RedisError) -> ConnectionFa
     if let Some(reason) = tls_failure(&text) {
         return ConnectionFailure::new(FailureKind::Tls, reason);
     }
+    let lower = text.to_ascii_lowercase();
+    if lower.contains("failed to lookup address")
+        || lower.contains("name or service not known")
+        || lower.contains("temporary failure in name resolution")
+        || lower.contains("no address associated")
+    {
+        return ConnectionFailure::new(
+            FailureKind::Dns,
+            format!("host name did not resolve: {text}"),
+        );
+    }
     if err.is_connection_refusal() {
         return ConnectionFailure::new(FailureKind::Refused, "connection refused");
     }
@@ -355,6 +369,22 @@ mod tests {
         let s = e.to_string();
         assert!(s.contains("connection refused"), "{s}");
         assert!(s.contains("3."), "{s}");
+    }
+
+    #[test]
+    fn connection_errors_are_classified() {
+        let io = |msg: &str| redis::RedisError::from(std::io::Error::other(msg.to_string()));
+        let f = describe_connection_error(&io(
+            "failed to lookup address information: Name or service not known",
+        ));
+        assert_eq!(f.kind, FailureKind::Dns);
+        assert!(f.message.starts_with("host name did not resolve"), "{f:?}");
+        let f = describe_connection_error(&redis::RedisError::from(std::io::Error::from(
+            std::io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(f.kind, FailureKind::Refused);
+        let f = describe_connection_error(&io("invalid peer certificate: UnknownIssuer"));
+        assert_eq!(f.kind, FailureKind::Tls);
     }
 
     #[test]

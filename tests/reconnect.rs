@@ -326,3 +326,43 @@ async fn sixty_four_tasks_through_a_crash() {
     assert!(sup.restarts() >= 1);
     sup.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unresolvable_host_is_down_with_a_dns_reason() {
+    let config = redis_supervisor::Config::builder()
+        .url("redis://nonexistent.invalid:6379")
+        .backoff_base(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sup = Supervisor::start(config).await.unwrap();
+    let mut events = sup.subscribe();
+    let seen = events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    match &seen.last().unwrap().state {
+        Availability::Down { kind, error, .. } => {
+            assert_eq!(*kind, redis_supervisor::FailureKind::Dns, "{error}");
+            assert!(
+                error.contains("nonexistent") || error.contains("resolve"),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = sup
+        .handle()
+        .with_timeout(Duration::from_millis(100))
+        .ping()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Unavailable {
+                kind: redis_supervisor::FailureKind::Dns,
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    sup.shutdown().await;
+}
