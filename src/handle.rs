@@ -1,6 +1,8 @@
-//! [`RedisHandle`]: the public command API. Typed methods build a command message (the request,
-//! whether it is idempotent, its deadline) and send it to the live connection actor; every call
-//! gets exactly one answer — a value or a typed [`Error`] — by its deadline.
+//! [`RedisHandle`]: the public command API. Typed methods build a typed command (the request,
+//! whether it is idempotent, its deadline) and write it into the queue of the live connection,
+//! which the connection actor owns and publishes (its lane; see the `connection` module for why
+//! there is no second hop); every call gets exactly one answer — a value or a typed [`Error`] —
+//! by its deadline.
 //!
 //! # Delivery semantics
 //!
