@@ -75,17 +75,11 @@ async fn hundred_kill_restart_cycles() {
         }
         worst = worst.max(start.elapsed());
         // Exactly-once, every cycle: the persisted counter is within [ok, ok + ambiguous].
-        let mut admin = admin(&srv).await;
-        let c: Option<u64> = redis::cmd("GET")
-            .arg("counter")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let c = counter(&srv).await;
         let (ok, amb) = (
             incr_ok.load(Ordering::SeqCst),
             incr_amb.load(Ordering::SeqCst),
         );
-        let c = c.unwrap_or(0);
         // In-flight INCRs may land after the snapshot of `ok`: allow those 16 tasks.
         assert!(
             ok <= c + 16 && c <= ok + amb + 16,
@@ -98,12 +92,7 @@ async fn hundred_kill_restart_cycles() {
     for t in tasks {
         answers += t.await.expect("no panic");
     }
-    let mut admin = admin(&srv).await;
-    let c: u64 = redis::cmd("GET")
-        .arg("counter")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    let c = counter(&srv).await;
     let (ok, amb) = (
         incr_ok.load(Ordering::SeqCst),
         incr_amb.load(Ordering::SeqCst),
@@ -117,4 +106,15 @@ async fn hundred_kill_restart_cycles() {
         sup.restarts()
     );
     sup.shutdown().await;
+}
+
+/// The persisted INCR counter, read over an admin connection.
+async fn counter(srv: &redis_supervisor::testing::RedisServer) -> u64 {
+    let mut admin = admin(srv).await;
+    let c: Option<u64> = redis::cmd("GET")
+        .arg("counter")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    c.unwrap_or(0)
 }

@@ -388,22 +388,13 @@ async fn kill_and_restart_over_tls_recovers() {
 async fn acl_user_with_limited_rights() {
     let srv = tls_server(ServerCert::Localhost, false, &[]).await;
     let mut admin = admin(&srv.server).await;
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "limited",
-            "on",
-            ">limitedpw",
-            "~*",
-            "+get",
-            "+set",
-            "+ping",
-            "+info",
-            "+client|setname",
-        ])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl_user(
+        &mut admin,
+        "limited",
+        "limitedpw",
+        &["+get", "+set", "+ping", "+info", "+client|setname"],
+    )
+    .await;
 
     let sup = Supervisor::start(tls_config(srv.url(), |b| {
         b.tls_ca_file(srv.pki.ca())
@@ -441,19 +432,7 @@ async fn acl_user_with_limited_rights() {
 async fn acl_user_without_ping_info_or_client_stays_up() {
     let srv = tls_server(ServerCert::Localhost, false, &[]).await;
     let mut admin = admin(&srv.server).await;
-    let _: () = redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "minimal",
-            "on",
-            ">minimalpw",
-            "~*",
-            "+get",
-            "+set",
-        ])
-        .query_async(&mut admin)
-        .await
-        .unwrap();
+    acl_user(&mut admin, "minimal", "minimalpw", &["+get", "+set"]).await;
 
     let interval = Duration::from_millis(100);
     let sup = Supervisor::start(tls_config(srv.url(), |b| {
@@ -672,4 +651,21 @@ async fn binary_bad_tls_files_exit_2_naming_the_variable() {
         assert!(output.contains(var), "{var}={value}: {output}");
         assert!(output.contains(value), "{var}={value}: {output}");
     }
+}
+
+/// Creates (or resets) ACL user `name` with password `password`, all keys, and `rights`.
+async fn acl_user(
+    admin: &mut redis::aio::MultiplexedConnection,
+    name: &str,
+    password: &str,
+    rights: &[&str],
+) {
+    let mut cmd = redis::cmd("ACL");
+    cmd.arg("SETUSER")
+        .arg(name)
+        .arg("on")
+        .arg(format!(">{password}"))
+        .arg("~*")
+        .arg(rights);
+    let _: () = cmd.query_async(admin).await.unwrap();
 }

@@ -56,8 +56,8 @@ pub fn cpu_time() -> Duration {
     tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
-/// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`, …), for `pid` or this process.
-pub fn proc_status_kb(pid: Option<u32>, field: &str) -> Option<u64> {
+/// The text of a field of `/proc/PID/status`, for `pid` or this process.
+fn proc_status_field(pid: Option<u32>, field: &str) -> Option<String> {
     let path = match pid {
         Some(p) => format!("/proc/{p}/status"),
         None => "/proc/self/status".to_string(),
@@ -65,21 +65,22 @@ pub fn proc_status_kb(pid: Option<u32>, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(path).ok()?;
     status.lines().find_map(|l| {
         let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-        rest.trim().strip_suffix("kB")?.trim().parse().ok()
+        Some(rest.trim().to_string())
     })
+}
+
+/// A field of `/proc/PID/status` in kB (`VmRSS`, `VmHWM`, …), for `pid` or this process.
+pub fn proc_status_kb(pid: Option<u32>, field: &str) -> Option<u64> {
+    proc_status_field(pid, field)?
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A numeric field of `/proc/PID/status` without unit (`Threads`, …).
 pub fn proc_status_kb_raw(pid: Option<u32>, field: &str) -> Option<u64> {
-    let path = match pid {
-        Some(p) => format!("/proc/{p}/status"),
-        None => "/proc/self/status".to_string(),
-    };
-    let status = std::fs::read_to_string(path).ok()?;
-    status.lines().find_map(|l| {
-        let rest = l.strip_prefix(field)?.strip_prefix(':')?;
-        rest.trim().parse().ok()
-    })
+    proc_status_field(pid, field)?.parse().ok()
 }
 
 /// Resident set size in kB (this process when `pid` is `None`).
