@@ -1,48 +1,56 @@
 //! Configuration: one [`Config`] built from a URL, the environment or a builder, validated once at
-//! build time, with secrets redacted in every `Debug`/`Display`.
+//! build time, with secrets redacted in every `Debug`/`Display` and in every error.
+//!
+//! Each setting is declared once, in the table at the heart of this module: its field, getter,
+//! builder setter, environment variable, parser, default, check and doc all follow from that row.
+//! The variables, with their meaning and default, are listed in [`ENV_VARS`].
 //!
 //! # Environment variables
 //!
-//! [`Config::from_env`] reads the variables below; [`Config::from_env_prefixed`]`("CACHE")` reads
+//! [`Config::from_env`] reads the [`ENV_VARS`]; [`Config::from_env_prefixed`]`("CACHE")` reads
 //! the same names with `CACHE_` in front (`CACHE_REDIS_URL`, …), so one service can configure
-//! several Redis instances. Individual variables override the matching part of `REDIS_URL`.
+//! several Redis instances; its client name defaults to the prefix in lower case. Every error
+//! names the variable exactly as it was read (with its prefix) and the value (`***` if secret).
 //!
-//! | variable | meaning | default |
-//! |---|---|---|
-//! | `REDIS_URL` | `redis://[user[:password]@]host[:port][/db]` | `redis://127.0.0.1:6379` |
-//! | `REDIS_HOST`, `REDIS_PORT` | server address | `127.0.0.1`, `6379` |
-//! | `REDIS_USERNAME`, `REDIS_PASSWORD` | ACL user and password | none |
-//! | `REDIS_DB` | database number | `0` |
-//! | `REDIS_PASSWORD_FILE` | read the password from this file (container secrets); trailing newline trimmed | none |
-//! | `REDIS_TLS` | `true`/`false`: TLS with certificate verification (also `rediss://`) | `false` |
-//! | `REDIS_TLS_CA_FILE` | PEM CA bundle to trust instead of the system roots | system roots |
-//! | `REDIS_TLS_CERT_FILE`, `REDIS_TLS_KEY_FILE` | PEM client certificate and key, for mutual TLS | none |
-//! | `REDIS_TLS_INSECURE_SKIP_VERIFY` | `true` disables certificate verification (logged as a warning) | `false` |
-//! | `REDIS_KEY_PREFIX` | prefix added to every key of the typed commands | empty |
-//! | `REDIS_CLIENT_NAME` | supervisor name: `client` metric label and `CLIENT SETNAME` | `default` |
-//! | `REDIS_CONNECT_TIMEOUT_MS` | TCP connect + handshake limit | [`DEFAULT_CONNECT_TIMEOUT`] |
-//! | `REDIS_COMMAND_TIMEOUT_MS` | default command deadline | [`DEFAULT_COMMAND_TIMEOUT`] |
-//! | `REDIS_BACKOFF_BASE_MS`, `REDIS_BACKOFF_MAX_MS` | reconnect backoff | 50, 2000 |
-//! | `REDIS_STABLE_PERIOD_MS` | uptime after which the backoff resets | [`DEFAULT_STABLE_PERIOD`] |
-//! | `REDIS_OFFLINE_POLICY` | `wait` or `fail-fast` | `wait` |
-//! | `REDIS_SHUTDOWN_TIMEOUT_MS` | longest wait for in-flight commands at shutdown | [`DEFAULT_SHUTDOWN_TIMEOUT`] |
-//! | `REDIS_HEALTH_INTERVAL_MS` | health probe (PING) interval | [`DEFAULT_HEALTH_INTERVAL`] |
-//! | `REDIS_HEALTH_TIMEOUT_MS` | health probe timeout (≤ interval; unset: the default or the interval, whichever is shorter) | [`DEFAULT_HEALTH_TIMEOUT`] |
-//! | `REDIS_HEALTH_FAILURES` | consecutive failed probes that replace the connection | [`DEFAULT_HEALTH_FAILURES`] |
-//! | `REDIS_HEALTH_SLOW_MS` | a probe slower than this makes the state `Degraded` | [`DEFAULT_HEALTH_SLOW`] |
-//! | `REDIS_INFO_INTERVAL_MS` | INFO (server gauges) interval | [`DEFAULT_INFO_INTERVAL`] |
-//! | `REDIS_RESTART_INTENSITY` | connections lost within the window that make a restart storm | [`DEFAULT_RESTART_INTENSITY`] |
-//! | `REDIS_RESTART_WINDOW_MS` | the restart-intensity window | [`DEFAULT_RESTART_WINDOW`] |
-//! | `REDIS_MAX_ATTEMPTS` | consecutive failed attempts before giving up for good (`0` or unset: never) | never |
-//! | `REDIS_MAX_WAITING` | commands that may wait for the connection at once; more get `Overloaded` | [`DEFAULT_MAX_WAITING`] |
+//! # Precedence
+//!
+//! Lowest first: the defaults; the parts of `REDIS_URL` (or [`url`](ConfigBuilder::url)); the
+//! password read from `REDIS_PASSWORD_FILE`; the individual variables or builder settings. So an
+//! explicit `REDIS_PASSWORD` beats the password file, which beats the URL's password, and
+//! `REDIS_USERNAME`, `REDIS_HOST`, `REDIS_PORT`, `REDIS_DB`, `REDIS_TLS` beat the URL's parts.
+//! **An empty user name, password or file path counts as not given** (docker-compose's
+//! `REDIS_PASSWORD=${REDIS_PASSWORD}` with the variable unset): it never erases a lower layer.
+//!
+//! # Bounds
+//!
+//! Every duration must be more than zero and at most [`MAX_DURATION`] (24 h); a number of
+//! milliseconds too large even for `u64` is refused the same way. Counts have bounds too
+//! ([`MAX_HEALTH_FAILURES`], [`MAX_RESTART_INTENSITY`], [`MAX_ATTEMPTS_BOUND`],
+//! [`MAX_WAITING_BOUND`]), so every derived value ([`Config::detection_bound`], deadlines) fits.
+//!
+//! # URLs
+//!
+//! `redis://[user[:password]@]host[:port][/db][?protocol=resp3]` (`rediss://` for TLS). The crate
+//! always speaks RESP3 (Redis ≥ 6): `protocol=resp2`, any other query parameter and a `#fragment`
+//! are refused rather than ignored.
+
+mod env;
+mod files;
+mod url;
+mod value;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::backoff::BackoffPolicy;
+pub use self::url::redact_url;
+use self::value::{Show, Sourced, View};
+use crate::backoff::{
+    BackoffPolicy, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_FACTOR, DEFAULT_BACKOFF_JITTER,
+    DEFAULT_BACKOFF_MAX,
+};
+pub use crate::error::ConfigError;
 
 /// Default server URL: `redis://127.0.0.1:6379`.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
@@ -81,6 +89,18 @@ pub const DEFAULT_MAX_WAITING: usize = 10_000;
 /// Default offline policy: [`OfflinePolicy::Wait`].
 pub const DEFAULT_OFFLINE_POLICY: OfflinePolicy = OfflinePolicy::Wait;
 
+/// The longest any duration setting may be: 24 h. Longer is refused with "must be at most
+/// 86400000 ms", so no deadline or derived sum can overflow.
+pub const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+/// The most consecutive failed probes [`Config::health_failures`] may wait for: 1 000.
+pub const MAX_HEALTH_FAILURES: u32 = 1_000;
+/// The largest [`Config::restart_intensity`]: 10 000 (the supervisor keeps that many instants).
+pub const MAX_RESTART_INTENSITY: u32 = 10_000;
+/// The largest [`Config::max_attempts`]: 1 000 000.
+pub const MAX_ATTEMPTS_BOUND: u32 = 1_000_000;
+/// The largest [`Config::max_waiting`]: 1 000 000.
+pub const MAX_WAITING_BOUND: usize = 1_000_000;
+
 /// What a command does while the connection is not up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -113,33 +133,6 @@ impl fmt::Display for OfflinePolicy {
     }
 }
 
-/// An invalid setting: names the setting (the environment variable when it came from the
-/// environment) and its value, redacted when secret.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {setting} = {value:?}: {reason}")]
-pub struct ConfigError {
-    /// The variable or builder setting, e.g. `REDIS_PORT` or `command_timeout`.
-    pub setting: String,
-    /// The offending value, with any password replaced by `***`.
-    pub value: String,
-    /// What is wrong with it.
-    pub reason: String,
-}
-
-impl ConfigError {
-    fn new(
-        setting: impl Into<String>,
-        value: impl Into<String>,
-        reason: impl Into<String>,
-    ) -> Self {
-        Self {
-            setting: setting.into(),
-            value: value.into(),
-            reason: reason.into(),
-        }
-    }
-}
-
 /// A password or token: its `Debug` and `Display` print `***`, never the value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -167,38 +160,188 @@ impl fmt::Display for Secret {
     }
 }
 
-/// TLS material read (and checked) when the configuration was built.
-#[derive(Clone, Default)]
-struct TlsFiles {
-    ca: Option<(PathBuf, Arc<[u8]>)>,
-    cert: Option<(PathBuf, Arc<[u8]>)>,
-    /// The client key: secret, never shown.
-    key: Option<(PathBuf, Arc<[u8]>)>,
+/// Generates, from one row per setting: the stored `Settings` field and its default, the
+/// builder's `Layer` slot, the `Config` getter, the `ConfigBuilder` setter (both documented by
+/// the row's doc), the check run at build time, the environment variable and its parser, the
+/// `Debug` field and the [`ENV_VARS`] table.
+macro_rules! settings {
+    ($(
+        #[doc = $doc:literal]
+        $f:ident: $ty:ty = $default:expr, get $get:ty, set($v:ident: $arg:ty) $conv:expr,
+        check $check:expr $(, env $env:literal $parse:expr)?, default $dd:literal;
+    )*) => {
+        /// Every validated setting, as stored.
+        #[derive(Clone)]
+        struct Settings { $($f: $ty,)* }
+
+        impl Default for Settings {
+            fn default() -> Self {
+                Self { $($f: $default,)* }
+            }
+        }
+
+        /// The settings one source gives (builder or environment, URL, password file), each
+        /// with where it came from; layers are stacked with [`Layer::over`].
+        #[derive(Clone, Debug, Default)]
+        struct Layer { $($f: Option<Sourced<$ty>>,)* }
+
+        impl Layer {
+            /// This layer over `lower`: a setting given here (and not empty) wins.
+            fn over(self, lower: Layer) -> Layer {
+                Layer { $($f: self.$f.filter(|s| !s.value.is_unset()).or(lower.$f),)* }
+            }
+
+            /// Runs each given setting's check; the error names its source and shown value.
+            fn check(&self) -> Result<(), ConfigError> {
+                $(if let Some(s) = &self.$f {
+                    ($check)(&s.value).map_err(|reason| s.error(reason))?;
+                })*
+                Ok(())
+            }
+
+            /// The given values, the defaults for the rest.
+            fn settle(self) -> Settings {
+                let d = Settings::default();
+                Settings { $($f: self.$f.filter(|s| !s.value.is_unset()).map_or(d.$f, |s| s.value),)* }
+            }
+
+            /// Reads the variables through `get`, which returns the (prefixed) name and text.
+            fn read_env(
+                &mut self,
+                get: impl Fn(&str) -> Option<(String, String)>,
+            ) -> Result<(), ConfigError> {
+                $($(if let Some((var, raw)) = get($env) {
+                    self.$f = Self::parsed(&var, &raw, $parse)?;
+                })?)*
+                Ok(())
+            }
+        }
+
+        impl Settings {
+            fn debug_fields(&self, d: &mut fmt::DebugStruct<'_, '_>) {
+                $(d.field(stringify!($f), &self.$f);)*
+            }
+        }
+
+        impl Config {
+            $(#[doc = $doc] pub fn $f(&self) -> $get { View::view(&self.s.$f) })*
+        }
+
+        impl ConfigBuilder {
+            $(#[doc = $doc] pub fn $f(mut self, $v: $arg) -> Self {
+                self.layer.$f = Some(Sourced::new($conv, stringify!($f)));
+                self
+            })*
+        }
+
+        /// Every environment variable [`Config::from_env`] reads (unprefixed), in table order:
+        ///
+        /// | variable | meaning | default |
+        /// |---|---|---|
+        /// | `REDIS_URL` | `redis://[user[:password]@]host[:port][/db]`; the variables below override its parts | `redis://127.0.0.1:6379` |
+        $($(#[doc = concat!("| `", $env, "` |", $doc, " | ", $dd, " |")])?)*
+        pub const ENV_VARS: &[&str] = &["REDIS_URL", $($($env,)?)*];
+    };
 }
 
-/// Replaces the password (or a lone user-info part, which some clients read as a password) of a
-/// Redis URL with `***`. Works on strings that do not parse as URLs, so errors about malformed
-/// URLs never leak a secret.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        // Not URL-shaped: show nothing that could be a secret past an '@'.
-        return match url.rfind('@') {
-            Some(at) => format!("***{}", &url[at..]),
-            None => url.to_string(),
-        };
-    };
-    let rest = &url[scheme_end + 3..];
-    match rest.rfind('@') {
-        Some(at) => {
-            let userinfo = &rest[..at];
-            let shown = match userinfo.find(':') {
-                Some(colon) => format!("{}:***", &userinfo[..colon]),
-                None => "***".to_string(),
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], shown, &rest[at..])
-        }
-        None => url.to_string(),
-    }
+settings! {
+    /// The supervisor name: the `client` metric label and `CLIENT SETNAME` suffix (1-64 letters, digits, `_ . : -`).
+    name: String = DEFAULT_NAME.into(), get &str, set(v: impl Into<String>) v.into(),
+        check value::name, env "REDIS_CLIENT_NAME" env::text, default "`default`, or the prefix";
+    /// Server host name or IP (not empty).
+    host: String = DEFAULT_HOST.into(), get &str, set(v: impl Into<String>) v.into(),
+        check value::host, env "REDIS_HOST" env::text, default "`127.0.0.1`";
+    /// Server port (1-65535).
+    port: u16 = DEFAULT_PORT, get u16, set(v: u16) v,
+        check value::port, env "REDIS_PORT" env::int, default "`6379`";
+    /// Whether TLS is used, verifying the server certificate (as a `rediss://` URL does).
+    tls: bool = false, get bool, set(v: bool) v,
+        check value::any, env "REDIS_TLS" env::boolean, default "`false`";
+    /// ACL user name, if any.
+    username: Option<String> = None, get Option<&str>, set(v: impl Into<String>) Some(v.into()),
+        check value::any, env "REDIS_USERNAME" env::opt_text, default "none";
+    /// The password, if any (kept as a [`Secret`]: its `Debug`/`Display` print `***`).
+    password: Option<Secret> = None, get Option<&Secret>, set(v: impl Into<String>) Some(Secret::new(v)),
+        check value::any, env "REDIS_PASSWORD" env::secret, default "none";
+    /// A file holding the password (a mounted container secret; trailing newline trimmed); an explicit password wins.
+    password_file: Option<PathBuf> = None, get Option<&Path>, set(v: impl Into<PathBuf>) Some(v.into()),
+        check value::any, env "REDIS_PASSWORD_FILE" env::path, default "none";
+    /// Database number (≥ 0).
+    db: i64 = 0, get i64, set(v: i64) v,
+        check value::db, env "REDIS_DB" env::int, default "`0`";
+    /// The CA bundle (PEM) trusted instead of the system roots (TLS only).
+    tls_ca_file: Option<PathBuf> = None, get Option<&Path>, set(v: impl Into<PathBuf>) Some(v.into()),
+        check value::any, env "REDIS_TLS_CA_FILE" env::path, default "system roots";
+    /// The client certificate (PEM) for mutual TLS; needs the key file too.
+    tls_cert_file: Option<PathBuf> = None, get Option<&Path>, set(v: impl Into<PathBuf>) Some(v.into()),
+        check value::any, env "REDIS_TLS_CERT_FILE" env::path, default "none";
+    /// The client key (PEM) for mutual TLS (only its path is ever shown); needs the certificate too.
+    tls_key_file: Option<PathBuf> = None, get Option<&Path>, set(v: impl Into<PathBuf>) Some(v.into()),
+        check value::any, env "REDIS_TLS_KEY_FILE" env::path, default "none";
+    /// **Insecure**: accept any server certificate (tests and emergencies; logged as a warning, `/health/redis` shows `"tls_verify": false`).
+    tls_insecure_skip_verify: bool = false, get bool, set(v: bool) v,
+        check value::any, env "REDIS_TLS_INSECURE_SKIP_VERIFY" env::boolean, default "`false`";
+    /// Prefix prepended to every key by the typed commands of [`RedisHandle`](crate::RedisHandle) (not by raw `cmd`).
+    key_prefix: String = String::new(), get &str, set(v: impl Into<String>) v.into(),
+        check value::any, env "REDIS_KEY_PREFIX" env::text, default "empty";
+    /// Limit on TCP connect plus handshake.
+    connect_timeout: Duration = DEFAULT_CONNECT_TIMEOUT, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_CONNECT_TIMEOUT_MS" env::millis, default "[`DEFAULT_CONNECT_TIMEOUT`]";
+    /// Default command deadline.
+    command_timeout: Duration = DEFAULT_COMMAND_TIMEOUT, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_COMMAND_TIMEOUT_MS" env::millis, default "[`DEFAULT_COMMAND_TIMEOUT`]";
+    /// First reconnect delay (≤ the cap).
+    backoff_base: Duration = DEFAULT_BACKOFF_BASE, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_BACKOFF_BASE_MS" env::millis, default "50 ms";
+    /// Cap on the reconnect delay (≥ the base).
+    backoff_max: Duration = DEFAULT_BACKOFF_MAX, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_BACKOFF_MAX_MS" env::millis, default "2000 ms";
+    /// Reconnect delay growth per attempt (finite, ≥ 1).
+    backoff_factor: f64 = DEFAULT_BACKOFF_FACTOR, get f64, set(v: f64) v,
+        check value::factor, default "2";
+    /// Relative reconnect delay jitter, in `[0, 1)`.
+    backoff_jitter: f64 = DEFAULT_BACKOFF_JITTER, get f64, set(v: f64) v,
+        check value::jitter, default "0.2";
+    /// Uptime after which the backoff resets.
+    stable_period: Duration = DEFAULT_STABLE_PERIOD, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_STABLE_PERIOD_MS" env::millis, default "[`DEFAULT_STABLE_PERIOD`]";
+    /// What commands do while the connection is down: `wait` or `fail-fast`.
+    offline_policy: OfflinePolicy = DEFAULT_OFFLINE_POLICY, get OfflinePolicy, set(v: OfflinePolicy) v,
+        check value::any, env "REDIS_OFFLINE_POLICY" env::policy, default "`wait`";
+    /// Longest wait for in-flight commands during shutdown.
+    shutdown_timeout: Duration = DEFAULT_SHUTDOWN_TIMEOUT, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_SHUTDOWN_TIMEOUT_MS" env::millis, default "[`DEFAULT_SHUTDOWN_TIMEOUT`]";
+    /// Interval between health probes (`PING`).
+    health_interval: Duration = DEFAULT_HEALTH_INTERVAL, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_HEALTH_INTERVAL_MS" env::millis, default "[`DEFAULT_HEALTH_INTERVAL`]";
+    /// Timeout of one health probe (≤ the interval; unset, the default or the interval, whichever is shorter).
+    health_timeout: Duration = DEFAULT_HEALTH_TIMEOUT, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_HEALTH_TIMEOUT_MS" env::millis, default "[`DEFAULT_HEALTH_TIMEOUT`]";
+    /// Consecutive failed probes after which the connection is replaced (1 to [`MAX_HEALTH_FAILURES`]).
+    health_failures: u32 = DEFAULT_HEALTH_FAILURES, get u32, set(v: u32) v,
+        check |n: &u32| value::count(*n, MAX_HEALTH_FAILURES.into()),
+        env "REDIS_HEALTH_FAILURES" env::count, default "[`DEFAULT_HEALTH_FAILURES`]";
+    /// Probe latency above which the connection is `Degraded`.
+    health_slow: Duration = DEFAULT_HEALTH_SLOW, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_HEALTH_SLOW_MS" env::millis, default "[`DEFAULT_HEALTH_SLOW`]";
+    /// Interval between `INFO` reads (the server gauges).
+    info_interval: Duration = DEFAULT_INFO_INTERVAL, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_INFO_INTERVAL_MS" env::millis, default "[`DEFAULT_INFO_INTERVAL`]";
+    /// Connections lost within the restart window beyond which a restart storm is declared (1 to [`MAX_RESTART_INTENSITY`]).
+    restart_intensity: u32 = DEFAULT_RESTART_INTENSITY, get u32, set(v: u32) v,
+        check |n: &u32| value::count(*n, MAX_RESTART_INTENSITY.into()),
+        env "REDIS_RESTART_INTENSITY" env::count, default "[`DEFAULT_RESTART_INTENSITY`]";
+    /// The restart-intensity window.
+    restart_window: Duration = DEFAULT_RESTART_WINDOW, get Duration, set(v: Duration) v,
+        check value::duration, env "REDIS_RESTART_WINDOW_MS" env::millis, default "[`DEFAULT_RESTART_WINDOW`]";
+    /// Consecutive failed attempts after which the supervisor gives up for good (`None` or `0`: never; at most [`MAX_ATTEMPTS_BOUND`]).
+    max_attempts: Option<u32> = None, get Option<u32>, set(v: Option<u32>) v,
+        check |n: &Option<u32>| n.map_or(Ok(()), |n| value::count(n.max(1), MAX_ATTEMPTS_BOUND.into())),
+        env "REDIS_MAX_ATTEMPTS" env::attempts, default "never";
+    /// Commands that may wait for the connection at once; more get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_WAITING_BOUND`]).
+    max_waiting: usize = DEFAULT_MAX_WAITING, get usize, set(v: usize) v,
+        check |n: &usize| value::count(*n, MAX_WAITING_BOUND as u64),
+        env "REDIS_MAX_WAITING" env::count, default "[`DEFAULT_MAX_WAITING`]";
 }
 
 /// The validated configuration of one [`Supervisor`](crate::Supervisor).
@@ -220,99 +363,24 @@ pub fn redact_url(url: &str) -> String {
 /// assert_eq!(config.redacted_url(), "redis://app:***@127.0.0.1:6379/2");
 /// # Ok::<(), redis_supervisor::Error>(())
 /// ```
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub struct Config {
-    name: String,
-    host: String,
-    port: u16,
-    tls: bool,
-    username: Option<String>,
-    password: Option<Secret>,
-    db: i64,
-    key_prefix: String,
-    connect_timeout: Duration,
-    command_timeout: Duration,
-    backoff: BackoffPolicy,
-    stable_period: Duration,
-    offline_policy: OfflinePolicy,
-    shutdown_timeout: Duration,
-    health_interval: Duration,
-    health_timeout: Duration,
-    health_failures: u32,
-    health_slow: Duration,
-    info_interval: Duration,
-    tls_files: TlsFiles,
-    tls_insecure: bool,
-    restart_intensity: u32,
-    restart_window: Duration,
-    max_attempts: Option<u32>,
-    max_waiting: usize,
+    s: Settings,
+    tls_material: files::TlsMaterial,
 }
 
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Config")
-            .field("name", &self.name)
-            .field("url", &self.redacted_url())
-            .field("tls_ca_file", &self.tls_ca_file())
-            .field("tls_cert_file", &self.tls_cert_file())
-            .field("tls_key_file", &self.tls_key_file())
-            .field("tls_insecure_skip_verify", &self.tls_insecure)
-            .field("key_prefix", &self.key_prefix)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("command_timeout", &self.command_timeout)
-            .field("backoff", &self.backoff)
-            .field("stable_period", &self.stable_period)
-            .field("offline_policy", &self.offline_policy)
-            .field("shutdown_timeout", &self.shutdown_timeout)
-            .field("health_interval", &self.health_interval)
-            .field("health_timeout", &self.health_timeout)
-            .field("health_failures", &self.health_failures)
-            .field("health_slow", &self.health_slow)
-            .field("info_interval", &self.info_interval)
-            .field("restart_intensity", &self.restart_intensity)
-            .field("restart_window", &self.restart_window)
-            .field("max_attempts", &self.max_attempts)
-            .field("max_waiting", &self.max_waiting)
-            .finish()
+        let mut d = f.debug_struct("Config");
+        d.field("url", &self.redacted_url());
+        self.s.debug_fields(&mut d);
+        d.finish()
     }
 }
 
 impl fmt::Display for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} ({})", self.redacted_url(), self.name)
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            name: DEFAULT_NAME.to_string(),
-            host: DEFAULT_HOST.to_string(),
-            port: DEFAULT_PORT,
-            tls: false,
-            username: None,
-            password: None,
-            db: 0,
-            key_prefix: String::new(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            command_timeout: DEFAULT_COMMAND_TIMEOUT,
-            backoff: BackoffPolicy::default(),
-            stable_period: DEFAULT_STABLE_PERIOD,
-            offline_policy: DEFAULT_OFFLINE_POLICY,
-            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
-            health_interval: DEFAULT_HEALTH_INTERVAL,
-            health_timeout: DEFAULT_HEALTH_TIMEOUT,
-            health_failures: DEFAULT_HEALTH_FAILURES,
-            health_slow: DEFAULT_HEALTH_SLOW,
-            info_interval: DEFAULT_INFO_INTERVAL,
-            tls_files: TlsFiles::default(),
-            tls_insecure: false,
-            restart_intensity: DEFAULT_RESTART_INTENSITY,
-            restart_window: DEFAULT_RESTART_WINDOW,
-            max_attempts: None,
-            max_waiting: DEFAULT_MAX_WAITING,
-        }
+        write!(f, "{} ({})", self.redacted_url(), self.s.name)
     }
 }
 
@@ -330,7 +398,7 @@ impl Config {
         Self::builder().url(url).build()
     }
 
-    /// Reads the `REDIS_*` environment variables (see the [module docs](self)).
+    /// Reads the `REDIS_*` environment variables (see [`ENV_VARS`] and the [module docs](self)).
     ///
     /// # Errors
     /// [`Error::Config`](crate::Error::Config) naming the first invalid variable and its value.
@@ -342,7 +410,8 @@ impl Config {
     /// supervisor name defaults to the prefix in lower case.
     ///
     /// # Errors
-    /// [`Error::Config`](crate::Error::Config) naming the first invalid variable and its value.
+    /// [`Error::Config`](crate::Error::Config) naming the first invalid variable (with its
+    /// prefix) and its value.
     pub fn from_env_prefixed(prefix: &str) -> Result<Self, crate::Error> {
         Self::from_lookup(prefix, |k| std::env::var(k).ok())
     }
@@ -366,162 +435,70 @@ impl Config {
         prefix: &str,
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, crate::Error> {
-        ConfigBuilder::from_lookup(prefix, lookup)?.build()
+        env::builder(prefix, lookup)?.build()
     }
 
-    /// The supervisor's name: the `client` label on every metric and the `CLIENT SETNAME` suffix.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-    /// Server host name or IP.
-    pub fn host(&self) -> &str {
-        &self.host
-    }
-    /// Server port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-    /// Whether TLS is requested.
-    pub fn tls(&self) -> bool {
-        self.tls
-    }
-    /// ACL user name, if any.
-    pub fn username(&self) -> Option<&str> {
-        self.username.as_deref()
-    }
-    /// The password, if any (its `Debug`/`Display` print `***`).
-    pub fn password(&self) -> Option<&Secret> {
-        self.password.as_ref()
-    }
-    /// Database number.
-    pub fn db(&self) -> i64 {
-        self.db
-    }
-    /// Prefix prepended to every key by the typed commands of
-    /// [`RedisHandle`](crate::RedisHandle) (not by raw [`cmd`](crate::RedisHandle::cmd)).
-    pub fn key_prefix(&self) -> &str {
-        &self.key_prefix
-    }
-    /// Limit on TCP connect plus handshake.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-    /// Default command deadline.
-    pub fn command_timeout(&self) -> Duration {
-        self.command_timeout
-    }
-    /// Reconnect backoff.
+    /// Reconnect backoff, from [`backoff_base`](Self::backoff_base),
+    /// [`backoff_max`](Self::backoff_max), [`backoff_factor`](Self::backoff_factor) and
+    /// [`backoff_jitter`](Self::backoff_jitter).
     pub fn backoff(&self) -> BackoffPolicy {
-        self.backoff
+        BackoffPolicy {
+            base: self.s.backoff_base,
+            max: self.s.backoff_max,
+            factor: self.s.backoff_factor,
+            jitter: self.s.backoff_jitter,
+        }
     }
-    /// How long a connection must stay up before the backoff resets.
-    pub fn stable_period(&self) -> Duration {
-        self.stable_period
-    }
-    /// What commands do while the connection is down.
-    pub fn offline_policy(&self) -> OfflinePolicy {
-        self.offline_policy
-    }
-    /// Longest wait for in-flight commands during shutdown.
-    pub fn shutdown_timeout(&self) -> Duration {
-        self.shutdown_timeout
-    }
-    /// Interval between health probes (`PING`).
-    pub fn health_interval(&self) -> Duration {
-        self.health_interval
-    }
-    /// Timeout of one health probe.
-    pub fn health_timeout(&self) -> Duration {
-        self.health_timeout
-    }
-    /// Consecutive failed probes after which the connection is replaced.
-    pub fn health_failures(&self) -> u32 {
-        self.health_failures
-    }
-    /// Probe latency above which the connection is `Degraded`.
-    pub fn health_slow(&self) -> Duration {
-        self.health_slow
-    }
-    /// Interval between `INFO` reads.
-    pub fn info_interval(&self) -> Duration {
-        self.info_interval
-    }
-    /// The CA bundle trusted instead of the system roots, if set.
-    pub fn tls_ca_file(&self) -> Option<&Path> {
-        self.tls_files.ca.as_ref().map(|(p, _)| p.as_path())
-    }
-    /// The client certificate for mutual TLS, if set.
-    pub fn tls_cert_file(&self) -> Option<&Path> {
-        self.tls_files.cert.as_ref().map(|(p, _)| p.as_path())
-    }
-    /// The client key for mutual TLS, if set (only its path is ever shown).
-    pub fn tls_key_file(&self) -> Option<&Path> {
-        self.tls_files.key.as_ref().map(|(p, _)| p.as_path())
-    }
-    /// True when certificate verification is switched off (insecure).
-    pub fn tls_insecure_skip_verify(&self) -> bool {
-        self.tls && self.tls_insecure
-    }
-    /// Connections lost within [`restart_window`](Self::restart_window) beyond which the
-    /// supervisor declares a restart storm.
-    pub fn restart_intensity(&self) -> u32 {
-        self.restart_intensity
-    }
-    /// The restart-intensity window.
-    pub fn restart_window(&self) -> Duration {
-        self.restart_window
-    }
-    /// Consecutive failed attempts after which the supervisor gives up for good (`None`: never).
-    pub fn max_attempts(&self) -> Option<u32> {
-        self.max_attempts
-    }
-    /// Commands that may wait for the connection at once.
-    pub fn max_waiting(&self) -> usize {
-        self.max_waiting
-    }
+
     /// The longest time a hung or half-open connection can stay `Up`:
-    /// `health_interval × health_failures + health_timeout`.
+    /// `health_interval × health_failures + health_timeout` (saturating).
     pub fn detection_bound(&self) -> Duration {
-        self.health_interval * self.health_failures + self.health_timeout
+        let s = &self.s;
+        s.health_interval
+            .saturating_mul(s.health_failures)
+            .saturating_add(s.health_timeout)
     }
+
     /// The server URL with the password replaced by `***`, e.g. `redis://app:***@host:6379/0`.
     pub fn redacted_url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        let auth = match (&self.username, &self.password) {
+        let s = &self.s;
+        let scheme = if s.tls { "rediss" } else { "redis" };
+        let auth = match (&s.username, &s.password) {
             (Some(u), Some(_)) => format!("{u}:***@"),
             (None, Some(_)) => ":***@".to_string(),
             (Some(u), None) => format!("{u}@"),
             (None, None) => String::new(),
         };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
+        let host = if s.host.contains(':') {
+            format!("[{}]", s.host)
         } else {
-            self.host.clone()
+            s.host.clone()
         };
-        format!("{scheme}://{auth}{host}:{}/{}", self.port, self.db)
+        format!("{scheme}://{auth}{host}:{}/{}", s.port, s.db)
     }
 
     /// The redis-rs connection parameters (RESP3, so the client learns of disconnects at once).
     pub(crate) fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        use redis::IntoConnectionInfo;
+        let s = &self.s;
         let mut redis_info = redis::RedisConnectionInfo::default()
-            .set_db(self.db)
+            .set_db(s.db)
             .set_protocol(redis::ProtocolVersion::RESP3);
-        if let Some(u) = &self.username {
+        if let Some(u) = &s.username {
             redis_info = redis_info.set_username(u);
         }
-        if let Some(p) = &self.password {
+        if let Some(p) = &s.password {
             redis_info = redis_info.set_password(p.expose());
         }
-        use redis::IntoConnectionInfo;
-        let addr = if self.tls {
+        let addr = if s.tls {
             redis::ConnectionAddr::TcpTls {
-                host: self.host.clone(),
-                port: self.port,
-                insecure: self.tls_insecure,
+                host: s.host.clone(),
+                port: s.port,
+                insecure: s.tls_insecure_skip_verify,
                 tls_params: None,
             }
         } else {
-            redis::ConnectionAddr::Tcp(self.host.clone(), self.port)
+            redis::ConnectionAddr::Tcp(s.host.clone(), s.port)
         };
         Ok(addr.into_connection_info()?.set_redis_settings(redis_info))
     }
@@ -530,22 +507,20 @@ impl Config {
     /// certificate.
     pub(crate) fn redis_client(&self) -> redis::RedisResult<redis::Client> {
         let info = self.connection_info()?;
-        let files = &self.tls_files;
-        if !self.tls || (files.ca.is_none() && files.cert.is_none()) {
+        let m = &self.tls_material;
+        if !self.s.tls || (m.ca.is_none() && m.client.is_none()) {
             return redis::Client::open(info);
         }
-        let client_tls = match (&files.cert, &files.key) {
-            (Some((_, cert)), Some((_, key))) => Some(redis::ClientTlsConfig {
-                client_cert: cert.to_vec(),
-                client_key: key.to_vec(),
-            }),
-            _ => None,
-        };
+        let client_tls = m.client.as_ref().map(|c| redis::ClientTlsConfig {
+            client_cert: c.cert.to_vec(),
+            client_key: c.key.to_vec(),
+        });
+        let root_cert = m.ca.as_ref().map(|ca| ca.to_vec());
         redis::Client::build_with_tls(
             info,
             redis::TlsCertificates {
                 client_tls,
-                root_cert: files.ca.as_ref().map(|(_, ca)| ca.to_vec()),
+                root_cert,
             },
         )
     }
@@ -555,338 +530,20 @@ impl Config {
 /// the setting (or environment variable) it came from.
 #[derive(Debug, Default, Clone)]
 pub struct ConfigBuilder {
+    /// The URL, shown redacted.
     url: Option<Sourced<String>>,
-    name: Option<Sourced<String>>,
-    host: Option<Sourced<String>>,
-    port: Option<Sourced<u16>>,
-    tls: Option<Sourced<bool>>,
-    username: Option<Sourced<String>>,
-    password: Option<Secret>,
-    password_file: Option<Sourced<PathBuf>>,
-    tls_ca_file: Option<Sourced<PathBuf>>,
-    tls_cert_file: Option<Sourced<PathBuf>>,
-    tls_key_file: Option<Sourced<PathBuf>>,
-    tls_insecure: Option<bool>,
-    db: Option<Sourced<i64>>,
-    key_prefix: Option<String>,
-    connect_timeout: Option<Sourced<Duration>>,
-    command_timeout: Option<Sourced<Duration>>,
-    backoff_base: Option<Sourced<Duration>>,
-    backoff_max: Option<Sourced<Duration>>,
-    backoff_factor: Option<Sourced<f64>>,
-    backoff_jitter: Option<Sourced<f64>>,
-    stable_period: Option<Sourced<Duration>>,
-    offline_policy: Option<OfflinePolicy>,
-    shutdown_timeout: Option<Sourced<Duration>>,
-    health_interval: Option<Sourced<Duration>>,
-    health_timeout: Option<Sourced<Duration>>,
-    health_failures: Option<Sourced<u32>>,
-    health_slow: Option<Sourced<Duration>>,
-    info_interval: Option<Sourced<Duration>>,
-    restart_intensity: Option<Sourced<u32>>,
-    restart_window: Option<Sourced<Duration>>,
-    max_attempts: Option<Option<u32>>,
-    max_waiting: Option<Sourced<usize>>,
-}
-
-/// A value and the name of the setting it came from, for error messages.
-#[derive(Debug, Clone)]
-struct Sourced<T> {
-    value: T,
-    source: String,
-}
-
-fn src<T>(value: T, source: &str) -> Option<Sourced<T>> {
-    Some(Sourced {
-        value,
-        source: source.to_string(),
-    })
+    /// The settings given one by one.
+    layer: Layer,
 }
 
 impl ConfigBuilder {
-    /// Server URL: `redis://[user[:password]@]host[:port][/db]`. Explicit `host`, `port`, `db`,
-    /// `username` and `password` settings override the URL's parts.
+    /// Server URL: `redis://[user[:password]@]host[:port][/db][?protocol=resp3]`. Explicit
+    /// settings override the URL's parts (see the [module docs](self)).
     pub fn url(mut self, url: impl Into<String>) -> Self {
-        self.url = src(url.into(), "url");
+        let url = url.into();
+        let shown = redact_url(&url);
+        self.url = Some(Sourced::shown_as(url, "url", shown));
         self
-    }
-    /// Supervisor name (letters, digits, `_ . : -`, at most 64): the `client` metric label.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = src(name.into(), "name");
-        self
-    }
-    /// Server host.
-    pub fn host(mut self, host: impl Into<String>) -> Self {
-        self.host = src(host.into(), "host");
-        self
-    }
-    /// Server port.
-    pub fn port(mut self, port: u16) -> Self {
-        self.port = src(port, "port");
-        self
-    }
-    /// Use TLS (as a `rediss://` URL does), verifying the server certificate.
-    pub fn tls(mut self, tls: bool) -> Self {
-        self.tls = src(tls, "tls");
-        self
-    }
-    /// Trust the CA certificates in this PEM file instead of the system roots.
-    pub fn tls_ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_ca_file = src(path.into(), "tls_ca_file");
-        self
-    }
-    /// Present this PEM client certificate (mutual TLS); needs [`tls_key_file`](Self::tls_key_file).
-    pub fn tls_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_cert_file = src(path.into(), "tls_cert_file");
-        self
-    }
-    /// The PEM private key of the client certificate.
-    pub fn tls_key_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.tls_key_file = src(path.into(), "tls_key_file");
-        self
-    }
-    /// **Insecure**: accept any server certificate (no CA or host name check). For tests and
-    /// emergencies only; the supervisor logs a warning when it starts and `/health/redis`
-    /// reports `"tls_verify": false`.
-    pub fn tls_insecure_skip_verify(mut self, insecure: bool) -> Self {
-        self.tls_insecure = Some(insecure);
-        self
-    }
-    /// Read the password from this file (e.g. a mounted container secret); a trailing newline
-    /// is trimmed. An explicit [`password`](Self::password) wins.
-    pub fn password_file(mut self, path: impl Into<PathBuf>) -> Self {
-        self.password_file = src(path.into(), "password_file");
-        self
-    }
-    /// ACL user name.
-    pub fn username(mut self, username: impl Into<String>) -> Self {
-        self.username = src(username.into(), "username");
-        self
-    }
-    /// Password (kept as a [`Secret`]).
-    pub fn password(mut self, password: impl Into<String>) -> Self {
-        self.password = Some(Secret::new(password));
-        self
-    }
-    /// Database number (≥ 0).
-    pub fn db(mut self, db: i64) -> Self {
-        self.db = src(db, "db");
-        self
-    }
-    /// Prefix prepended to every key of the typed commands.
-    pub fn key_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.key_prefix = Some(prefix.into());
-        self
-    }
-    /// Limit on TCP connect plus handshake (> 0).
-    pub fn connect_timeout(mut self, d: Duration) -> Self {
-        self.connect_timeout = src(d, "connect_timeout");
-        self
-    }
-    /// Default command deadline (> 0).
-    pub fn command_timeout(mut self, d: Duration) -> Self {
-        self.command_timeout = src(d, "command_timeout");
-        self
-    }
-    /// First reconnect delay (> 0).
-    pub fn backoff_base(mut self, d: Duration) -> Self {
-        self.backoff_base = src(d, "backoff_base");
-        self
-    }
-    /// Cap on the reconnect delay (≥ base).
-    pub fn backoff_max(mut self, d: Duration) -> Self {
-        self.backoff_max = src(d, "backoff_max");
-        self
-    }
-    /// Growth factor per attempt (≥ 1).
-    pub fn backoff_factor(mut self, f: f64) -> Self {
-        self.backoff_factor = src(f, "backoff_factor");
-        self
-    }
-    /// Relative jitter in `[0, 1)`.
-    pub fn backoff_jitter(mut self, j: f64) -> Self {
-        self.backoff_jitter = src(j, "backoff_jitter");
-        self
-    }
-    /// Uptime after which the backoff resets (> 0).
-    pub fn stable_period(mut self, d: Duration) -> Self {
-        self.stable_period = src(d, "stable_period");
-        self
-    }
-    /// What commands do while the connection is down.
-    pub fn offline_policy(mut self, p: OfflinePolicy) -> Self {
-        self.offline_policy = Some(p);
-        self
-    }
-    /// Longest wait for in-flight commands during shutdown (> 0).
-    pub fn shutdown_timeout(mut self, d: Duration) -> Self {
-        self.shutdown_timeout = src(d, "shutdown_timeout");
-        self
-    }
-
-    /// Interval between health probes (> 0).
-    pub fn health_interval(mut self, d: Duration) -> Self {
-        self.health_interval = src(d, "health_interval");
-        self
-    }
-    /// Timeout of one health probe (> 0, ≤ the probe interval).
-    pub fn health_timeout(mut self, d: Duration) -> Self {
-        self.health_timeout = src(d, "health_timeout");
-        self
-    }
-    /// Consecutive failed probes that replace the connection (≥ 1).
-    pub fn health_failures(mut self, k: u32) -> Self {
-        self.health_failures = src(k, "health_failures");
-        self
-    }
-    /// Probe latency above which the connection is `Degraded` (> 0).
-    pub fn health_slow(mut self, d: Duration) -> Self {
-        self.health_slow = src(d, "health_slow");
-        self
-    }
-    /// Interval between `INFO` reads (> 0).
-    pub fn info_interval(mut self, d: Duration) -> Self {
-        self.info_interval = src(d, "info_interval");
-        self
-    }
-
-    /// Connections lost within the window beyond which a restart storm is declared (≥ 1).
-    pub fn restart_intensity(mut self, n: u32) -> Self {
-        self.restart_intensity = src(n, "restart_intensity");
-        self
-    }
-    /// The restart-intensity window (> 0).
-    pub fn restart_window(mut self, d: Duration) -> Self {
-        self.restart_window = src(d, "restart_window");
-        self
-    }
-    /// Give up for good after this many consecutive failed attempts (`None` or `Some(0)`: never).
-    pub fn max_attempts(mut self, n: Option<u32>) -> Self {
-        self.max_attempts = Some(n.filter(|n| *n > 0));
-        self
-    }
-    /// Commands that may wait for the connection at once (≥ 1); more get
-    /// [`Error::Overloaded`](crate::Error::Overloaded) at once.
-    pub fn max_waiting(mut self, n: usize) -> Self {
-        self.max_waiting = src(n, "max_waiting");
-        self
-    }
-
-    /// A builder filled from `{prefix}_REDIS_*` variables read through `lookup`.
-    fn from_lookup(
-        prefix: &str,
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<Self, ConfigError> {
-        let var = |name: &str| {
-            if prefix.is_empty() {
-                name.to_string()
-            } else {
-                format!("{prefix}_{name}")
-            }
-        };
-        let get = |name: &str| -> Option<(String, String)> {
-            let key = var(name);
-            lookup(&key).map(|v| (key, v))
-        };
-        let mut b = Self::default();
-        if !prefix.is_empty() {
-            b.name = src(prefix.to_ascii_lowercase(), "prefix");
-        }
-        if let Some((k, v)) = get("REDIS_URL") {
-            b.url = src(v, &k);
-        }
-        if let Some((k, v)) = get("REDIS_CLIENT_NAME") {
-            b.name = src(v, &k);
-        }
-        if let Some((k, v)) = get("REDIS_HOST") {
-            b.host = src(v, &k);
-        }
-        if let Some((k, v)) = get("REDIS_PORT") {
-            b.port = src(parse_port(&k, &v)?, &k);
-        }
-        if let Some((k, v)) = get("REDIS_USERNAME") {
-            b.username = src(v, &k);
-        }
-        if let Some((_, v)) = get("REDIS_PASSWORD") {
-            b.password = Some(Secret::new(v));
-        }
-        if let Some((k, v)) = get("REDIS_DB") {
-            b.db = src(parse_db(&k, &v)?, &k);
-        }
-        if let Some((k, v)) = get("REDIS_TLS") {
-            b.tls = src(parse_bool(&k, &v)?, &k);
-        }
-        if let Some((k, v)) = get("REDIS_TLS_INSECURE_SKIP_VERIFY") {
-            b.tls_insecure = Some(parse_bool(&k, &v)?);
-        }
-        for (name, slot) in [
-            ("REDIS_PASSWORD_FILE", &mut b.password_file),
-            ("REDIS_TLS_CA_FILE", &mut b.tls_ca_file),
-            ("REDIS_TLS_CERT_FILE", &mut b.tls_cert_file),
-            ("REDIS_TLS_KEY_FILE", &mut b.tls_key_file),
-        ] {
-            if let Some((k, v)) = get(name).filter(|(_, v)| !v.trim().is_empty()) {
-                *slot = src(PathBuf::from(v), &k);
-            }
-        }
-        if let Some((_, v)) = get("REDIS_KEY_PREFIX") {
-            b.key_prefix = Some(v);
-        }
-        let ms = |name: &str| -> Result<Option<Sourced<Duration>>, ConfigError> {
-            match get(name) {
-                Some((k, v)) => Ok(src(parse_ms(&k, &v)?, &k)),
-                None => Ok(None),
-            }
-        };
-        b.connect_timeout = ms("REDIS_CONNECT_TIMEOUT_MS")?;
-        b.command_timeout = ms("REDIS_COMMAND_TIMEOUT_MS")?;
-        b.backoff_base = ms("REDIS_BACKOFF_BASE_MS")?;
-        b.backoff_max = ms("REDIS_BACKOFF_MAX_MS")?;
-        b.stable_period = ms("REDIS_STABLE_PERIOD_MS")?;
-        b.shutdown_timeout = ms("REDIS_SHUTDOWN_TIMEOUT_MS")?;
-        b.health_interval = ms("REDIS_HEALTH_INTERVAL_MS")?;
-        b.health_timeout = ms("REDIS_HEALTH_TIMEOUT_MS")?;
-        b.health_slow = ms("REDIS_HEALTH_SLOW_MS")?;
-        b.info_interval = ms("REDIS_INFO_INTERVAL_MS")?;
-        b.restart_window = ms("REDIS_RESTART_WINDOW_MS")?;
-        let whole = |name: &str| -> Result<Option<(String, u64)>, ConfigError> {
-            match get(name) {
-                Some((k, v)) => match v.trim().parse::<u64>() {
-                    Ok(n) => Ok(Some((k, n))),
-                    Err(_) => Err(ConfigError::new(&k, &v, "must be a whole number")),
-                },
-                None => Ok(None),
-            }
-        };
-        if let Some((k, n)) = whole("REDIS_RESTART_INTENSITY")? {
-            let n =
-                u32::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
-            b.restart_intensity = src(n, &k);
-        }
-        if let Some((k, n)) = whole("REDIS_MAX_ATTEMPTS")? {
-            let n =
-                u32::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
-            b.max_attempts = Some((n > 0).then_some(n));
-        }
-        if let Some((k, n)) = whole("REDIS_MAX_WAITING")? {
-            let n =
-                usize::try_from(n).map_err(|_| ConfigError::new(&k, n.to_string(), "too large"))?;
-            b.max_waiting = src(n, &k);
-        }
-        if let Some((k, v)) = get("REDIS_HEALTH_FAILURES") {
-            let n = v
-                .trim()
-                .parse::<u32>()
-                .map_err(|_| ConfigError::new(&k, &v, "must be a whole number >= 1"))?;
-            b.health_failures = src(n, &k);
-        }
-        if let Some((k, v)) = get("REDIS_OFFLINE_POLICY") {
-            b.offline_policy = Some(
-                v.parse()
-                    .map_err(|reason: String| ConfigError::new(&k, &v, reason))?,
-            );
-        }
-        Ok(b)
     }
 
     /// Validates every setting and builds the [`Config`].
@@ -899,370 +556,60 @@ impl ConfigBuilder {
     }
 
     fn build_inner(self) -> Result<Config, ConfigError> {
-        let mut c = Config::default();
-        if let Some(url) = &self.url {
-            apply_url(&mut c, &url.value, &url.source)?;
+        let layer = self.stack_layers()?;
+        layer.check()?;
+        check_health_timeout(&layer)?;
+        check_backoff_order(&layer)?;
+        let health_timeout_given = layer.health_timeout.is_some();
+        let mut s = layer.clone().settle();
+        let tls_material = files::tls_material(&layer, s.tls)?;
+        if !health_timeout_given {
+            // Unset, the probe timeout follows a short probe interval down rather than refusing it.
+            s.health_timeout = s.health_timeout.min(s.health_interval);
         }
-        if let Some(n) = self.name {
-            validate_name(&n.source, &n.value)?;
-            c.name = n.value;
-        }
-        if let Some(h) = self.host {
-            c.host = h.value;
-        }
-        if let Some(p) = self.port {
-            if p.value == 0 {
-                return Err(ConfigError::new(&p.source, "0", "port must be 1-65535"));
-            }
-            c.port = p.value;
-        }
-        if let Some(t) = self.tls {
-            c.tls = t.value;
-        }
-        if let Some(u) = self.username {
-            c.username = (!u.value.is_empty()).then_some(u.value);
-        }
-        if let Some(f) = &self.password_file {
-            let text = read_file(f)?;
-            let text = String::from_utf8(text.to_vec()).map_err(|_| {
-                ConfigError::new(&f.source, f.value.display().to_string(), "not valid UTF-8")
-            })?;
-            let pw = text.trim_end_matches(['\r', '\n']);
-            if pw.is_empty() {
-                return Err(ConfigError::new(
-                    &f.source,
-                    f.value.display().to_string(),
-                    "the password file is empty",
-                ));
-            }
-            c.password = Some(Secret::new(pw));
-        }
-        if let Some(p) = self.password {
-            c.password = (!p.expose().is_empty()).then_some(p);
-        }
-        if let Some(db) = self.db {
-            if db.value < 0 {
-                return Err(ConfigError::new(
-                    &db.source,
-                    db.value.to_string(),
-                    "database must be a non-negative integer",
-                ));
-            }
-            c.db = db.value;
-        }
-        if let Some(p) = self.key_prefix {
-            c.key_prefix = p;
-        }
-        let positive = |d: Option<Sourced<Duration>>, default: Duration| match d {
-            Some(d) if d.value.is_zero() => Err(ConfigError::new(
-                &d.source,
-                format!("{:?}", d.value),
-                "must be greater than zero",
-            )),
-            Some(d) => Ok(d.value),
-            None => Ok(default),
-        };
-        c.connect_timeout = positive(self.connect_timeout, c.connect_timeout)?;
-        c.command_timeout = positive(self.command_timeout, c.command_timeout)?;
-        c.stable_period = positive(self.stable_period, c.stable_period)?;
-        c.shutdown_timeout = positive(self.shutdown_timeout, c.shutdown_timeout)?;
-        c.health_interval = positive(self.health_interval, c.health_interval)?;
-        c.health_slow = positive(self.health_slow, c.health_slow)?;
-        c.info_interval = positive(self.info_interval, c.info_interval)?;
-        let timeout_src = self.health_timeout.as_ref().map(|s| s.source.clone());
-        // Unset, the probe timeout follows a short probe interval down rather than refusing it.
-        let default_timeout = c.health_timeout.min(c.health_interval);
-        c.health_timeout = positive(self.health_timeout, default_timeout)?;
-        if c.health_timeout > c.health_interval {
-            return Err(ConfigError::new(
-                timeout_src.unwrap_or_else(|| "health_timeout".into()),
-                format!("{:?}", c.health_timeout),
-                format!(
-                    "the probe timeout must not exceed the probe interval ({:?})",
-                    c.health_interval
-                ),
-            ));
-        }
-        c.restart_window = positive(self.restart_window, c.restart_window)?;
-        if let Some(n) = self.restart_intensity {
-            if n.value == 0 {
-                return Err(ConfigError::new(
-                    &n.source,
-                    "0",
-                    "must be a whole number >= 1",
-                ));
-            }
-            c.restart_intensity = n.value;
-        }
-        if let Some(n) = self.max_attempts {
-            c.max_attempts = n;
-        }
-        if let Some(n) = self.max_waiting {
-            if n.value == 0 {
-                return Err(ConfigError::new(
-                    &n.source,
-                    "0",
-                    "must be a whole number >= 1",
-                ));
-            }
-            c.max_waiting = n.value;
-        }
-        if let Some(k) = self.health_failures {
-            if k.value == 0 {
-                return Err(ConfigError::new(
-                    &k.source,
-                    "0",
-                    "must be a whole number >= 1",
-                ));
-            }
-            c.health_failures = k.value;
-        }
-        let base_src = self.backoff_base.as_ref().map(|s| s.source.clone());
-        c.backoff.base = positive(self.backoff_base, c.backoff.base)?;
-        let max_src = self.backoff_max.as_ref().map(|s| s.source.clone());
-        c.backoff.max = positive(self.backoff_max, c.backoff.max)?;
-        if c.backoff.max < c.backoff.base {
-            return Err(ConfigError::new(
-                max_src.or(base_src).unwrap_or_else(|| "backoff_max".into()),
-                format!("{:?}", c.backoff.max),
-                format!(
-                    "backoff cap must be at least the base delay ({:?})",
-                    c.backoff.base
-                ),
-            ));
-        }
-        if let Some(f) = self.backoff_factor {
-            if !(f.value.is_finite() && f.value >= 1.0) {
-                return Err(ConfigError::new(
-                    &f.source,
-                    f.value.to_string(),
-                    "must be a finite number >= 1",
-                ));
-            }
-            c.backoff.factor = f.value;
-        }
-        if let Some(j) = self.backoff_jitter {
-            if !(j.value.is_finite() && (0.0..1.0).contains(&j.value)) {
-                return Err(ConfigError::new(
-                    &j.source,
-                    j.value.to_string(),
-                    "must be in [0, 1)",
-                ));
-            }
-            c.backoff.jitter = j.value;
-        }
-        if let Some(p) = self.offline_policy {
-            c.offline_policy = p;
-        }
-        if c.host.trim().is_empty() {
-            let setting = self
-                .url
-                .map(|u| u.source)
-                .unwrap_or_else(|| "host".to_string());
-            return Err(ConfigError::new(setting, &c.host, "host must not be empty"));
-        }
-        c.tls_insecure = self.tls_insecure.unwrap_or(false);
-        for f in [&self.tls_ca_file, &self.tls_cert_file, &self.tls_key_file]
-            .into_iter()
-            .flatten()
-        {
-            if !c.tls {
-                return Err(ConfigError::new(
-                    &f.source,
-                    f.value.display().to_string(),
-                    "set, but TLS is off (use a rediss:// URL or REDIS_TLS=true)",
-                ));
-            }
-        }
-        if let Some(f) = &self.tls_ca_file {
-            let pem = read_file(f)?;
-            check_pem(f, &pem, PemKind::Certificates)?;
-            c.tls_files.ca = Some((f.value.clone(), pem));
-        }
-        match (&self.tls_cert_file, &self.tls_key_file) {
-            (Some(cert), Some(key)) => {
-                let cert_pem = read_file(cert)?;
-                check_pem(cert, &cert_pem, PemKind::Certificates)?;
-                let key_pem = read_file(key)?;
-                check_pem(key, &key_pem, PemKind::PrivateKey)?;
-                c.tls_files.cert = Some((cert.value.clone(), cert_pem));
-                c.tls_files.key = Some((key.value.clone(), key_pem));
-            }
-            (Some(f), None) | (None, Some(f)) => {
-                return Err(ConfigError::new(
-                    &f.source,
-                    f.value.display().to_string(),
-                    "a client certificate needs both REDIS_TLS_CERT_FILE and REDIS_TLS_KEY_FILE",
-                ));
-            }
-            (None, None) => {}
-        }
-        Ok(c)
+        s.max_attempts = s.max_attempts.filter(|n| *n > 0);
+        s.tls_insecure_skip_verify &= s.tls;
+        Ok(Config { s, tls_material })
+    }
+
+    /// The explicit settings over the password file over the URL's parts.
+    fn stack_layers(self) -> Result<Layer, ConfigError> {
+        let url = self.url.as_ref().map(url::parse).transpose()?;
+        let password_file = files::password_layer(&self.layer)?;
+        Ok(self.layer.over(password_file.over(url.unwrap_or_default())))
     }
 }
 
-/// Reads a file named by a setting; the error names the setting and the path (paths are not
-/// secret; contents never appear in errors).
-fn read_file(f: &Sourced<PathBuf>) -> Result<Arc<[u8]>, ConfigError> {
-    std::fs::read(&f.value).map(Arc::from).map_err(|e| {
-        ConfigError::new(
-            &f.source,
-            f.value.display().to_string(),
-            format!("cannot read the file: {e}"),
-        )
-    })
-}
-
-enum PemKind {
-    Certificates,
-    PrivateKey,
-}
-
-/// Checks that a PEM file holds what it should, so a wrong file fails at start, not at connect.
-fn check_pem(f: &Sourced<PathBuf>, pem: &[u8], kind: PemKind) -> Result<(), ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let ok = match kind {
-        PemKind::Certificates => {
-            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(pem).collect();
-            matches!(certs, Ok(c) if !c.is_empty())
-        }
-        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(pem).is_ok(),
+/// A probe timeout longer than the probe interval would let probes pile up.
+fn check_health_timeout(layer: &Layer) -> Result<(), ConfigError> {
+    let Some(timeout) = &layer.health_timeout else {
+        return Ok(());
     };
-    if ok {
-        Ok(())
-    } else {
-        let what = match kind {
-            PemKind::Certificates => "no PEM certificate in the file",
-            PemKind::PrivateKey => "no PEM private key in the file",
-        };
-        Err(ConfigError::new(
-            &f.source,
-            f.value.display().to_string(),
-            what,
-        ))
+    let interval = layer
+        .health_interval
+        .as_ref()
+        .map_or(DEFAULT_HEALTH_INTERVAL, |s| s.value);
+    if timeout.value <= interval {
+        return Ok(());
     }
+    Err(timeout.error(format!(
+        "the probe timeout ({:?}) must not exceed the probe interval ({interval:?})",
+        timeout.value
+    )))
 }
 
-fn validate_name(setting: &str, name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ConfigError::new(
-            setting,
-            name,
-            "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`",
-        ))
+/// The backoff cap must not be below its base; the error names whichever was given (the cap
+/// first).
+fn check_backoff_order(layer: &Layer) -> Result<(), ConfigError> {
+    let value = |s: &Option<Sourced<Duration>>, default| s.as_ref().map_or(default, |s| s.value);
+    let base = value(&layer.backoff_base, DEFAULT_BACKOFF_BASE);
+    let max = value(&layer.backoff_max, DEFAULT_BACKOFF_MAX);
+    match layer.backoff_max.as_ref().or(layer.backoff_base.as_ref()) {
+        Some(given) if max < base => Err(given.error(format!(
+            "the backoff cap ({max:?}) must be at least the base delay ({base:?})"
+        ))),
+        _ => Ok(()),
     }
-}
-
-fn parse_port(setting: &str, v: &str) -> Result<u16, ConfigError> {
-    match v.trim().parse::<u32>() {
-        Ok(p) if (1..=65535).contains(&p) => Ok(p as u16),
-        Ok(_) => Err(ConfigError::new(setting, v, "port must be 1-65535")),
-        Err(_) => Err(ConfigError::new(
-            setting,
-            v,
-            "port must be a number from 1 to 65535",
-        )),
-    }
-}
-
-fn parse_db(setting: &str, v: &str) -> Result<i64, ConfigError> {
-    match v.trim().parse::<i64>() {
-        Ok(db) if db >= 0 => Ok(db),
-        _ => Err(ConfigError::new(
-            setting,
-            v,
-            "database must be a non-negative integer",
-        )),
-    }
-}
-
-fn parse_bool(setting: &str, v: &str) -> Result<bool, ConfigError> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "1" | "true" | "yes" | "on" => Ok(true),
-        "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(ConfigError::new(setting, v, "expected true or false")),
-    }
-}
-
-fn parse_ms(setting: &str, v: &str) -> Result<Duration, ConfigError> {
-    match v.trim().parse::<u64>() {
-        Ok(0) => Err(ConfigError::new(setting, v, "must be greater than zero")),
-        Ok(ms) => Ok(Duration::from_millis(ms)),
-        Err(_) => Err(ConfigError::new(
-            setting,
-            v,
-            "must be a positive whole number of milliseconds",
-        )),
-    }
-}
-
-/// Fills `c` from a `redis://` URL; `setting` names where the URL came from.
-fn apply_url(c: &mut Config, raw: &str, setting: &str) -> Result<(), ConfigError> {
-    let shown = redact_url(raw);
-    let err = |reason: String| ConfigError::new(setting, &shown, reason);
-    let url = url::Url::parse(raw.trim()).map_err(|e| err(format!("not a valid URL ({e})")))?;
-    c.tls = match url.scheme() {
-        "redis" | "valkey" => false,
-        "rediss" | "valkeys" => true,
-        other => {
-            return Err(err(format!(
-                "unsupported scheme `{other}` (expected redis:// or rediss://)"
-            )));
-        }
-    };
-    let host = url.host_str().unwrap_or("");
-    if host.is_empty() {
-        return Err(err("host must not be empty".into()));
-    }
-    c.host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    c.port = url.port().unwrap_or(DEFAULT_PORT);
-    if c.port == 0 {
-        return Err(err("port must be 1-65535".into()));
-    }
-    let decode = |s: &str| {
-        percent_encoding::percent_decode_str(s)
-            .decode_utf8()
-            .map(|s| s.into_owned())
-            .map_err(|_| err("user name or password is not valid UTF-8".into()))
-    };
-    if !url.username().is_empty() {
-        c.username = Some(decode(url.username())?);
-    }
-    if let Some(p) = url.password() {
-        let p = decode(p)?;
-        if !p.is_empty() {
-            c.password = Some(Secret::new(p));
-        }
-    }
-    let path = url.path().trim_start_matches('/');
-    if !path.is_empty() {
-        c.db = path
-            .parse::<i64>()
-            .ok()
-            .filter(|d| *d >= 0)
-            .ok_or_else(|| {
-                err(format!(
-                    "database `{path}` must be a non-negative integer (redis://host:port/DB)"
-                ))
-            })?;
-    }
-    for (k, _) in url.query_pairs() {
-        if k != "protocol" {
-            return Err(err(format!("unknown URL parameter `{k}`")));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
