@@ -46,26 +46,58 @@ impl Default for BackoffPolicy {
 impl BackoffPolicy {
     /// The delay before retry number `attempt` (0-based) without jitter:
     /// `min(max, base × factor^attempt)`.
+    ///
+    /// Never panics, whatever the fields hold (they are public, so [`Config`](crate::Config)'s
+    /// checks may have been bypassed): a factor below 1, NaN or infinite, a `base` above `max`
+    /// or `Duration::MAX` all give a delay between zero and `max`.
     pub fn nominal(&self, attempt: u32) -> Duration {
-        let max = self.max.as_secs_f64();
-        // powi saturates to +inf for large attempts; min() then picks the cap.
-        let exp = self.factor.powi(attempt.min(i32::MAX as u32) as i32);
-        let secs = (self.base.as_secs_f64() * exp).min(max);
-        Duration::from_secs_f64(secs.max(0.0))
+        // powi saturates to +inf for large attempts; the comparison then picks the cap.
+        let exp = self.factor.powi(i32::try_from(attempt).unwrap_or(i32::MAX));
+        let secs = self.base.as_secs_f64() * exp;
+        // `!(a < b)` is also true when `secs` is NaN.
+        if !(secs < self.max.as_secs_f64()) {
+            return self.max;
+        }
+        Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)
     }
 
     /// The jittered delay before retry number `attempt`, where `sample` is a uniform random
-    /// number in `[0, 1)`: `nominal × (1 − jitter + 2 × jitter × sample)`.
+    /// number in `[0, 1)`: `nominal × (1 − jitter + 2 × jitter × sample)`. A jitter outside
+    /// `[0, 1]` (or NaN) is clamped, a NaN sample counts as 0.5, and the result saturates at
+    /// `Duration::MAX`.
     pub fn delay(&self, attempt: u32, sample: f64) -> Duration {
-        let sample = sample.clamp(0.0, 1.0);
-        let scale = 1.0 - self.jitter + 2.0 * self.jitter * sample;
-        self.nominal(attempt).mul_f64(scale.max(0.0))
+        let sample = if sample.is_nan() {
+            0.5
+        } else {
+            sample.clamp(0.0, 1.0)
+        };
+        let jitter = self.clamped_jitter();
+        scale(self.nominal(attempt), 1.0 - jitter + 2.0 * jitter * sample)
     }
 
-    /// The largest delay [`delay`](Self::delay) can return: `max × (1 + jitter)`.
+    /// The largest delay [`delay`](Self::delay) can return: `max × (1 + jitter)` (saturating).
     pub fn ceiling(&self) -> Duration {
-        self.max.mul_f64(1.0 + self.jitter)
+        scale(self.max, 1.0 + self.clamped_jitter())
     }
+
+    /// The jitter actually applied: [`jitter`](Self::jitter) clamped to `[0, 1]`, NaN as 0.
+    fn clamped_jitter(&self) -> f64 {
+        if self.jitter.is_nan() {
+            0.0
+        } else {
+            self.jitter.clamp(0.0, 1.0)
+        }
+    }
+}
+
+/// `d × by`, saturating at `Duration::MAX`; a negative or NaN product is zero.
+fn scale(d: Duration, by: f64) -> Duration {
+    let secs = d.as_secs_f64() * by;
+    Duration::try_from_secs_f64(secs).unwrap_or(if secs > 0.0 {
+        Duration::MAX
+    } else {
+        Duration::ZERO
+    })
 }
 
 /// Counts consecutive failed connections and decides each reconnect delay.
@@ -151,10 +183,13 @@ impl RestartIntensity {
             self.restarts.pop_front();
         }
         self.restarts.push_back(now);
-        while self.restarts.len() > self.max_restarts as usize + 1 {
+        let keep = usize::try_from(self.max_restarts)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1);
+        while self.restarts.len() > keep {
             self.restarts.pop_front();
         }
-        let n = self.restarts.len() as u32;
+        let n = u32::try_from(self.restarts.len()).unwrap_or(u32::MAX);
         (n > self.max_restarts).then_some(n)
     }
 
@@ -272,5 +307,97 @@ mod tests {
             i.record(t0 + Duration::from_secs(14) + Duration::from_micros(k));
         }
         assert!(i.restarts.len() <= 4);
+    }
+
+    #[test]
+    fn extreme_policies_never_panic() {
+        let huge = Duration::MAX;
+        let policies = [
+            BackoffPolicy {
+                base: huge,
+                max: huge,
+                factor: 2.0,
+                jitter: 0.2,
+            },
+            BackoffPolicy {
+                base: huge,
+                max: huge,
+                factor: f64::INFINITY,
+                jitter: 5.0,
+            },
+            BackoffPolicy {
+                base: MS,
+                max: huge,
+                factor: f64::NAN,
+                jitter: f64::NAN,
+            },
+            BackoffPolicy {
+                base: MS,
+                max: huge,
+                factor: 0.0,
+                jitter: -3.0,
+            },
+            BackoffPolicy {
+                base: huge,
+                max: MS,
+                factor: -2.0,
+                jitter: f64::INFINITY,
+            },
+            BackoffPolicy {
+                base: Duration::ZERO,
+                max: Duration::ZERO,
+                factor: 1.0,
+                jitter: 0.9,
+            },
+        ];
+        for p in policies {
+            for attempt in [0, 1, 63, 64, 1_000, u32::MAX - 1, u32::MAX] {
+                assert!(p.nominal(attempt) <= p.max, "{p:?} {attempt}");
+                for s in [0.0, 0.5, 1.0, -1.0, 7.0, f64::NAN, f64::INFINITY] {
+                    assert!(p.delay(attempt, s) <= p.ceiling(), "{p:?} {attempt} {s}");
+                }
+            }
+        }
+        // Duration::MAX with any jitter saturates instead of overflowing.
+        let p = BackoffPolicy {
+            base: huge,
+            max: huge,
+            factor: 2.0,
+            jitter: 0.5,
+        };
+        assert_eq!(p.ceiling(), huge);
+        assert_eq!(p.delay(u32::MAX, 1.0), huge);
+        // A huge factor caps at max, a factor below 1 shrinks toward zero without going negative.
+        let p = BackoffPolicy {
+            factor: 1e300,
+            ..BackoffPolicy::default()
+        };
+        assert_eq!(p.nominal(5), p.max);
+        let p = BackoffPolicy {
+            factor: 0.0,
+            ..BackoffPolicy::default()
+        };
+        assert_eq!(p.nominal(3), Duration::ZERO);
+    }
+
+    #[test]
+    fn trackers_saturate() {
+        let p = BackoffPolicy {
+            base: Duration::MAX,
+            max: Duration::MAX,
+            factor: 2.0,
+            jitter: 0.9,
+        };
+        let mut t = RestartTracker::new(p, Duration::MAX);
+        let t0 = Instant::now();
+        t.attempt = u32::MAX;
+        t.on_up(t0);
+        assert_eq!(t.on_failure(t0, 1.0, true), Duration::MAX);
+        assert_eq!(t.attempt(), u32::MAX);
+        assert!(!t.is_stable(t0));
+        let mut i = RestartIntensity::new(u32::MAX, Duration::MAX);
+        assert_eq!(i.record(t0), None);
+        let mut i = RestartIntensity::new(0, Duration::ZERO);
+        assert_eq!(i.record(t0), Some(1));
     }
 }
