@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::value::Sourced;
+use super::value::{Show, Sourced};
 use super::{ConfigError, Layer, Secret};
 
 /// TLS material read (and checked) when the configuration was built.
@@ -26,9 +26,10 @@ pub(super) struct ClientPem {
 
 type PathSetting = Sourced<Option<PathBuf>>;
 
-/// The set path of a path setting, if any.
+/// The path of a path setting, unless unset or empty.
 fn set_path(s: &Option<PathSetting>) -> Option<(&PathSetting, &PathBuf)> {
-    s.as_ref().and_then(|s| s.value.as_ref().map(|p| (s, p)))
+    let s = s.as_ref().filter(|s| !s.value.is_unset())?;
+    s.value.as_ref().map(|p| (s, p))
 }
 
 /// Reads a file named by a setting.
