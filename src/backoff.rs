@@ -54,8 +54,7 @@ impl BackoffPolicy {
         // powi saturates to +inf for large attempts; the comparison then picks the cap.
         let exp = self.factor.powi(i32::try_from(attempt).unwrap_or(i32::MAX));
         let secs = self.base.as_secs_f64() * exp;
-        // `!(a < b)` is also true when `secs` is NaN.
-        if !(secs < self.max.as_secs_f64()) {
+        if secs.is_nan() || secs >= self.max.as_secs_f64() {
             return self.max;
         }
         Duration::try_from_secs_f64(secs).unwrap_or(Duration::ZERO)

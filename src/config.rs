@@ -560,9 +560,10 @@ impl ConfigBuilder {
         layer.check()?;
         check_health_timeout(&layer)?;
         check_backoff_order(&layer)?;
+        let tls = layer.tls.as_ref().is_some_and(|s| s.value);
+        let tls_material = files::tls_material(&layer, tls)?;
         let health_timeout_given = layer.health_timeout.is_some();
-        let mut s = layer.clone().settle();
-        let tls_material = files::tls_material(&layer, s.tls)?;
+        let mut s = layer.settle();
         if !health_timeout_given {
             // Unset, the probe timeout follows a short probe interval down rather than refusing it.
             s.health_timeout = s.health_timeout.min(s.health_interval);

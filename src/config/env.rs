@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::value::Sourced;
+use super::value::{Show, Sourced};
 use super::{ConfigBuilder, ConfigError, Layer, OfflinePolicy, Secret, redact_url};
 
 /// A builder filled from the variables `lookup` returns, each named `{prefix}_{NAME}` (or just
@@ -38,18 +38,14 @@ pub(super) fn builder(
 
 impl Layer {
     /// Parses `raw`, the text of variable `var`, with `parse`; the error names both.
-    pub(super) fn parsed<T: super::value::Show>(
+    pub(super) fn parsed<T: Show>(
         var: &str,
         raw: &str,
         parse: impl Fn(&str) -> Result<T, String>,
     ) -> Result<Option<Sourced<T>>, ConfigError> {
-        match parse(raw) {
-            Ok(value) => Ok(Some(Sourced::from_text(value, var, raw))),
-            Err(reason) => {
-                let shown = if T::SECRET { "***" } else { raw };
-                Err(ConfigError::new(var, shown, reason))
-            }
-        }
+        let shown = if T::SECRET { "***" } else { raw };
+        let value = parse(raw).map_err(|reason| ConfigError::new(var, shown, reason))?;
+        Ok(Some(Sourced::shown_as(value, var, shown)))
     }
 }
 

@@ -91,7 +91,8 @@ fn check_extras(url: &url::Url) -> Result<(), String> {
 /// that do not parse as URLs, so errors about malformed URLs never leak a secret.
 pub fn redact_url(url: &str) -> String {
     let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        // Not URL-shaped: show nothing that could be a secret before an '@'.
+        // Not URL-shaped: show nothing that could be a secret before an '@'. (`at` comes from
+        // `rfind`, so it is a char boundary: the slice cannot panic.)
         return match url.rfind('@') {
             Some(at) => format!("***{}", redact_query(&url[at..])),
             None => redact_query(url),

@@ -23,12 +23,6 @@ impl<T: Show> Sourced<T> {
         let shown = value.show();
         Self::shown_as(value, source, shown)
     }
-
-    /// A value parsed from `raw`, the text of environment variable `source`.
-    pub(super) fn from_text(value: T, source: &str, raw: &str) -> Self {
-        let shown = if T::SECRET { "***" } else { raw };
-        Self::shown_as(value, source, shown)
-    }
 }
 
 impl<T> Sourced<T> {
@@ -130,28 +124,20 @@ impl<T: Copy> View<'_, T> for T {
     }
 }
 
-impl<'a> View<'a, &'a str> for String {
-    fn view(&'a self) -> &'a str {
-        self
-    }
+macro_rules! view_by_borrow {
+    ($($t:ty => $out:ty, $how:expr;)*) => {$(
+        impl<'a> View<'a, $out> for $t {
+            fn view(&'a self) -> $out {
+                ($how)(self)
+            }
+        }
+    )*};
 }
-
-impl<'a> View<'a, Option<&'a str>> for Option<String> {
-    fn view(&'a self) -> Option<&'a str> {
-        self.as_deref()
-    }
-}
-
-impl<'a> View<'a, Option<&'a Secret>> for Option<Secret> {
-    fn view(&'a self) -> Option<&'a Secret> {
-        self.as_ref()
-    }
-}
-
-impl<'a> View<'a, Option<&'a Path>> for Option<PathBuf> {
-    fn view(&'a self) -> Option<&'a Path> {
-        self.as_deref()
-    }
+view_by_borrow! {
+    String => &'a str, String::as_str;
+    Option<String> => Option<&'a str>, Option::as_deref;
+    Option<Secret> => Option<&'a Secret>, Option::as_ref;
+    Option<PathBuf> => Option<&'a Path>, Option::as_deref;
 }
 
 /// A check's verdict: `Err` holds the reason.
@@ -181,49 +167,41 @@ pub(super) fn count(n: impl TryInto<u64>, max: u64) -> Checked {
     }
 }
 
+/// `Ok` when `ok`, else the reason.
+fn ensure(ok: bool, reason: &str) -> Checked {
+    if ok { Ok(()) } else { Err(reason.into()) }
+}
+
 /// A client name: 1-64 letters, digits, `_`, `.`, `:` or `-` (it becomes a metric label).
 pub(super) fn name(name: &str) -> Checked {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'));
-    ok.then_some(()).ok_or_else(|| {
-        "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`".into()
-    })
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
+    ensure(
+        (1..=64).contains(&name.len()) && name.bytes().all(allowed),
+        "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`",
+    )
 }
 
 /// A host: not empty.
 pub(super) fn host(host: &str) -> Checked {
-    (!host.trim().is_empty())
-        .then_some(())
-        .ok_or_else(|| "host must not be empty".into())
+    ensure(!host.trim().is_empty(), "host must not be empty")
 }
 
 /// A port: 1-65535.
 pub(super) fn port(port: &u16) -> Checked {
-    (*port != 0)
-        .then_some(())
-        .ok_or_else(|| "port must be 1-65535".into())
+    ensure(*port != 0, "port must be 1-65535")
 }
 
 /// A database number: ≥ 0.
 pub(super) fn db(db: &i64) -> Checked {
-    (*db >= 0)
-        .then_some(())
-        .ok_or_else(|| "database must be a non-negative integer".into())
+    ensure(*db >= 0, "database must be a non-negative integer")
 }
 
 /// The backoff growth factor: finite and ≥ 1.
 pub(super) fn factor(f: &f64) -> Checked {
-    (f.is_finite() && *f >= 1.0)
-        .then_some(())
-        .ok_or_else(|| "must be a finite number >= 1".into())
+    ensure(f.is_finite() && *f >= 1.0, "must be a finite number >= 1")
 }
 
 /// The backoff jitter: in `[0, 1)`.
 pub(super) fn jitter(j: &f64) -> Checked {
-    (0.0..1.0)
-        .contains(j)
-        .then_some(())
-        .ok_or_else(|| "must be in [0, 1)".into())
+    ensure((0.0..1.0).contains(j), "must be in [0, 1)")
 }
