@@ -26,7 +26,8 @@ pub enum Availability {
         /// Consecutive attempt number, from 1.
         attempt: u32,
     },
-    /// Connected: commands are being served.
+    /// Connected, and the server can serve now (it answered the ready check): commands are
+    /// being served.
     Up {
         /// `redis_version` from `INFO server`.
         server_version: String,
@@ -37,6 +38,18 @@ pub enum Availability {
     Degraded {
         /// Why.
         reason: String,
+    },
+    /// Connected, but the server cannot serve yet: it is loading its dataset, it is a replica
+    /// that lost its master and refuses stale reads, or it is busy running a long script.
+    /// Commands wait (per the offline policy, within their deadline) instead of receiving the
+    /// server's refusal; the health actor keeps checking and the state turns `Up` once it can
+    /// serve.
+    NotReady {
+        /// The server's refusal, e.g. "LOADING Redis is loading the dataset in memory".
+        reason: String,
+        /// [`FailureKind::Loading`](crate::FailureKind::Loading),
+        /// [`MasterDown`](crate::FailureKind::MasterDown) or [`Busy`](crate::FailureKind::Busy).
+        kind: crate::FailureKind,
     },
     /// Not connected; the next attempt starts in `retry_in`.
     Down {
@@ -67,12 +80,13 @@ fn serialize_ms<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Er
 
 impl Availability {
     /// The state's name as used in logs and the `state` metric label: `connecting`, `up`,
-    /// `degraded`, `down`, `stopped`.
+    /// `degraded`, `not_ready`, `down`, `gave_up`, `stopped`.
     pub fn name(&self) -> &'static str {
         match self {
             Self::Connecting { .. } => "connecting",
             Self::Up { .. } => "up",
             Self::Degraded { .. } => "degraded",
+            Self::NotReady { .. } => "not_ready",
             Self::Down { .. } => "down",
             Self::GaveUp { .. } => "gave_up",
             Self::Stopped => "stopped",
@@ -80,8 +94,15 @@ impl Availability {
     }
 
     /// Every state name, in a fixed order (for metrics that must exist at zero).
-    pub const NAMES: [&'static str; 6] =
-        ["connecting", "up", "degraded", "down", "gave_up", "stopped"];
+    pub const NAMES: &'static [&'static str] = &[
+        "connecting",
+        "up",
+        "degraded",
+        "not_ready",
+        "down",
+        "gave_up",
+        "stopped",
+    ];
 
     /// True when commands can be served (`Up` or `Degraded`).
     pub fn is_serving(&self) -> bool {
@@ -98,6 +119,7 @@ impl std::fmt::Display for Availability {
                 role,
             } => write!(f, "up (redis {server_version}, {role})"),
             Self::Degraded { reason } => write!(f, "degraded: {reason}"),
+            Self::NotReady { reason, kind } => write!(f, "not ready ({kind}): {reason}"),
             Self::Down {
                 error, retry_in, ..
             } => {

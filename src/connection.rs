@@ -1,165 +1,58 @@
-//! The connection actor: owns one redis-rs `MultiplexedConnection` — connects as it starts,
-//! publishes the connection's [`Lane`] to the supervisor, sends QUIT at shutdown, and stops with
-//! failure when the transport breaks, so the supervisor replaces it.
+//! The connection actor: owns one redis-rs `MultiplexedConnection` for its whole life. It
+//! connects as it starts (in `post_start`, so a failed attempt is a supervision event), checks
+//! that the server can serve (a `PING` that a loading server, a replica without its master or a
+//! server busy with a script refuses), hands its [`Lane`] to the supervisor, sends QUIT at
+//! shutdown, and stops with failure when the transport breaks, so the supervisor replaces it.
 //!
-//! Commands do not go through the actor's ractor mailbox. A ractor message is boxed and selected
-//! among four ports (about 0.7 µs of CPU per round trip, DESIGN.md §7) and a task per command
-//! costs more again; both measured at 0.64–0.77 × a raw `MultiplexedConnection` (see the README's
-//! Performance section). The multiplexed connection already has a mailbox: redis-rs's pipeline
-//! channel into the one task that owns the socket, which writes whatever is queued in one go and
-//! matches replies in order. So the actor's [`Lane`] hands callers that channel: a command is
-//! written into the connection's own queue from the caller's task, never waits for another
-//! command (concurrent commands pipeline on the one socket), and its reply comes straight back.
-//! One hop, owned by the connection actor, instead of ours on top of redis-rs's. (A batching
-//! dispatcher task in between was measured too: it cost more CPU per command at every
-//! concurrency and added latency at low concurrency.)
-//!
-//! A transport failure — a command's I/O error, the socket closing (RESP3 tells us at once, even
-//! when idle), or [`Config::health_failures`] consecutive command timeouts (a hung server or a
-//! half-open link only ever yields timeouts) — makes the actor stop with failure; its supervisor
-//! publishes `Down` and replaces it.
+//! Commands never pass through this actor's mailbox: callers write into the lane, which is
+//! redis-rs's own pipeline queue (see [`crate::lane`]). The actor hears from the lane only when
+//! something happens to the connection (a [`LaneEvent`]), and reports to its parent through a
+//! type of its own, [`ConnectionReport`].
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort};
 use redis::Value;
 use redis::aio::MultiplexedConnection;
 
 use crate::config::Config;
-use crate::error::{ConnectionFailure, FailureKind, Fault, classify, describe_connection_error};
-use crate::health::ServerStats;
-use crate::supervisor::SupervisorMsg;
+use crate::error::{
+    ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
+};
+use crate::info::ServerStats;
+use crate::lane::{Lane, LaneEvent, NotReady};
+use crate::topology::Topology;
 
 /// How long QUIT may take during shutdown.
 const QUIT_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// What a caller asks the connection to run.
+/// What a connection actor tells its supervisor (failures arrive as supervision events).
 #[derive(Debug)]
-pub(crate) enum Request {
-    Cmd(redis::Cmd),
-    Pipeline(redis::Pipeline),
+pub(crate) enum ConnectionReport {
+    /// A connection finished its handshake.
+    Up(Box<ConnectionUp>),
+    /// A caller's command on connection `id` was refused: the server cannot serve right now.
+    Refused { id: ActorId, not_ready: NotReady },
 }
 
-impl Request {
-    /// The command name (upper case), for errors: the first argument of a command, `PIPELINE` or
-    /// `MULTI` for pipelines.
-    pub(crate) fn name(&self) -> String {
-        match self {
-            Request::Cmd(c) => match c.args_iter().next() {
-                Some(redis::Arg::Simple(a)) => String::from_utf8_lossy(a).to_ascii_uppercase(),
-                _ => "COMMAND".to_string(),
-            },
-            Request::Pipeline(p) if p.is_transaction() => "MULTI".to_string(),
-            Request::Pipeline(_) => "PIPELINE".to_string(),
-        }
-    }
-}
-
-/// How a command failed on a connection.
+/// A connection that finished its handshake.
 #[derive(Debug)]
-pub(crate) enum ExecError {
-    /// The transport failed after the command may have been written: it may have executed.
-    Transport(String),
-    /// Redis answered with an error, or the reply was malformed; the connection is fine.
-    Reply(redis::RedisError),
-}
-
-/// What the connection actor and every caller share about one connection.
-struct LaneState {
-    actor: ActorRef<ConnectionMsg>,
-    /// False once the connection is closing or broken: no new command is written.
-    open: AtomicBool,
-    /// Consecutive command deadlines missed on this connection (reset by any reply).
-    timeouts: AtomicU32,
-    limit: u32,
-}
-
-/// A live connection as callers see it (published in the route): its multiplexed connection
-/// and the shared state that decides whether to write on it.
-#[derive(Clone)]
-pub(crate) struct Lane {
-    conn: MultiplexedConnection,
-    state: Arc<LaneState>,
-}
-
-impl Lane {
-    /// The connection actor's id: identifies this connection.
-    pub(crate) fn id(&self) -> ActorId {
-        self.state.actor.get_id()
-    }
-
-    /// True while new commands may be written on this connection.
-    pub(crate) fn is_open(&self) -> bool {
-        self.state.open.load(Ordering::Acquire)
-    }
-
-    /// A handle on the connection to write one command with (a cheap clone).
-    pub(crate) fn sender(&self) -> Sender {
-        Sender {
-            conn: self.conn.clone(),
-            state: self.state.clone(),
-        }
-    }
-
-    /// A command sent on this connection got no reply by its deadline. After `limit` in a row
-    /// the connection is taken as hung and replaced.
-    pub(crate) fn missed_deadline(&self) {
-        let n = self.state.timeouts.fetch_add(1, Ordering::Relaxed) + 1;
-        if n == self.state.limit {
-            let _ = self
-                .state
-                .actor
-                .cast(ConnectionMsg::Failed(ConnectionFailure::new(
-                    FailureKind::Unhealthy,
-                    format!("{n} consecutive command timeouts (server hung or link half-open)"),
-                )));
-        }
-    }
-}
-
-/// Writes commands on one connection from the caller's task (see [`Lane::sender`]).
-pub(crate) struct Sender {
-    conn: MultiplexedConnection,
-    state: Arc<LaneState>,
-}
-
-impl Sender {
-    /// Runs `request` and classifies the result; a broken transport is reported to the
-    /// connection actor (once), and any reply resets the missed-deadline count.
-    pub(crate) async fn run(&mut self, request: &Request) -> Result<Value, ExecError> {
-        let result = match request {
-            Request::Cmd(cmd) => self.conn.send_packed_command(cmd).await,
-            Request::Pipeline(pipe) => pipe.query_async::<Value>(&mut self.conn).await,
-        };
-        let state = &*self.state;
-        match result {
-            Ok(value) => {
-                if state.timeouts.load(Ordering::Relaxed) != 0 {
-                    state.timeouts.store(0, Ordering::Relaxed);
-                }
-                Ok(value)
-            }
-            Err(err) => match classify(&err) {
-                Fault::Transport => {
-                    let failure = describe_connection_error(&err);
-                    let reason = failure.message.clone();
-                    if state.open.swap(false, Ordering::AcqRel) {
-                        let _ = state.actor.cast(ConnectionMsg::Failed(failure));
-                    }
-                    Err(ExecError::Transport(reason))
-                }
-                Fault::Reply => Err(ExecError::Reply(err)),
-            },
-        }
-    }
+pub(crate) struct ConnectionUp {
+    /// The connection actor's id.
+    pub(crate) id: ActorId,
+    /// Its INFO.
+    pub(crate) stats: ServerStats,
+    /// Where callers write.
+    pub(crate) lane: Lane,
+    /// Why the server cannot serve yet (`None`: it can).
+    pub(crate) not_ready: Option<NotReady>,
 }
 
 /// Messages of the connection actor (its life cycle; commands go through the [`Lane`]).
 pub(crate) enum ConnectionMsg {
-    /// The transport failed (seen by a caller or the push channel): stop with failure.
-    Failed(ConnectionFailure),
+    /// Something callers saw on the lane.
+    Lane(LaneEvent),
     /// Shutdown: refuse new commands, send QUIT, then answer.
     Quit(RpcReplyPort<()>),
 }
@@ -167,15 +60,17 @@ pub(crate) enum ConnectionMsg {
 /// Start-up arguments of the connection actor.
 pub(crate) struct ConnectionArgs {
     pub(crate) config: Arc<Config>,
-    pub(crate) supervisor: ActorRef<SupervisorMsg>,
+    pub(crate) topology: Topology,
+    /// Where to report (the supervisor, seen through a port of this actor's own type).
+    pub(crate) report: DerivedActorRef<ConnectionReport>,
 }
 
 /// State of a running connection actor.
 pub(crate) struct ConnectionState {
     args: ConnectionArgs,
-    conn: Option<MultiplexedConnection>,
-    /// Shared with the callers, once connected.
-    lane: Option<Arc<LaneState>>,
+    /// The lane published for callers, once connected.
+    lane: Option<Lane>,
+    /// True once QUIT was sent: the socket closing is then expected, not a failure.
     closing: bool,
 }
 
@@ -183,7 +78,7 @@ impl ConnectionState {
     /// No new command is written on this connection from now on.
     fn close(&self) {
         if let Some(lane) = &self.lane {
-            lane.open.store(false, Ordering::Release);
+            lane.close();
         }
     }
 }
@@ -205,7 +100,6 @@ impl Actor for ConnectionActor {
         // event. Connecting happens in post_start.
         Ok(ConnectionState {
             args,
-            conn: None,
             lane: None,
             closing: false,
         })
@@ -216,42 +110,39 @@ impl Actor for ConnectionActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let config = &state.args.config;
-        let (conn, info) = tokio::time::timeout(config.connect_timeout(), connect(config, &myself))
-            .await
-            .map_err(|_| {
+        let config = state.args.config.clone();
+        let limit = config.connect_timeout();
+        let attempt = connect(&config, state.args.topology, &myself);
+        let (conn, stats, not_ready) =
+            tokio::time::timeout(limit, attempt).await.map_err(|_| {
                 ConnectionFailure::new(
                     FailureKind::Timeout,
                     format!(
                         "connect to {}:{} timed out after {} ms",
                         config.host(),
                         config.port(),
-                        config.connect_timeout().as_millis()
+                        limit.as_millis()
                     ),
                 )
             })??;
-        let shared = Arc::new(LaneState {
-            actor: myself.clone(),
-            open: AtomicBool::new(true),
-            timeouts: AtomicU32::new(0),
-            limit: config.health_failures(),
+        let lane_actor = myself.clone();
+        let port = Box::new(move |event| {
+            // The actor being gone means the connection is already being replaced.
+            let _ = lane_actor.cast(ConnectionMsg::Lane(event));
         });
-        let lane = Lane {
-            conn: conn.clone(),
-            state: shared.clone(),
-        };
-        state.lane = Some(shared);
-        state.conn = Some(conn);
+        let lane = Lane::new(conn, myself.get_id(), port);
+        state.lane = Some(lane.clone());
         // The supervisor checks the id: a stale "up" from a connection that already failed is
         // ignored.
         state
             .args
-            .supervisor
-            .cast(SupervisorMsg::ConnectionUp {
+            .report
+            .send_message(ConnectionReport::Up(Box::new(ConnectionUp {
                 id: myself.get_id(),
-                stats: info,
+                stats,
                 lane,
-            })
+                not_ready,
+            })))
             .map_err(|_| "supervisor is gone")?;
         Ok(())
     }
@@ -267,27 +158,38 @@ impl Actor for ConnectionActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ConnectionMsg::Failed(reason) => {
+            ConnectionMsg::Lane(LaneEvent::Broken(failure)) => {
                 if state.closing {
                     // Shutting down: the socket closing after QUIT is expected.
                     return Ok(());
                 }
                 state.close();
-                Err(Box::new(reason))
+                Err(Box::new(failure))
+            }
+            ConnectionMsg::Lane(LaneEvent::Refused(not_ready)) => {
+                let report = ConnectionReport::Refused {
+                    id: myself.get_id(),
+                    not_ready,
+                };
+                // A gone supervisor is stopping this actor anyway.
+                let _ = state.args.report.send_message(report);
+                Ok(())
             }
             ConnectionMsg::Quit(reply) => {
                 state.closing = true;
                 state.close();
-                if let Some(mut conn) = state.conn.take() {
+                if let Some(lane) = state.lane.take() {
+                    let mut conn = lane.connection();
                     let quit = redis::cmd("QUIT");
                     let _ =
                         tokio::time::timeout(QUIT_TIMEOUT, conn.send_packed_command(&quit)).await;
                 }
+                // The caller may have given up waiting; nothing else to do.
                 let _ = reply.send(());
                 Ok(())
             }
@@ -295,16 +197,19 @@ impl Actor for ConnectionActor {
     }
 }
 
+/// What a finished handshake yields: the connection, its INFO, and whether it cannot serve yet.
+type Handshake = (MultiplexedConnection, ServerStats, Option<NotReady>);
+
 /// Opens the connection and performs the handshake: TLS (when configured), HELLO 3 with AUTH
-/// and SELECT (by redis-rs), then CLIENT SETNAME and INFO. A user whose ACL forbids those last
-/// two still connects: they only name the connection and fill the server gauges.
+/// and SELECT (by redis-rs), then CLIENT SETNAME, INFO and the ready check (`PING`). A user
+/// whose ACL forbids SETNAME or INFO still connects: they only name the connection and fill the
+/// server gauges.
 async fn connect(
     config: &Config,
+    topology: Topology,
     actor: &ActorRef<ConnectionMsg>,
-) -> Result<(MultiplexedConnection, ServerStats), ConnectionFailure> {
-    let client = config
-        .redis_client()
-        .map_err(|e| describe_connection_error(&e))?;
+) -> Result<Handshake, ConnectionFailure> {
+    let located = topology.locate(config).await?;
     let push_actor = actor.clone();
     let async_config = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
@@ -312,14 +217,14 @@ async fn connect(
         .set_response_timeout(None)
         .set_push_sender(move |info: redis::PushInfo| {
             if info.kind == redis::PushKind::Disconnection {
-                let _ = push_actor.cast(ConnectionMsg::Failed(ConnectionFailure::new(
-                    FailureKind::Closed,
-                    "connection closed by server",
-                )));
+                let failure =
+                    ConnectionFailure::new(FailureKind::Closed, "connection closed by server");
+                let _ = push_actor.cast(ConnectionMsg::Lane(LaneEvent::Broken(failure)));
             }
             Ok::<(), ()>(())
         });
-    let mut conn = client
+    let mut conn = located
+        .client
         .get_multiplexed_async_connection_with_config(&async_config)
         .await
         .map_err(|e| describe_connection_error(&e))?;
@@ -329,7 +234,25 @@ async fn connect(
         .arg(format!("redis-supervisor:{}", config.name()));
     optional_reply(setname.query_async::<Value>(&mut conn).await)?;
     let info = optional_reply(redis::cmd("INFO").query_async::<String>(&mut conn).await)?;
-    Ok((conn, ServerStats::parse(info.as_deref().unwrap_or(""))))
+    let not_ready = ready_check(&mut conn).await?;
+    tracing::debug!(address = %located.address, ready = not_ready.is_none(), "redis handshake done");
+    Ok((
+        conn,
+        ServerStats::parse(info.as_deref().unwrap_or("")),
+        not_ready,
+    ))
+}
+
+/// `PING`: a server that cannot serve yet refuses it (`LOADING`, `MASTERDOWN`, `BUSY`); any
+/// other answer, even an error such as `NOPERM`, means it can.
+async fn ready_check(
+    conn: &mut MultiplexedConnection,
+) -> Result<Option<NotReady>, ConnectionFailure> {
+    let reply = conn.send_packed_command(&redis::cmd("PING")).await;
+    match &reply {
+        Err(e) if classify(e) == ErrorSide::Transport => Err(describe_connection_error(e)),
+        _ => Ok(NotReady::of_reply(&reply)),
+    }
 }
 
 /// A handshake step that may be refused by the server (e.g. `NOPERM` for a restricted ACL user)
@@ -337,27 +260,10 @@ async fn connect(
 fn optional_reply<T>(result: redis::RedisResult<T>) -> Result<Option<T>, ConnectionFailure> {
     match result {
         Ok(v) => Ok(Some(v)),
-        Err(e) if classify(&e) == Fault::Reply => {
+        Err(e) if classify(&e) == ErrorSide::Reply => {
             tracing::debug!(error = %e, "optional handshake step refused");
             Ok(None)
         }
         Err(e) => Err(describe_connection_error(&e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn request_names() {
-        let mut c = redis::cmd("get");
-        c.arg("k");
-        assert_eq!(Request::Cmd(c).name(), "GET");
-        assert_eq!(
-            Request::Pipeline(redis::pipe().atomic().clone()).name(),
-            "MULTI"
-        );
-        assert_eq!(Request::Pipeline(redis::pipe()).name(), "PIPELINE");
     }
 }

@@ -7,8 +7,6 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::config::ConfigError;
-
 /// Every failure the public API can report.
 ///
 /// Matching on a variant is fine; for decisions prefer the classification helpers, which stay
@@ -28,16 +26,24 @@ pub enum Error {
         kind: FailureKind,
     },
 
-    /// No reply by the command's deadline. If `sent`, the command (an idempotent one: others
-    /// get [`Ambiguous`](Error::Ambiguous)) may or may not have run; if not, the connection was
-    /// too busy to write it before the deadline and it never will be.
+    /// No reply by the command's deadline.
+    ///
+    /// What is known, exactly: with `sent: true` the command was handed to the connection's
+    /// write queue (redis-rs's pipeline task), so it may have been written and executed — the
+    /// crate cannot know which, because that queue gives no word when it writes. Only a
+    /// command whose replay is safe gets this error with `sent: true`; any other gets
+    /// [`Ambiguous`](Error::Ambiguous) instead. With `sent: false` the command was never handed
+    /// to any connection (its deadline had passed before it could be, e.g. a zero deadline, or
+    /// a retry that found no new connection in time after the first try was never written) and
+    /// it never will be: it did not run. A command that waited for a connection that never came
+    /// gets [`Unavailable`](Error::Unavailable), not this.
     #[error("redis command {command} timed out after {after:?} ({})", if *sent { "it may have executed" } else { "never sent" })]
     Timeout {
         /// The command name, e.g. `GET`.
         command: String,
         /// The deadline the caller gave the command.
         after: Duration,
-        /// Whether the command may have reached the server.
+        /// Whether the command was handed to a connection (and so may have run).
         sent: bool,
     },
 
@@ -142,9 +148,36 @@ impl Error {
     }
 }
 
-/// How a redis-rs error relates to the connection it happened on.
+/// An invalid setting: names the setting (the environment variable when it came from the
+/// environment) and its value, redacted when secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {setting} = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// The variable or builder setting, e.g. `REDIS_PORT` or `command_timeout`.
+    pub setting: String,
+    /// The offending value, with any password replaced by `***`.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(
+        setting: impl Into<String>,
+        value: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        Self {
+            setting: setting.into(),
+            value: value.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Which side a redis-rs error is on: the connection's, or the command's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fault {
+pub(crate) enum ErrorSide {
     /// The transport broke (I/O, dropped, refused, timeout): the connection must be replaced.
     Transport,
     /// An error reply or a conversion problem: the connection is healthy.
@@ -153,16 +186,16 @@ pub(crate) enum Fault {
 
 /// Classifies a redis-rs error: only transport failures are a reason to drop a connection
 /// (a reply-type mismatch is "unrecoverable" to redis-rs, but it is a caller error).
-pub(crate) fn classify(err: &redis::RedisError) -> Fault {
+pub(crate) fn classify(err: &redis::RedisError) -> ErrorSide {
     if err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
         || err.is_timeout()
         || err.kind() == redis::ErrorKind::Io
     {
-        Fault::Transport
+        ErrorSide::Transport
     } else {
-        Fault::Reply
+        ErrorSide::Reply
     }
 }
 
@@ -206,8 +239,17 @@ pub enum FailureKind {
     Tls,
     /// The server or the network closed the connection.
     Closed,
-    /// The connection stopped answering: failed health probes or consecutive command timeouts.
+    /// The connection stopped answering: consecutive health probes got no reply of any kind.
     Unhealthy,
+    /// The server answers but cannot serve yet: it is loading its dataset into memory (after a
+    /// restart, or a replica's full resynchronisation); it refuses commands with `LOADING`.
+    Loading,
+    /// The server is a replica that lost its master and is configured not to serve stale data
+    /// (`replica-serve-stale-data no`); it refuses commands with `MASTERDOWN`.
+    MasterDown,
+    /// The server is busy running a script or function past `busy-reply-threshold`; it refuses
+    /// commands with `BUSY` until the script ends or is killed.
+    Busy,
     /// Anything else (I/O errors, protocol errors, an unexpected handshake reply).
     Other,
 }
@@ -224,8 +266,29 @@ impl FailureKind {
             Self::Tls => "tls",
             Self::Closed => "closed",
             Self::Unhealthy => "unhealthy",
+            Self::Loading => "loading",
+            Self::MasterDown => "master_down",
+            Self::Busy => "busy",
             Self::Other => "other",
         }
+    }
+}
+
+impl FailureKind {
+    /// The kind of "cannot serve yet" a server error code announces: `LOADING`, `MASTERDOWN`,
+    /// `BUSY`. Such a refusal means the command was not executed.
+    pub(crate) fn of_refusal(code: &str) -> Option<Self> {
+        match code {
+            "LOADING" => Some(Self::Loading),
+            "MASTERDOWN" => Some(Self::MasterDown),
+            "BUSY" => Some(Self::Busy),
+            _ => None,
+        }
+    }
+
+    /// True for the kinds of a server that answers but cannot serve yet.
+    pub fn is_not_ready(self) -> bool {
+        matches!(self, Self::Loading | Self::MasterDown | Self::Busy)
     }
 }
 
@@ -305,6 +368,12 @@ pub(crate) fn describe_connection_error(err: &redis::RedisError) -> ConnectionFa
             .trim_end_matches([':', ' '])
             .to_string();
         return ConnectionFailure::new(FailureKind::Authentication, message);
+    }
+    if let Some(kind) = err.code().and_then(FailureKind::of_refusal) {
+        return ConnectionFailure::new(
+            kind,
+            format!("handshake refused: {}", err.to_string().trim()),
+        );
     }
     let text = err.to_string();
     if let Some(reason) = tls_failure(&text) {

@@ -1,41 +1,209 @@
-//! [`RedisHandle`]: the public command API. Typed methods build a typed command (the request,
-//! whether it is idempotent, its deadline) and write it into the queue of the live connection,
-//! which the connection actor owns and publishes (its lane; see the `connection` module for why
-//! there is no second hop); every call gets exactly one answer — a value or a typed [`Error`] —
-//! by its deadline.
+//! [`RedisHandle`]: the public command API. A typed method builds a request (the command, its
+//! label, whether a replay is safe), finds the live connection's lane in the route (waiting for
+//! one per the offline policy until the deadline), writes the request into the lane — redis-rs's
+//! own pipeline queue, one hop — and bounds the wait for the reply by the deadline. Every call
+//! gets exactly one answer, a value or a typed [`Error`], by its deadline.
 //!
 //! # Delivery semantics
 //!
 //! | situation | what happens |
 //! |---|---|
-//! | connection up | sent at once; concurrent calls pipeline on one socket |
-//! | connection down, policy `wait` | waits for the connection until the deadline, then [`Error::Unavailable`] |
-//! | connection down, policy `fail-fast` | [`Error::Unavailable`] at once |
-//! | connection lost before the command was written | sent on the next connection, within the deadline |
-//! | connection lost after it may have been written | idempotent commands are retried once on the next connection within the deadline; others get [`Error::Ambiguous`] |
-//! | written, no reply by the deadline | idempotent: [`Error::Timeout`] with `sent: true`; others: [`Error::Ambiguous`] |
-//! | deadline passed before it could be written | [`Error::Timeout`] with `sent: false`; it is never sent later |
-//! | shutting down | [`Error::ShuttingDown`] |
+//! | connection up | handed to the connection at once; concurrent calls pipeline on one socket |
+//! | connection down or server not ready, policy `wait` | waits for a ready connection until the deadline, then [`Error::Unavailable`] |
+//! | connection down or server not ready, policy `fail-fast` | [`Error::Unavailable`] at once |
+//! | refused with `LOADING`, `MASTERDOWN` or `BUSY` | the command did not run: it waits (as above) for the server to be ready and is sent again; the refusal never reaches the caller |
+//! | connection lost after the command was handed over | replay-safe commands are sent once more on the next connection within the deadline; others get [`Error::Ambiguous`] |
+//! | handed over, no reply by the deadline | replay-safe: [`Error::Timeout`] with `sent: true`; others: [`Error::Ambiguous`] |
+//! | deadline passed before it could be handed over (e.g. a zero deadline) | [`Error::Timeout`] with `sent: false`; it is never sent later |
+//! | shutting down | [`Error::ShuttingDown`] (the command was not sent) |
 //!
-//! Idempotent (safe to replay): `GET`, `MGET`, `EXISTS`, `TTL`/`PTTL`, `SET` without `NX`/`XX`,
-//! `MSET`, `DEL`, `PEXPIRE`, `PING`. Not idempotent: `INCR`/`INCRBY`, `SET NX`/`XX` (a replay
-//! could report "not set" for a write that happened), raw [`cmd`](RedisHandle::cmd) and
-//! [`pipeline`](RedisHandle::pipeline) (use [`cmd_idempotent`](RedisHandle::cmd_idempotent)
-//! / [`pipeline_idempotent`](RedisHandle::pipeline_idempotent) to mark them).
+//! "Handed over" is all the crate can know: the command is in the connection's write queue,
+//! and redis-rs does not say when it is written, so from then on it may have executed.
+//!
+//! **Replay rule.** A command is sent again after a lost connection only if running it twice
+//! has the effect of running it once *and its reply means the same* on a replay: `GET`,
+//! `MGET`, `EXISTS`, `PTTL`, `SET` without `NX`/`XX`, `MSET`, `PEXPIRE`, `PING`. Never
+//! replayed: `INCR`/`INCRBY` (the effect doubles), `SET NX`/`XX` (a replay reports "not set"
+//! for a write that happened), `DEL` (a replay reports 0 removed for a delete that happened),
+//! raw [`cmd`](RedisHandle::cmd) and [`pipeline`](RedisHandle::pipeline). Mark your own with
+//! [`cmd_idempotent`](RedisHandle::cmd_idempotent) /
+//! [`pipeline_idempotent`](RedisHandle::pipeline_idempotent).
+//!
+//! A caller's deadline is the caller's budget: a command that misses it is no evidence against
+//! the connection, and never makes the supervisor replace it (the health actor judges that).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use ractor::ActorId;
 use redis::{FromRedisValue, ToRedisArgs, Value};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::OfflinePolicy;
-use crate::connection::{ExecError, Lane, Request, Sender};
+use crate::config::{Config, OfflinePolicy};
 use crate::error::{Error, FailureKind, from_reply_error};
-use crate::metrics::{CommandLabel, Outcome};
-use crate::supervisor::{Route, Shared};
+use crate::lane::{ExecError, Lane, NotReady};
+use crate::metrics::{CommandLabel, CommandMetrics, Outcome};
+use crate::request::Request;
+use crate::route::{Route, RouteState};
+
+/// A deadline this far away stands for "no deadline" (`with_timeout(Duration::MAX)`).
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `start + timeout`, saturating at [`FOREVER`] instead of overflowing.
+fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout.min(FOREVER))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
+}
+
+/// Admission of commands: counts those between entry and answer, and refuses new ones once
+/// shutdown has begun. One atomic word: `in_flight × 2 + closed`.
+struct Gate {
+    word: AtomicUsize,
+    /// Notified when the last in-flight command leaves after closing.
+    idle: Notify,
+}
+
+/// One admitted command; leaving is counted when it drops, however the command ends.
+struct Entry<'a>(&'a Gate);
+
+impl Gate {
+    fn enter(&self) -> Option<Entry<'_>> {
+        let before = self.word.fetch_add(2, Ordering::AcqRel);
+        let entry = Entry(self);
+        (before & 1 == 0).then_some(entry)
+    }
+
+    fn close(&self) {
+        self.word.fetch_or(1, Ordering::AcqRel);
+    }
+
+    fn is_closed(&self) -> bool {
+        self.word.load(Ordering::Acquire) & 1 == 1
+    }
+
+    fn in_flight(&self) -> usize {
+        self.word.load(Ordering::Acquire) >> 1
+    }
+}
+
+impl Drop for Entry<'_> {
+    fn drop(&mut self) {
+        // The last one out after closing (the word goes from 2 + 1 to 0 + 1) wakes the drain.
+        if self.0.word.fetch_sub(2, Ordering::AcqRel) == 3 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
+/// What every handle of one supervisor shares; the handle module is its only writer.
+pub(crate) struct HandleCore {
+    config: Arc<Config>,
+    route: Route,
+    gate: Gate,
+    /// Commands waiting for the connection right now.
+    waiting: AtomicUsize,
+    metrics: CommandMetrics,
+}
+
+impl HandleCore {
+    pub(crate) fn new(config: Arc<Config>, route: Route, metrics: CommandMetrics) -> Arc<Self> {
+        Arc::new(HandleCore {
+            config,
+            route,
+            gate: Gate {
+                word: AtomicUsize::new(0),
+                idle: Notify::new(),
+            },
+            waiting: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    /// Shutdown begins: every new command answers [`Error::ShuttingDown`].
+    pub(crate) fn close(&self) {
+        self.gate.close();
+    }
+
+    /// True once shutdown has begun.
+    pub(crate) fn is_closed(&self) -> bool {
+        self.gate.is_closed()
+    }
+
+    /// Commands between entry and answer right now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.gate.in_flight()
+    }
+
+    /// Waits until no command is in flight (call after [`close`](Self::close)).
+    pub(crate) async fn drained(&self) {
+        loop {
+            let notified = self.gate.idle.notified();
+            if self.gate.in_flight() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Commands waiting for the connection right now.
+    pub(crate) fn offline_waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a command waiting for the connection while it waits.
+struct Waiting<'a>(&'a HandleCore);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more waiting command, or `None` when the limit is reached.
+    fn enter(core: &'a HandleCore) -> Option<Self> {
+        let before = core.waiting.fetch_add(1, Ordering::Relaxed);
+        if before >= core.config.max_waiting() {
+            core.waiting.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        core.metrics.waiting(true);
+        Some(Waiting(core))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.waiting(false);
+    }
+}
+
+/// What a command needs from the route before it can be (re)sent.
+#[derive(Clone, Copy, Default)]
+struct Need<'a> {
+    /// A connection known to be gone: wait for another.
+    avoid: Option<ActorId>,
+    /// The route version a refusal came on: wait for a later publication.
+    after: Option<u64>,
+    /// That refusal, to report if nothing changes in time.
+    refusal: Option<&'a NotReady>,
+}
+
+impl Need<'_> {
+    /// The lane of `state` (published as `version`) if it satisfies this need.
+    fn lane_in(&self, state: &RouteState, version: u64) -> Option<Lane> {
+        match state {
+            RouteState::Serving(lane)
+                if Some(lane.id()) != self.avoid
+                    && self.after.is_none_or(|v| version > v)
+                    && lane.is_open() =>
+            {
+                Some(lane.clone())
+            }
+            _ => None,
+        }
+    }
+}
 
 /// A cheap, cloneable handle to a [`Supervisor`](crate::Supervisor)'s connection
 /// (`Clone + Send + Sync + 'static`).
@@ -53,19 +221,18 @@ use crate::supervisor::{Route, Shared};
 /// ```
 #[derive(Clone)]
 pub struct RedisHandle {
-    shared: Arc<Shared>,
+    core: Arc<HandleCore>,
     timeout: Duration,
 }
 
 impl std::fmt::Debug for RedisHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisHandle")
-            .field("client", &self.shared.config.name())
+            .field("client", &self.core.config.name())
             .field("timeout", &self.timeout)
             .finish()
     }
 }
-
 /// Options for [`RedisHandle::set_with`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SetOptions {
@@ -132,97 +299,29 @@ impl<K: AsRef<[u8]>> ToRedisArgs for PrefixedKey<'_, K> {
     }
 }
 
-/// What the handle needs to know about a command besides its bytes.
-#[derive(Debug, Clone, Copy)]
-struct Spec {
-    idempotent: bool,
-    label: CommandLabel,
+/// A typed command whose replay is safe (see the replay rule in the [module docs](self)).
+const fn safe(label: CommandLabel) -> (CommandLabel, bool) {
+    (label, true)
 }
 
-const fn idempotent(label: CommandLabel) -> Spec {
-    Spec {
-        idempotent: true,
-        label,
-    }
-}
-
-const fn not_idempotent(label: CommandLabel) -> Spec {
-    Spec {
-        idempotent: false,
-        label,
-    }
-}
-
-/// The metric label of a raw command, from its name.
-fn raw_label(cmd: &redis::Cmd) -> CommandLabel {
-    match cmd.args_iter().next() {
-        Some(redis::Arg::Simple(name)) => CommandLabel::for_name(name),
-        _ => CommandLabel::OTHER,
-    }
-}
-
-fn pipeline_label(pipe: &redis::Pipeline) -> CommandLabel {
-    if pipe.is_transaction() {
-        CommandLabel::MULTI
-    } else {
-        CommandLabel::PIPELINE
-    }
-}
-
-/// Decrements the in-flight count when a call ends, however it ends.
-struct InFlight<'a>(&'a Shared);
-
-impl<'a> InFlight<'a> {
-    fn enter(shared: &'a Shared) -> Self {
-        shared.in_flight.fetch_add(1, Ordering::SeqCst);
-        InFlight(shared)
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.0.in_flight.fetch_sub(1, Ordering::SeqCst) == 1
-            && self.0.shutting_down.load(Ordering::SeqCst)
-        {
-            self.0.idle.notify_waiters();
-        }
-    }
-}
-
-/// Counts a command waiting for the connection while it waits.
-struct Waiting<'a>(&'a Shared);
-
-impl<'a> Waiting<'a> {
-    /// Counts one more waiting command, or `None` when the limit is reached.
-    fn enter(shared: &'a Shared) -> Option<Self> {
-        let before = shared.offline_waiting.fetch_add(1, Ordering::Relaxed);
-        if before >= shared.config.max_waiting() {
-            shared.offline_waiting.fetch_sub(1, Ordering::Relaxed);
-            return None;
-        }
-        shared.metrics.offline_waiting.increment(1.0);
-        Some(Waiting(shared))
-    }
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        self.0.offline_waiting.fetch_sub(1, Ordering::Relaxed);
-        self.0.metrics.offline_waiting.decrement(1.0);
-    }
+/// A typed command that is never replayed.
+const fn never(label: CommandLabel) -> (CommandLabel, bool) {
+    (label, false)
 }
 
 impl RedisHandle {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
-        let timeout = shared.config.command_timeout();
-        Self { shared, timeout }
+    pub(crate) fn new(core: Arc<HandleCore>) -> Self {
+        let timeout = core.config.command_timeout();
+        Self { core, timeout }
     }
 
     /// A copy of this handle whose commands use `timeout` as their deadline instead of the
-    /// configured command timeout. Cheap; use it per call.
+    /// configured command timeout. Cheap; use it per call. `Duration::MAX` (or anything over
+    /// 30 years) means no deadline; `Duration::ZERO` fails every command at once with
+    /// [`Error::Timeout`] (`sent: false`).
     pub fn with_timeout(&self, timeout: Duration) -> RedisHandle {
         Self {
-            shared: self.shared.clone(),
+            core: self.core.clone(),
             timeout,
         }
     }
@@ -235,7 +334,7 @@ impl RedisHandle {
     /// The key with the configured prefix, written straight into the command (no allocation).
     fn key<K: AsRef<[u8]>>(&self, key: K) -> PrefixedKey<'_, K> {
         PrefixedKey {
-            prefix: self.shared.config.key_prefix().as_bytes(),
+            prefix: self.core.config.key_prefix().as_bytes(),
             key,
         }
     }
@@ -246,12 +345,12 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<redis::Cmd, Error> {
         let mut cmd = redis::cmd(name);
-        let mut n = 0;
+        let mut any = false;
         for k in keys {
             cmd.arg(self.key(k));
-            n += 1;
+            any = true;
         }
-        if n == 0 {
+        if !any {
             return Err(Error::InvalidArgument(format!(
                 "{name} needs at least one key"
             )));
@@ -266,7 +365,7 @@ impl RedisHandle {
     pub async fn get<K: AsRef<[u8]>, RV: FromRedisValue>(&self, key: K) -> Result<RV, Error> {
         let mut cmd = redis::cmd("GET");
         cmd.arg(self.key(key));
-        self.query(cmd, idempotent(CommandLabel::GET)).await
+        self.query(cmd, safe(CommandLabel::Get)).await
     }
 
     /// `SET key value`.
@@ -276,7 +375,7 @@ impl RedisHandle {
     pub async fn set<K: AsRef<[u8]>, V: ToRedisArgs>(&self, key: K, value: V) -> Result<(), Error> {
         let mut cmd = redis::cmd("SET");
         cmd.arg(self.key(key)).arg(value);
-        self.query::<Value>(cmd, idempotent(CommandLabel::SET))
+        self.query::<Value>(cmd, safe(CommandLabel::Set))
             .await
             .map(drop)
     }
@@ -313,14 +412,14 @@ impl RedisHandle {
             cmd.arg("PX").arg(ttl_ms("ttl", ttl)?);
         }
         let spec = match options.condition {
-            None => idempotent(CommandLabel::SET),
+            None => safe(CommandLabel::Set),
             Some(SetCondition::Nx) => {
                 cmd.arg("NX");
-                not_idempotent(CommandLabel::SET)
+                never(CommandLabel::Set)
             }
             Some(SetCondition::Xx) => {
                 cmd.arg("XX");
-                not_idempotent(CommandLabel::SET)
+                never(CommandLabel::Set)
             }
         };
         let v: Value = self.query(cmd, spec).await?;
@@ -329,6 +428,9 @@ impl RedisHandle {
 
     /// `DEL key [key …]`: returns how many keys were removed. Pass one key as `["k"]`.
     ///
+    /// Never replayed: a replay after a lost connection would report 0 removed for a delete
+    /// that happened, so a lost connection with it in flight gives [`Error::Ambiguous`].
+    ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an empty key list; otherwise see the [module docs](self).
     pub async fn del<K: AsRef<[u8]>>(
@@ -336,7 +438,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<u64, Error> {
         let cmd = self.cmd_with_keys("DEL", keys)?;
-        self.query(cmd, idempotent(CommandLabel::DEL)).await
+        self.query(cmd, never(CommandLabel::Del)).await
     }
 
     /// `EXISTS key [key …]`: how many of the keys exist.
@@ -348,7 +450,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<u64, Error> {
         let cmd = self.cmd_with_keys("EXISTS", keys)?;
-        self.query(cmd, idempotent(CommandLabel::EXISTS)).await
+        self.query(cmd, safe(CommandLabel::Exists)).await
     }
 
     /// `PEXPIRE key ttl`: returns whether the key exists (and now expires).
@@ -358,7 +460,7 @@ impl RedisHandle {
     pub async fn expire<K: AsRef<[u8]>>(&self, key: K, ttl: Duration) -> Result<bool, Error> {
         let mut cmd = redis::cmd("PEXPIRE");
         cmd.arg(self.key(key)).arg(ttl_ms("ttl", ttl)?);
-        self.query(cmd, idempotent(CommandLabel::EXPIRE)).await
+        self.query(cmd, safe(CommandLabel::Expire)).await
     }
 
     /// `PTTL key`.
@@ -368,7 +470,7 @@ impl RedisHandle {
     pub async fn ttl<K: AsRef<[u8]>>(&self, key: K) -> Result<KeyTtl, Error> {
         let mut cmd = redis::cmd("PTTL");
         cmd.arg(self.key(key));
-        let ms: i64 = self.query(cmd, idempotent(CommandLabel::TTL)).await?;
+        let ms: i64 = self.query(cmd, safe(CommandLabel::Ttl)).await?;
         Ok(match ms {
             -2 => KeyTtl::Missing,
             ms if ms < 0 => KeyTtl::Persistent,
@@ -384,7 +486,7 @@ impl RedisHandle {
     pub async fn incr<K: AsRef<[u8]>>(&self, key: K) -> Result<i64, Error> {
         let mut cmd = redis::cmd("INCR");
         cmd.arg(self.key(key));
-        self.query(cmd, not_idempotent(CommandLabel::INCR)).await
+        self.query(cmd, never(CommandLabel::Incr)).await
     }
 
     /// `INCRBY key delta`. Not idempotent.
@@ -394,7 +496,7 @@ impl RedisHandle {
     pub async fn incr_by<K: AsRef<[u8]>>(&self, key: K, delta: i64) -> Result<i64, Error> {
         let mut cmd = redis::cmd("INCRBY");
         cmd.arg(self.key(key)).arg(delta);
-        self.query(cmd, not_idempotent(CommandLabel::INCRBY)).await
+        self.query(cmd, never(CommandLabel::IncrBy)).await
     }
 
     /// `MGET key [key …]`: one `Option` per key, in order.
@@ -406,7 +508,7 @@ impl RedisHandle {
         keys: impl IntoIterator<Item = K>,
     ) -> Result<Vec<Option<RV>>, Error> {
         let cmd = self.cmd_with_keys("MGET", keys)?;
-        self.query(cmd, idempotent(CommandLabel::MGET)).await
+        self.query(cmd, safe(CommandLabel::Mget)).await
     }
 
     /// `MSET key value [key value …]`.
@@ -428,7 +530,7 @@ impl RedisHandle {
                 "MSET needs at least one pair".into(),
             ));
         }
-        self.query::<Value>(cmd, idempotent(CommandLabel::MSET))
+        self.query::<Value>(cmd, safe(CommandLabel::Mset))
             .await
             .map(drop)
     }
@@ -440,7 +542,7 @@ impl RedisHandle {
     pub async fn ping(&self) -> Result<Duration, Error> {
         let start = Instant::now();
         let _: Value = self
-            .query(redis::cmd("PING"), idempotent(CommandLabel::PING))
+            .query(redis::cmd("PING"), safe(CommandLabel::Ping))
             .await?;
         Ok(start.elapsed())
     }
@@ -451,18 +553,17 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
-        let label = raw_label(&cmd);
-        self.query(cmd, not_idempotent(label)).await
+        self.run(Request::raw(cmd), false).await
     }
 
-    /// Like [`cmd`](Self::cmd), for a command you know is safe to run twice: it is retried once
-    /// on a new connection if the connection is lost before its reply.
+    /// Like [`cmd`](Self::cmd), for a command you know is safe to run twice *and whose reply
+    /// means the same when it runs twice*: it is retried once on a new connection if the
+    /// connection is lost before its reply.
     ///
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd_idempotent<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
-        let label = raw_label(&cmd);
-        self.query(cmd, idempotent(label)).await
+        self.run(Request::raw(cmd), true).await
     }
 
     /// Runs a [`redis::Pipeline`] in one round trip; `redis::pipe().atomic()` wraps it in
@@ -479,8 +580,7 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self); [`Error::Server`] for the first failing command.
     pub async fn pipeline<RV: FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<RV, Error> {
-        let spec = not_idempotent(pipeline_label(&pipe));
-        self.run(Request::Pipeline(pipe), spec).await
+        self.run(Request::pipeline(pipe), false).await
     }
 
     /// Like [`pipeline`](Self::pipeline), for pipelines that are safe to run twice.
@@ -491,146 +591,164 @@ impl RedisHandle {
         &self,
         pipe: redis::Pipeline,
     ) -> Result<RV, Error> {
-        let spec = idempotent(pipeline_label(&pipe));
-        self.run(Request::Pipeline(pipe), spec).await
+        self.run(Request::pipeline(pipe), true).await
     }
 
-    async fn query<RV: FromRedisValue>(&self, cmd: redis::Cmd, spec: Spec) -> Result<RV, Error> {
-        self.run(Request::Cmd(cmd), spec).await
+    async fn query<RV: FromRedisValue>(
+        &self,
+        cmd: redis::Cmd,
+        (label, replay_safe): (CommandLabel, bool),
+    ) -> Result<RV, Error> {
+        self.run(Request::typed(cmd, label), replay_safe).await
     }
 
     /// The one path every command takes: exactly one answer by the deadline, converted to the
     /// caller's type, counted once (error replies inside the value count as errors).
-    async fn run<RV: FromRedisValue>(&self, request: Request, spec: Spec) -> Result<RV, Error> {
+    async fn run<RV: FromRedisValue>(
+        &self,
+        request: Request,
+        replay_safe: bool,
+    ) -> Result<RV, Error> {
         let start = Instant::now();
-        let result = self.run_inner(request, spec, start).await.and_then(convert);
-        self.shared
+        let result = self
+            .deliver(&request, replay_safe, start)
+            .await
+            .and_then(convert);
+        self.core
             .metrics
-            .command(spec.label, Outcome::of(&result), start.elapsed());
+            .command(request.label(), Outcome::of(&result), start.elapsed());
         result
     }
 
-    async fn run_inner(
+    /// Delivers `request` by the deadline, following the delivery semantics.
+    async fn deliver(
         &self,
-        request: Request,
-        spec: Spec,
+        request: &Request,
+        replay_safe: bool,
         start: Instant,
     ) -> Result<Value, Error> {
-        let shared = &*self.shared;
-        if shared.shutting_down.load(Ordering::SeqCst) {
-            return Err(Error::ShuttingDown);
-        }
-        let deadline = start + self.timeout;
-        let _in_flight = InFlight::enter(shared);
-        let mut retried = false;
-        // A connection known to be gone: wait for a different one.
-        let mut avoid: Option<ActorId> = None;
+        let _entry = self.core.gate.enter().ok_or(Error::ShuttingDown)?;
+        let deadline = deadline_after(start, self.timeout);
+        // Why an earlier attempt may have run (its connection was lost with it in flight).
+        let mut lost: Option<String> = None;
+        let mut refusal: Option<NotReady> = None;
+        let mut need = Need::default();
         loop {
-            if avoid.is_some() && Instant::now() >= deadline {
-                // Out of time for another connection (a retry of an idempotent command that
-                // was in flight, or one the old connection never wrote).
-                return Err(Error::Timeout {
-                    command: request.name(),
-                    after: self.timeout,
-                    sent: retried,
-                });
+            need.refusal = refusal.as_ref();
+            let (mut lane, version, waited) = match self.lane(deadline, need).await {
+                Ok(found) => found,
+                Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
+            };
+            if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
+                return Err(self.timeout_error(request, lost.is_some()));
             }
-            let (lane, mut sender) = self.sender(deadline, avoid).await?;
-            match tokio::time::timeout_at(deadline, sender.run(&request)).await {
-                // Sent, no reply by the deadline: it may have run. Only a command that is safe
-                // to run twice is a plain timeout.
-                Err(_) => {
-                    self.missed_deadline(lane);
-                    return Err(if spec.idempotent {
-                        Error::Timeout {
-                            command: request.name(),
-                            after: self.timeout,
-                            sent: true,
-                        }
-                    } else {
-                        Error::Ambiguous {
-                            command: request.name(),
-                            reason: format!("no reply within {} ms", self.timeout.as_millis()),
-                        }
-                    });
-                }
+            match tokio::time::timeout_at(deadline, lane.run(request)).await {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
-                // The connection died with the command in flight: it may have run.
+                // It did not run: wait for the server to be ready, then send it again.
+                Ok(Err(ExecError::Refused(not_ready))) => {
+                    need = Need {
+                        avoid: None,
+                        after: Some(version),
+                        refusal: None,
+                    };
+                    refusal = Some(not_ready);
+                }
                 Ok(Err(ExecError::Transport(reason))) => {
-                    if shared.shutting_down.load(Ordering::SeqCst) {
-                        return Err(Error::ShuttingDown);
-                    }
-                    if !spec.idempotent || retried {
+                    if !replay_safe || lost.is_some() {
                         return Err(Error::Ambiguous {
                             command: request.name(),
                             reason,
                         });
                     }
-                    retried = true;
-                    avoid = Some(lane);
+                    lost = Some(reason);
+                    need = Need {
+                        avoid: Some(lane.id()),
+                        after: None,
+                        refusal: None,
+                    };
+                }
+                // Handed over, no reply in time: it may have run.
+                Err(_) if replay_safe => return Err(self.timeout_error(request, true)),
+                Err(_) => {
+                    return Err(Error::Ambiguous {
+                        command: request.name(),
+                        reason: format!("no reply within {} ms", self.timeout.as_millis()),
+                    });
                 }
             }
         }
     }
 
-    /// A sender on the live connection (other than `avoid`), waiting for one per the offline
-    /// policy until `deadline`. Returns the connection's id with it.
-    async fn sender(
+    fn timeout_error(&self, request: &Request, sent: bool) -> Error {
+        Error::Timeout {
+            command: request.name(),
+            after: self.timeout,
+            sent,
+        }
+    }
+
+    /// The answer for a command that found no connection to be (re)sent on: `error` as is, or,
+    /// when an earlier attempt may have run, a timeout (out of time) or `Ambiguous`.
+    fn not_resent(
         &self,
+        request: &Request,
+        error: Error,
+        lost: Option<String>,
         deadline: Instant,
-        avoid: Option<ActorId>,
-    ) -> Result<(ActorId, Sender), Error> {
-        // Fast path: one read lock and a cheap clone of the connection.
+    ) -> Error {
+        match lost {
+            None => error,
+            Some(_) if Instant::now() >= deadline => self.timeout_error(request, true),
+            Some(reason) => Error::Ambiguous {
+                command: request.name(),
+                reason: format!("{reason}; not sent again: {error}"),
+            },
+        }
+    }
+
+    /// A lane that satisfies `need`, waiting for one per the offline policy until `deadline`.
+    /// Returns it with the route version it was published in, and whether it had to wait.
+    async fn lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lane, u64, bool), Error> {
+        // Fast path: a lock-free read of the route and a cheap clone of the lane.
         {
-            let route = self.shared.route.borrow();
-            match &*route {
-                Route::Up(lane) if Some(lane.id()) != avoid && lane.is_open() => {
-                    return Ok((lane.id(), lane.sender()));
-                }
-                Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
-                _ => {}
+            let published = self.core.route.load();
+            if let Some(lane) = need.lane_in(&published.state, published.version) {
+                return Ok((lane, published.version, false));
+            }
+            if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
+                return Err(unavailable(&published.state, need.refusal));
             }
         }
         // Slow path, boxed so that every command's future stays small.
-        let lane = Box::pin(self.wait_for_lane(deadline, avoid)).await?;
-        Ok((lane.id(), lane.sender()))
+        let (lane, version) = Box::pin(self.wait_for_lane(deadline, need)).await?;
+        Ok((lane, version, true))
     }
 
-    /// A command on connection `id` missed its deadline: count it against that connection.
-    fn missed_deadline(&self, id: ActorId) {
-        if let Route::Up(lane) = &*self.shared.route.borrow()
-            && lane.id() == id
-        {
-            lane.missed_deadline();
+    /// Waits (per the offline policy) until `deadline` for a lane that satisfies `need`.
+    async fn wait_for_lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lane, u64), Error> {
+        let core = &*self.core;
+        let route = &core.route;
+        if core.config.offline_policy() == OfflinePolicy::FailFast {
+            return Err(unavailable(&route.load().state, need.refusal));
         }
-    }
-
-    /// A live connection other than `avoid`, waiting for one (per the offline policy) until
-    /// `deadline`.
-    async fn wait_for_lane(
-        &self,
-        deadline: Instant,
-        avoid: Option<ActorId>,
-    ) -> Result<Lane, Error> {
-        let shared = &*self.shared;
-        if shared.config.offline_policy() == OfflinePolicy::FailFast {
-            return Err(unavailable(&shared.route.borrow()));
-        }
-        let mut rx = shared.route.subscribe();
-        let _waiting = Waiting::enter(shared).ok_or(Error::Overloaded {
-            limit: shared.config.max_waiting(),
+        let mut rx = route.subscribe();
+        let _waiting = Waiting::enter(core).ok_or(Error::Overloaded {
+            limit: core.config.max_waiting(),
         })?;
         loop {
+            // Marked seen before reading: a publication after this wakes `changed`.
+            rx.borrow_and_update();
             let unavailable = {
-                let route = rx.borrow_and_update();
-                match &*route {
-                    Route::Up(lane) if Some(lane.id()) != avoid && lane.is_open() => {
-                        return Ok(lane.clone());
-                    }
-                    Route::Stopped | Route::GaveUp { .. } => return Err(unavailable(&route)),
-                    _ => unavailable(&route),
+                let published = route.load();
+                if let Some(lane) = need.lane_in(&published.state, published.version) {
+                    return Ok((lane, published.version));
                 }
+                let error = unavailable(&published.state, need.refusal);
+                if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
+                    return Err(error);
+                }
+                error
             };
             match tokio::time::timeout_at(deadline, rx.changed()).await {
                 Ok(Ok(())) => continue,
@@ -641,25 +759,35 @@ impl RedisHandle {
     }
 }
 
-/// The error for a command that cannot get a connection on `route`.
-pub(crate) fn unavailable(route: &Route) -> Error {
-    match route {
-        Route::Down {
-            since,
-            reason,
-            kind,
-        }
-        | Route::GaveUp {
-            since,
-            reason,
-            kind,
-        } => Error::Unavailable {
+/// The error for a command that cannot get a connection on `route`; `refusal` is the server's
+/// "cannot serve yet" answer that sent the command back, if one did.
+pub(crate) fn unavailable(route: &RouteState, refusal: Option<&NotReady>) -> Error {
+    match (route, refusal) {
+        (RouteState::Stopped, _) => Error::ShuttingDown,
+        (
+            RouteState::Waiting {
+                since,
+                reason,
+                kind,
+                ..
+            }
+            | RouteState::Closed {
+                since,
+                reason,
+                kind,
+            },
+            _,
+        ) => Error::Unavailable {
             since: *since,
             reason: reason.to_string(),
             kind: *kind,
         },
-        Route::Stopped => Error::ShuttingDown,
-        Route::Up(_) => Error::Unavailable {
+        (RouteState::Serving(_), Some(refusal)) => Error::Unavailable {
+            since: SystemTime::now(),
+            reason: refusal.message.clone(),
+            kind: refusal.kind,
+        },
+        (RouteState::Serving(_), None) => Error::Unavailable {
             since: SystemTime::now(),
             reason: "connection lost".to_string(),
             kind: FailureKind::Closed,

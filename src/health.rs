@@ -1,112 +1,120 @@
-//! The health actor: on a drift-free timer it sends `PING` (with its own short timeout) to the
-//! live connection every probe interval and reads `INFO` every info interval, records latency and
-//! server gauges, and reports to the supervisor (by `cast`): a slow or failed probe makes the
-//! state `Degraded`; [`Config::health_failures`](crate::Config::health_failures) consecutive
-//! failures make the supervisor replace the connection. A hung or half-open connection therefore
-//! leaves `Up` within `probe_interval × K + probe_timeout`.
+//! The health actor: judges the live connection by its own behaviour, never by callers'
+//! deadlines (DESIGN.md promise 10).
+//!
+//! On a drift-free timer it sends `PING` (with its own timeout) to the connection in the route
+//! every probe interval and reads `INFO` every info interval. Each probe ends in a [`Verdict`],
+//! reported to the supervisor:
+//! - answered within the slow threshold: healthy; answered slower: slow (`Degraded`);
+//! - refused with `LOADING`, `MASTERDOWN` or `BUSY`: the server cannot serve yet (`NotReady`);
+//! - no answer within the probe timeout **while other replies kept arriving** on the connection:
+//!   the connection is busy, not silent — slow, not a failure;
+//! - no answer, and *nothing at all* came back on the connection meanwhile: a failure.
+//!   [`Config::health_failures`](crate::Config::health_failures) (K) failures in a row make the
+//!   supervisor replace the connection, so a hung or half-open connection leaves `Up` within
+//!   `probe_interval × K + probe_timeout`, while a server stall shorter than that replaces
+//!   nothing.
+//!
+//! The health actor is the one writer of the probe metrics, `redis_up`, the server gauges and
+//! the `/health/redis` snapshot ([`HealthBoard`]).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, DerivedActorRef};
 use redis::Value;
-use serde::Serialize;
 use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use crate::connection::{ExecError, Lane, Request};
-use crate::metrics::{CommandLabel, Outcome};
-use crate::supervisor::{Route, Shared, SupervisorMsg};
+use crate::config::Config;
+use crate::error::{ConnectionFailure, FailureKind};
+use crate::lane::{ExecError, Lane, NotReady};
+use crate::metrics::{HealthMetrics, ProbeOutcome};
+use crate::request::Request;
+use crate::route::Route;
 
-/// Server facts and counters parsed from an `INFO` reply.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ServerStats {
-    /// `redis_version`.
-    pub version: String,
-    /// `role` (`master`, `slave`).
-    pub role: String,
-    /// `redis_mode` (`standalone`, `cluster`, `sentinel`).
-    pub mode: String,
-    /// `uptime_in_seconds`.
-    pub uptime_seconds: u64,
-    /// `used_memory`, bytes.
-    pub memory_used_bytes: u64,
-    /// `maxmemory`, bytes; 0 means no limit.
-    pub memory_max_bytes: u64,
-    /// `connected_clients`.
-    pub connected_clients: u64,
-    /// `blocked_clients`.
-    pub blocked_clients: u64,
-    /// `keyspace_hits`.
-    pub keyspace_hits: u64,
-    /// `keyspace_misses`.
-    pub keyspace_misses: u64,
-    /// `evicted_keys`.
-    pub evicted_keys: u64,
-    /// `expired_keys`.
-    pub expired_keys: u64,
-}
+pub use crate::info::ServerStats;
 
-impl ServerStats {
-    /// Parses the text of an `INFO` reply (any sections; missing fields stay at their default,
-    /// text fields at `"unknown"`).
-    pub fn parse(info: &str) -> Self {
-        let mut s = ServerStats {
-            version: "unknown".into(),
-            role: "unknown".into(),
-            mode: "unknown".into(),
-            ..Default::default()
-        };
-        for line in info.lines() {
-            let Some((k, v)) = line.trim_end().split_once(':') else {
-                continue;
-            };
-            let num = || v.trim().parse::<u64>().unwrap_or(0);
-            match k {
-                "redis_version" => s.version = v.trim().to_string(),
-                "role" => s.role = v.trim().to_string(),
-                "redis_mode" => s.mode = v.trim().to_string(),
-                "uptime_in_seconds" => s.uptime_seconds = num(),
-                "used_memory" => s.memory_used_bytes = num(),
-                "maxmemory" => s.memory_max_bytes = num(),
-                "connected_clients" => s.connected_clients = num(),
-                "blocked_clients" => s.blocked_clients = num(),
-                "keyspace_hits" => s.keyspace_hits = num(),
-                "keyspace_misses" => s.keyspace_misses = num(),
-                "evicted_keys" => s.evicted_keys = num(),
-                "expired_keys" => s.expired_keys = num(),
-                _ => {}
-            }
-        }
-        s
-    }
-}
-
-/// What `/health/redis` reports besides the availability state; written by the health actor and
-/// the supervisor.
+/// What `/health/redis` reports besides the availability state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HealthSnapshot {
-    /// Round trip of the last successful probe.
+    /// Round trip of the last answered probe; `None` while disconnected.
     pub(crate) ping: Option<Duration>,
     /// The last INFO read (at connect or by the periodic probe).
     pub(crate) stats: Option<ServerStats>,
     /// Why the connection was last lost, its kind, and when.
-    pub(crate) last_error: Option<(String, crate::FailureKind, SystemTime)>,
+    pub(crate) last_error: Option<(String, FailureKind, SystemTime)>,
 }
 
-/// Messages of the health actor (sent by its own timers).
+/// The `/health/redis` snapshot: written only by the health actor, read by anyone.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HealthBoard(Arc<Mutex<HealthSnapshot>>);
+
+impl HealthBoard {
+    /// A copy of the current snapshot.
+    pub(crate) fn snapshot(&self) -> HealthSnapshot {
+        self.0.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn update(&self, f: impl FnOnce(&mut HealthSnapshot)) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+}
+
+/// A probe's verdict on the connection it probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Answered within the slow threshold.
+    Healthy,
+    /// Answered slower than the slow threshold, or late behind other replies: why.
+    Slow(String),
+    /// Refused: the server cannot serve yet.
+    NotReady(NotReady),
+    /// No answer and nothing else came back either; fewer than K in a row so far.
+    Failing(String),
+    /// K probes in a row got no answer: replace the connection.
+    Unhealthy(String),
+}
+
+/// What the health actor tells its supervisor.
+#[derive(Debug)]
+pub(crate) struct HealthReport {
+    /// The connection probed.
+    pub(crate) id: ActorId,
+    pub(crate) verdict: Verdict,
+}
+
+/// Messages of the health actor.
 pub(crate) enum HealthMsg {
+    /// Timer: probe the connection.
     Probe,
+    /// Timer: read INFO.
     Info,
+    /// From the supervisor: connection `id` came up with this INFO.
+    Connected { id: ActorId, stats: ServerStats },
+    /// From the supervisor: the connection was lost.
+    Lost(ConnectionFailure),
+}
+
+/// Start-up arguments (cloned when the supervisor restarts a failed health actor).
+#[derive(Clone)]
+pub(crate) struct HealthArgs {
+    pub(crate) config: Arc<Config>,
+    pub(crate) route: Route,
+    pub(crate) metrics: Arc<HealthMetrics>,
+    pub(crate) board: HealthBoard,
+    /// Where verdicts go (the supervisor, through a port of this actor's own type).
+    pub(crate) report: DerivedActorRef<HealthReport>,
 }
 
 /// State of the health actor.
 pub(crate) struct HealthState {
-    shared: Arc<Shared>,
-    supervisor: ActorRef<SupervisorMsg>,
+    args: HealthArgs,
     timers: Vec<JoinHandle<()>>,
     /// The connection the failure count belongs to.
-    conn: Option<ActorId>,
+    target: Option<ActorId>,
+    /// Consecutive probes of `target` that got no answer.
     failures: u32,
     ping: Request,
     info: Request,
@@ -115,13 +123,13 @@ pub(crate) struct HealthState {
 /// The health actor.
 pub(crate) struct HealthActor;
 
-/// Start-up arguments: the shared state and the supervisor to report to.
-pub(crate) type HealthArgs = (Arc<Shared>, ActorRef<SupervisorMsg>);
-
 /// A drift-free ticker sending `msg()` to `actor` every `period` until the actor is gone.
 fn ticker(actor: ActorRef<HealthMsg>, period: Duration, msg: fn() -> HealthMsg) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut interval = tokio::time::interval_at(Instant::now() + period, period);
+        let start = Instant::now()
+            .checked_add(period)
+            .unwrap_or_else(Instant::now);
+        let mut interval = tokio::time::interval_at(start, period);
         // A slow probe must not cause a burst of catch-up probes.
         interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
         loop {
@@ -133,19 +141,129 @@ fn ticker(actor: ActorRef<HealthMsg>, period: Duration, msg: fn() -> HealthMsg) 
     })
 }
 
-/// Sends one request on `lane` and waits for its answer until `timeout`.
-async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Result<Value, String> {
+/// How one probe request ended.
+enum Probe {
+    Answered(Value),
+    Refused(NotReady),
+    /// No answer within the timeout; `busy` when other replies arrived meanwhile.
+    NoAnswer {
+        reason: String,
+        busy: bool,
+    },
+}
+
+/// Sends `request` on `lane` and waits for its answer until `timeout`.
+async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
     if !lane.is_open() {
-        return Err("connection closing".into());
+        return Probe::NoAnswer {
+            reason: "connection closing".into(),
+            busy: false,
+        };
     }
-    let mut sender = lane.sender();
-    match tokio::time::timeout(timeout, sender.run(request)).await {
-        // Any reply proves the server is there, even an error reply (e.g. NOPERM for an ACL
-        // user without +ping, or BUSY while a script runs).
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(ExecError::Reply(_))) => Ok(Value::Nil),
-        Ok(Err(ExecError::Transport(reason))) => Err(reason),
-        Err(_) => Err(format!("no reply within {} ms", timeout.as_millis())),
+    let before = lane.replies();
+    let mut lane_ = lane.clone();
+    match tokio::time::timeout(timeout, lane_.run(request)).await {
+        Ok(Ok(value)) => Probe::Answered(value),
+        // Any other reply proves the server is there (e.g. NOPERM for an ACL user without +ping).
+        Ok(Err(ExecError::Reply(_))) => Probe::Answered(Value::Nil),
+        Ok(Err(ExecError::Refused(not_ready))) => Probe::Refused(not_ready),
+        Ok(Err(ExecError::Transport(reason))) => Probe::NoAnswer {
+            reason,
+            busy: false,
+        },
+        Err(_) => Probe::NoAnswer {
+            reason: format!("no reply within {} ms", timeout.as_millis()),
+            busy: lane.replies() != before,
+        },
+    }
+}
+
+impl HealthState {
+    /// The connection to probe now, resetting the failure count when it is a new one.
+    fn target(&mut self) -> Option<Lane> {
+        let lane = self.args.route.load().state.probe_target().cloned();
+        let id = lane.as_ref().map(Lane::id);
+        if self.target != id {
+            self.target = id;
+            self.failures = 0;
+        }
+        lane
+    }
+
+    /// One `PING` probe, recorded and judged.
+    async fn probe_once(&mut self, lane: &Lane) -> Verdict {
+        let config = self.args.config.clone();
+        let start = Instant::now();
+        let outcome = probe(lane, &self.ping, config.health_timeout()).await;
+        let took = start.elapsed();
+        let metrics = self.args.metrics.clone();
+        let answered = !matches!(outcome, Probe::NoAnswer { busy: false, .. });
+        metrics.set_up(answered);
+        let verdict = match outcome {
+            Probe::Answered(_) if took > config.health_slow() => Verdict::Slow(format!(
+                "PING slower than {} ms",
+                config.health_slow().as_millis()
+            )),
+            Probe::Answered(_) => Verdict::Healthy,
+            Probe::Refused(not_ready) => Verdict::NotReady(not_ready),
+            Probe::NoAnswer { reason, busy: true } => Verdict::Slow(format!(
+                "PING: {reason}, behind other replies (connection busy)"
+            )),
+            Probe::NoAnswer {
+                reason,
+                busy: false,
+            } => self.failed(reason),
+        };
+        if !matches!(verdict, Verdict::Failing(_) | Verdict::Unhealthy(_)) {
+            self.failures = 0;
+        }
+        let (outcome, round_trip) = match &verdict {
+            Verdict::Healthy => (ProbeOutcome::Ok, Some(took)),
+            Verdict::Slow(_) => (ProbeOutcome::Slow, Some(took)),
+            Verdict::NotReady(_) => (ProbeOutcome::NotReady, Some(took)),
+            Verdict::Failing(_) | Verdict::Unhealthy(_) => (ProbeOutcome::Failed, None),
+        };
+        metrics.probe(outcome, round_trip);
+        if let Some(took) = round_trip {
+            self.args.board.update(|s| s.ping = Some(took));
+        }
+        verdict
+    }
+
+    /// Counts one probe without an answer; K in a row is the verdict "unhealthy".
+    fn failed(&mut self, reason: String) -> Verdict {
+        self.failures = self.failures.saturating_add(1);
+        let k = self.args.config.health_failures();
+        if self.failures >= k {
+            self.failures = 0;
+            Verdict::Unhealthy(format!("{k} consecutive health probes failed ({reason})"))
+        } else {
+            Verdict::Failing(format!("health probe failed: {reason}"))
+        }
+    }
+
+    /// Reads INFO into the server gauges and the snapshot.
+    async fn read_info(&self, lane: &Lane) {
+        let timeout = self.args.config.health_timeout();
+        let text = match probe(lane, &self.info, timeout).await {
+            Probe::Answered(value) => value
+                .extract_error()
+                .map_err(|e| e.to_string())
+                .and_then(|v| redis::from_redis_value::<String>(v).map_err(|e| e.to_string())),
+            Probe::Refused(n) => Err(n.message),
+            Probe::NoAnswer { reason, .. } => Err(reason),
+        };
+        match text {
+            Ok(text) => self.record_stats(ServerStats::parse(&text)),
+            // The PING probes judge the connection; a failed INFO only leaves the gauges as
+            // they were.
+            Err(reason) => tracing::debug!(reason = %reason, "INFO probe failed"),
+        }
+    }
+
+    fn record_stats(&self, stats: ServerStats) {
+        self.args.metrics.set_server(&stats);
+        self.args.board.update(|s| s.stats = Some(stats));
     }
 }
 
@@ -157,16 +275,15 @@ impl Actor for HealthActor {
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        (shared, supervisor): HealthArgs,
+        args: HealthArgs,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(HealthState {
-            shared,
-            supervisor,
+            args,
             timers: Vec::new(),
-            conn: None,
+            target: None,
             failures: 0,
-            ping: Request::Cmd(redis::cmd("PING")),
-            info: Request::Cmd(redis::cmd("INFO")),
+            ping: Request::raw(redis::cmd("PING")),
+            info: Request::raw(redis::cmd("INFO")),
         })
     }
 
@@ -175,15 +292,14 @@ impl Actor for HealthActor {
         myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let config = &state.shared.config;
+        let config = &state.args.config;
+        let (probe_every, info_every) = (config.health_interval(), config.info_interval());
         state
             .timers
-            .push(ticker(myself.clone(), config.health_interval(), || {
-                HealthMsg::Probe
-            }));
+            .push(ticker(myself.clone(), probe_every, || HealthMsg::Probe));
         state
             .timers
-            .push(ticker(myself, config.info_interval(), || HealthMsg::Info));
+            .push(ticker(myself, info_every, || HealthMsg::Info));
         Ok(())
     }
 
@@ -204,159 +320,37 @@ impl Actor for HealthActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        let conn = match &*state.shared.route.borrow() {
-            Route::Up(lane) => lane.clone(),
-            _ => {
-                // Nothing to probe while down; the supervisor is already reconnecting.
-                state.conn = None;
-                state.failures = 0;
-                return Ok(());
-            }
-        };
-        if state.conn != Some(conn.id()) {
-            state.conn = Some(conn.id());
-            state.failures = 0;
-        }
-        let config = state.shared.config.clone();
         match msg {
             HealthMsg::Probe => {
-                let start = Instant::now();
-                let result = probe(&conn, &state.ping, config.health_timeout()).await;
-                let took = start.elapsed();
-                let metrics = &state.shared.metrics;
-                match result {
-                    Ok(_) => {
-                        state.failures = 0;
-                        metrics.ping.record(took.as_secs_f64());
-                        metrics.command(CommandLabel::PING, Outcome::Ok, took);
-                        metrics.server.up.set(1.0);
-                        if let Ok(mut snap) = state.shared.health.lock() {
-                            snap.ping = Some(took);
-                        }
-                        let degraded = (took > config.health_slow()).then(|| {
-                            format!(
-                                "PING took {} ms (threshold {} ms)",
-                                took.as_millis(),
-                                config.health_slow().as_millis()
-                            )
-                        });
-                        let _ = state.supervisor.cast(SupervisorMsg::Probed {
-                            id: conn.id(),
-                            degraded,
-                        });
-                    }
-                    Err(reason) => {
-                        state.failures += 1;
-                        metrics.command(CommandLabel::PING, Outcome::Timeout, took);
-                        metrics.server.up.set(0.0);
-                        let k = config.health_failures();
-                        let msg = if state.failures >= k {
-                            state.failures = 0;
-                            SupervisorMsg::Unhealthy {
-                                id: conn.id(),
-                                reason: format!("{k} consecutive health probes failed ({reason})"),
-                            }
-                        } else {
-                            SupervisorMsg::Probed {
-                                id: conn.id(),
-                                degraded: Some(format!("health probe failed: {reason}")),
-                            }
-                        };
-                        let _ = state.supervisor.cast(msg);
-                    }
+                // Nothing to probe while down: the supervisor is already reconnecting.
+                if let Some(lane) = state.target() {
+                    let verdict = state.probe_once(&lane).await;
+                    let report = HealthReport {
+                        id: lane.id(),
+                        verdict,
+                    };
+                    // A gone supervisor is stopping this actor anyway.
+                    let _ = state.args.report.send_message(report);
                 }
             }
             HealthMsg::Info => {
-                let info = probe(&conn, &state.info, config.health_timeout())
-                    .await
-                    .and_then(|v| v.extract_error().map_err(|e| e.to_string()))
-                    .and_then(|v| redis::from_redis_value::<String>(v).map_err(|e| e.to_string()));
-                match info {
-                    Ok(text) => state.shared.record_server_stats(ServerStats::parse(&text)),
-                    // The PING probes judge the connection; a failed INFO only leaves the
-                    // gauges as they were.
-                    Err(reason) => tracing::debug!(reason = %reason, "INFO probe failed"),
+                if let Some(lane) = state.target() {
+                    state.read_info(&lane).await;
                 }
+            }
+            HealthMsg::Connected { id, stats } => {
+                state.target = Some(id);
+                state.failures = 0;
+                state.record_stats(stats);
+            }
+            HealthMsg::Lost(failure) => {
+                state.args.metrics.set_up(false);
+                state.args.board.update(|s| {
+                    s.ping = None;
+                    s.last_error = Some((failure.message, failure.kind, SystemTime::now()));
+                });
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const INFO: &str = "# Server\r\nredis_version:7.0.15\r\nredis_mode:standalone\r\nuptime_in_seconds:42\r\n\r\n# Clients\r\nconnected_clients:3\r\nblocked_clients:1\r\n\r\n# Memory\r\nused_memory:1048576\r\nmaxmemory:0\r\n\r\n# Stats\r\nkeyspace_hits:10\r\nkeyspace_misses:5\r\nexpired_keys:7\r\nevicted_keys:2\r\n\r\n# Replication\r\nrole:master\r\n";
-
-    #[test]
-    fn parses_info_into_stats() {
-        let s = ServerStats::parse(INFO);
-        assert_eq!(
-            s,
-            ServerStats {
-                version: "7.0.15".into(),
-                role: "master".into(),
-                mode: "standalone".into(),
-                uptime_seconds: 42,
-                memory_used_bytes: 1_048_576,
-                memory_max_bytes: 0,
-                connected_clients: 3,
-                blocked_clients: 1,
-                keyspace_hits: 10,
-                keyspace_misses: 5,
-                evicted_keys: 2,
-                expired_keys: 7,
-            }
-        );
-    }
-
-    #[test]
-    fn maxmemory_limit_and_missing_fields() {
-        let s = ServerStats::parse("maxmemory:104857600\nrole:slave\n");
-        assert_eq!(s.memory_max_bytes, 104_857_600);
-        assert_eq!(s.role, "slave");
-        assert_eq!(s.version, "unknown");
-        assert_eq!(s.uptime_seconds, 0);
-        assert_eq!(
-            ServerStats::parse("garbage\nused_memory:abc\n").memory_used_bytes,
-            0
-        );
-    }
-
-    #[test]
-    fn info_into_gauges() {
-        let recorder = crate::metrics::prometheus_builder().build_recorder();
-        let handle = recorder.handle();
-        let m = crate::metrics::Metrics::new("info", Some(Arc::new(recorder)));
-        m.set_server(&ServerStats::parse(INFO));
-        let text = handle.render();
-        for line in [
-            "redis_memory_used_bytes{client=\"info\"} 1048576",
-            "redis_memory_max_bytes{client=\"info\"} 0",
-            "redis_uptime_in_seconds{client=\"info\"} 42",
-            "redis_connected_clients{client=\"info\"} 3",
-            "redis_blocked_clients{client=\"info\"} 1",
-            "redis_keyspace_hits_total{client=\"info\"} 10",
-            "redis_keyspace_misses_total{client=\"info\"} 5",
-            "redis_evicted_keys_total{client=\"info\"} 2",
-            "redis_expired_keys_total{client=\"info\"} 7",
-            "redis_instance_info{client=\"info\",redis_version=\"7.0.15\",role=\"master\",redis_mode=\"standalone\"} 1",
-        ] {
-            assert!(text.contains(line), "missing {line}:\n{text}");
-        }
-        // A new server (after a restart or failover): the old info series drops to 0.
-        m.set_server(&ServerStats::parse(
-            "redis_version:7.2.0\nrole:master\nredis_mode:standalone\n",
-        ));
-        let text = handle.render();
-        assert!(
-            text.contains("redis_version=\"7.0.15\",role=\"master\",redis_mode=\"standalone\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("redis_version=\"7.2.0\",role=\"master\",redis_mode=\"standalone\"} 1"),
-            "{text}"
-        );
     }
 }

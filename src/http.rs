@@ -26,8 +26,6 @@
 //! # }
 //! ```
 
-use std::sync::Arc;
-
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -36,7 +34,7 @@ use axum::routing::get;
 use serde::Serialize;
 
 use crate::availability::Availability;
-use crate::supervisor::{Shared, Supervisor};
+use crate::supervisor::{Status, Supervisor};
 
 /// The body of `/health`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -109,7 +107,7 @@ pub fn router(supervisor: &Supervisor) -> axum::Router {
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/health/redis", get(redis_report))
-        .with_state(supervisor.shared())
+        .with_state(supervisor.status())
 }
 
 /// `/metrics`: the Prometheus text exposition of `handle`'s recorder.
@@ -132,8 +130,8 @@ async fn render_metrics(
         .into_response()
 }
 
-async fn ready(State(shared): State<Arc<Shared>>) -> Response {
-    let availability = shared.availability.current();
+async fn ready(State(status): State<Status>) -> Response {
+    let availability = status.availability();
     let status = status_code(&availability);
     let body = if status == StatusCode::OK {
         "ready\n".to_string()
@@ -143,16 +141,16 @@ async fn ready(State(shared): State<Arc<Shared>>) -> Response {
     (status, body).into_response()
 }
 
-async fn redis_report(State(shared): State<Arc<Shared>>) -> Response {
-    let availability = shared.availability.current();
-    let snapshot = shared.health.lock().map(|h| h.clone()).unwrap_or_default();
+async fn redis_report(State(status): State<Status>) -> Response {
+    let availability = status.availability();
+    let snapshot = status.health();
     let stats = snapshot.stats.as_ref();
     let serving = availability.is_serving();
     let report = RedisReport {
         status: if serving { "up" } else { "down" },
         state: availability.name(),
-        client: shared.config.name().to_string(),
-        url: shared.config.redacted_url(),
+        client: status.config().name().to_string(),
+        url: status.config().redacted_url(),
         ping_ms: snapshot
             .ping
             .filter(|_| serving)
@@ -163,42 +161,44 @@ async fn redis_report(State(shared): State<Arc<Shared>>) -> Response {
         memory_max_bytes: stats.map(|s| s.memory_max_bytes),
         uptime_seconds: stats.map(|s| s.uptime_seconds),
         connected_clients: stats.map(|s| s.connected_clients),
-        restarts: shared.restarts.load(std::sync::atomic::Ordering::Relaxed),
-        tls: shared.config.tls(),
-        tls_verify: shared.config.tls() && !shared.config.tls_insecure_skip_verify(),
+        restarts: status.restarts(),
+        tls: status.config().tls(),
+        tls_verify: status.config().tls() && !status.config().tls_insecure_skip_verify(),
         last_error: snapshot.last_error.as_ref().map(|(e, _, _)| e.clone()),
         last_error_kind: snapshot.last_error.as_ref().map(|(_, k, _)| *k),
         last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, _, at)| {
-            at.duration_since(std::time::SystemTime::UNIX_EPOCH)
+            let ms = at
+                .duration_since(std::time::SystemTime::UNIX_EPOCH)
                 .unwrap_or_default()
-                .as_millis() as u64
+                .as_millis();
+            u64::try_from(ms).unwrap_or(u64::MAX)
         }),
     };
     (status_code(&availability), Json(report)).into_response()
 }
 
-fn report(shared: &Shared) -> HealthReport {
-    let availability = shared.availability.current();
+fn report(status: &Status) -> HealthReport {
+    let availability = status.availability();
     HealthReport {
         status: if availability.is_serving() {
             "up"
         } else {
             "down"
         },
-        client: shared.config.name().to_string(),
-        url: shared.config.redacted_url(),
+        client: status.config().name().to_string(),
+        url: status.config().redacted_url(),
         availability,
-        restarts: shared.restarts.load(std::sync::atomic::Ordering::Relaxed),
+        restarts: status.restarts(),
     }
 }
 
-async fn health(State(shared): State<Arc<Shared>>) -> Response {
-    let report = report(&shared);
+async fn health(State(status): State<Status>) -> Response {
+    let report = report(&status);
     (status_code(&report.availability), Json(report)).into_response()
 }
 
-async fn live(State(shared): State<Arc<Shared>>) -> Response {
-    let availability = shared.availability.current();
+async fn live(State(status): State<Status>) -> Response {
+    let availability = status.availability();
     if matches!(
         availability,
         Availability::Stopped | Availability::GaveUp { .. }

@@ -52,8 +52,13 @@ pub mod error;
 pub mod handle;
 pub mod health;
 pub mod http;
+pub mod info;
+mod lane;
 pub mod metrics;
+mod request;
+mod route;
 pub mod supervisor;
+mod topology;
 
 #[cfg(feature = "test-util")]
 pub mod testing;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Histogram, Recorder, SharedString, Unit};
 
 use crate::availability::Availability;
+use crate::info::ServerStats;
 
 /// `redis_client_up`: 1 while commands can be served, else 0.
 pub const CLIENT_UP: &str = "redis_client_up";
@@ -28,12 +29,16 @@ pub const CLIENT_RESTARTS: &str = "redis_client_restarts_total";
 pub const CLIENT_RESTART_STORMS: &str = "redis_client_restart_storms_total";
 /// `redis_client_connect_attempts_total{outcome}`: connection attempts, `success` or `failure`.
 pub const CLIENT_CONNECT_ATTEMPTS: &str = "redis_client_connect_attempts_total";
-/// `redis_client_commands_total{command,outcome}`: finished commands.
+/// `redis_client_commands_total{command,outcome}`: callers' finished commands (health probes are
+/// counted apart, in [`CLIENT_PROBES`]).
 pub const CLIENT_COMMANDS: &str = "redis_client_commands_total";
 /// `redis_client_command_duration_seconds{command}`: command latency as the caller saw it.
 pub const CLIENT_COMMAND_DURATION: &str = "redis_client_command_duration_seconds";
-/// `redis_client_ping_duration_seconds`: health probe round trips.
+/// `redis_client_ping_duration_seconds`: round trips of the health actor's answered probes.
 pub const CLIENT_PING_DURATION: &str = "redis_client_ping_duration_seconds";
+/// `redis_client_probes_total{outcome}`: health probes by verdict (`ok`, `slow`, `not_ready`,
+/// `failed`). Probes are not callers' commands: `redis_client_commands_total` never counts them.
+pub const CLIENT_PROBES: &str = "redis_client_probes_total";
 /// `redis_client_offline_waiting`: commands waiting for the connection right now.
 pub const CLIENT_OFFLINE_WAITING: &str = "redis_client_offline_waiting";
 /// `redis_client_ambiguous_total`: commands answered `Ambiguous` (may have executed).
@@ -41,7 +46,8 @@ pub const CLIENT_AMBIGUOUS: &str = "redis_client_ambiguous_total";
 /// `redis_client_degraded_ops_total`: operations that a degradation policy answered without Redis.
 pub const CLIENT_DEGRADED_OPS: &str = "redis_client_degraded_ops_total";
 
-/// `redis_up`: 1 when the last probe of the server succeeded.
+/// `redis_up`: 1 while the last health probe (or the connect handshake) got an answer from the
+/// server, 0 when it failed or there is no connection.
 pub const SERVER_UP: &str = "redis_up";
 /// `redis_uptime_in_seconds` (INFO `uptime_in_seconds`).
 pub const SERVER_UPTIME: &str = "redis_uptime_in_seconds";
@@ -70,83 +76,101 @@ pub const LATENCY_BUCKETS: [f64; 16] = [
     2.5, 5.0,
 ];
 
-/// Values of the `command` label: a fixed set (raw commands outside it count as `other`), so the
-/// cardinality is bounded and never carries a key.
-pub const COMMANDS: [&str; 14] = [
-    "get", "set", "del", "exists", "expire", "ttl", "incr", "incrby", "mget", "mset", "ping",
-    "pipeline", "multi", "other",
-];
+/// Declares a fixed set of label values once: the enum (its discriminant is the index into the
+/// handles), the public list of names, and `name()`.
+macro_rules! label_set {
+    (
+        $(#[$enum_meta:meta])* enum $name:ident;
+        $(#[$const_meta:meta])* const $names:ident;
+        { $($(#[$variant_meta:meta])* $variant:ident = $label:literal),+ $(,)? }
+    ) => {
+        $(#[$enum_meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$variant_meta])* $variant),+
+        }
 
-/// Values of the `outcome` label of `redis_client_commands_total`.
-pub const OUTCOMES: [&str; 6] = [
-    "ok",
-    "error",
-    "timeout",
-    "unavailable",
-    "ambiguous",
-    "shutting_down",
-];
+        #[allow(dead_code)] // not every set uses every helper
+        impl $name {
+            /// Every value, in the order of the public name list.
+            pub(crate) const ALL: &'static [$name] = &[$($name::$variant),+];
 
-/// Values of the `outcome` label of `redis_client_connect_attempts_total`.
-pub const CONNECT_OUTCOMES: [&str; 2] = ["success", "failure"];
+            /// The label value.
+            pub(crate) const fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label),+
+                }
+            }
+        }
 
-/// Index of a `command` label value in [`COMMANDS`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct CommandLabel(pub(crate) u8);
+        $(#[$const_meta])*
+        pub const $names: &[&str] = &[$($label),+];
+    };
+}
 
-impl CommandLabel {
-    pub(crate) const GET: Self = Self(0);
-    pub(crate) const SET: Self = Self(1);
-    pub(crate) const DEL: Self = Self(2);
-    pub(crate) const EXISTS: Self = Self(3);
-    pub(crate) const EXPIRE: Self = Self(4);
-    pub(crate) const TTL: Self = Self(5);
-    pub(crate) const INCR: Self = Self(6);
-    pub(crate) const INCRBY: Self = Self(7);
-    pub(crate) const MGET: Self = Self(8);
-    pub(crate) const MSET: Self = Self(9);
-    pub(crate) const PING: Self = Self(10);
-    pub(crate) const PIPELINE: Self = Self(11);
-    pub(crate) const MULTI: Self = Self(12);
-    pub(crate) const OTHER: Self = Self(13);
-
-    /// The label for a raw command, from its name (ASCII case-insensitive).
-    pub(crate) fn for_name(name: &[u8]) -> Self {
-        let known: [(&[u8], Self); 14] = [
-            (b"get", Self::GET),
-            (b"set", Self::SET),
-            (b"del", Self::DEL),
-            (b"unlink", Self::DEL),
-            (b"exists", Self::EXISTS),
-            (b"expire", Self::EXPIRE),
-            (b"pexpire", Self::EXPIRE),
-            (b"ttl", Self::TTL),
-            (b"pttl", Self::TTL),
-            (b"incr", Self::INCR),
-            (b"incrby", Self::INCRBY),
-            (b"mget", Self::MGET),
-            (b"mset", Self::MSET),
-            (b"ping", Self::PING),
-        ];
-        known
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(Self::OTHER, |(_, l)| *l)
+label_set! {
+    /// A value of the `command` label.
+    enum CommandLabel;
+    /// Values of the `command` label: a fixed set (raw commands outside it count as `other`), so
+    /// the cardinality is bounded and never carries a key.
+    const COMMANDS;
+    {
+        Get = "get",
+        Set = "set",
+        Del = "del",
+        Exists = "exists",
+        Expire = "expire",
+        Ttl = "ttl",
+        Incr = "incr",
+        IncrBy = "incrby",
+        Mget = "mget",
+        Mset = "mset",
+        Ping = "ping",
+        Pipeline = "pipeline",
+        Multi = "multi",
+        Other = "other",
     }
 }
 
-/// Index of an `outcome` label value in [`OUTCOMES`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    Ok = 0,
-    Error = 1,
-    Timeout = 2,
-    Unavailable = 3,
-    Ambiguous = 4,
-    ShuttingDown = 5,
+/// Raw command names that count under another label than their own.
+const COMMAND_ALIASES: &[(&str, CommandLabel)] = &[
+    ("unlink", CommandLabel::Del),
+    ("pexpire", CommandLabel::Expire),
+    ("pttl", CommandLabel::Ttl),
+];
+
+impl CommandLabel {
+    /// The label for a raw command, from its name (ASCII case-insensitive). `pipeline` and
+    /// `other` are never a command's own name.
+    pub(crate) fn for_name(name: &[u8]) -> Self {
+        let is = |label: &str| label.as_bytes().eq_ignore_ascii_case(name);
+        Self::ALL
+            .iter()
+            .copied()
+            .filter(|l| !matches!(l, Self::Pipeline | Self::Other))
+            .find(|l| is(l.name()))
+            .or_else(|| COMMAND_ALIASES.iter().find(|(n, _)| is(n)).map(|(_, l)| *l))
+            .unwrap_or(Self::Other)
+    }
+}
+
+label_set! {
+    /// A value of the `outcome` label of `redis_client_commands_total`.
+    enum Outcome;
+    /// Values of the `outcome` label of `redis_client_commands_total`.
+    const OUTCOMES;
+    {
+        Ok = "ok",
+        Error = "error",
+        Timeout = "timeout",
+        Unavailable = "unavailable",
+        Ambiguous = "ambiguous",
+        ShuttingDown = "shutting_down",
+    }
 }
 
 impl Outcome {
+    /// The outcome of a finished command.
     pub(crate) fn of<T>(result: &Result<T, crate::Error>) -> Self {
         use crate::Error as E;
         match result {
@@ -157,6 +181,33 @@ impl Outcome {
             Err(E::ShuttingDown) => Self::ShuttingDown,
             Err(_) => Self::Error,
         }
+    }
+}
+
+label_set! {
+    /// A value of the `outcome` label of `redis_client_connect_attempts_total`.
+    enum ConnectOutcome;
+    /// Values of the `outcome` label of `redis_client_connect_attempts_total`.
+    const CONNECT_OUTCOMES;
+    {
+        Success = "success",
+        Failure = "failure",
+    }
+}
+
+label_set! {
+    /// A value of the `outcome` label of `redis_client_probes_total`.
+    enum ProbeOutcome;
+    /// Values of the `outcome` label of `redis_client_probes_total`: answered in time (`ok`),
+    /// answered slower than the slow threshold or late behind other replies (`slow`), refused
+    /// because the server cannot serve yet (`not_ready`: loading, master down, busy), no answer
+    /// (`failed`).
+    const PROBE_OUTCOMES;
+    {
+        Ok = "ok",
+        Slow = "slow",
+        NotReady = "not_ready",
+        Failed = "failed",
     }
 }
 
@@ -178,47 +229,308 @@ pub fn prometheus_builder() -> metrics_exporter_prometheus::PrometheusBuilder {
 /// several registries in one process).
 pub type SharedRecorder = Arc<dyn Recorder + Send + Sync>;
 
+/// Where a supervisor's metric handles are registered: its `client` label and its recorder.
+#[derive(Clone)]
+struct Registry {
+    client: SharedString,
+    recorder: Option<SharedRecorder>,
+}
+
+impl Registry {
+    /// Runs `f` (which creates handles) against this registry's recorder.
+    fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        match &self.recorder {
+            Some(r) => metrics::with_local_recorder(r.as_ref(), f),
+            None => f(),
+        }
+    }
+
+    fn gauge(&self, name: &'static str) -> Gauge {
+        let gauge = metrics::gauge!(name, "client" => self.client.clone());
+        gauge.set(0.0);
+        gauge
+    }
+
+    fn counter(&self, name: &'static str) -> Counter {
+        let counter = metrics::counter!(name, "client" => self.client.clone());
+        counter.absolute(0);
+        counter
+    }
+
+    /// One counter per value of a label, each at zero.
+    fn counters(
+        &self,
+        name: &'static str,
+        label: &'static str,
+        values: &[&'static str],
+    ) -> Vec<Counter> {
+        let client = &self.client;
+        values
+            .iter()
+            .map(|v| {
+                let counter = metrics::counter!(name, "client" => client.clone(), label => *v);
+                counter.increment(0);
+                counter
+            })
+            .collect()
+    }
+}
+
+/// Every metric handle of one supervisor, created (at zero) at start and split by the one module
+/// that writes each group: the supervisor ([`ClientMetrics`]), the handle ([`CommandMetrics`]),
+/// the health actor ([`HealthMetrics`]).
+pub(crate) struct Metrics {
+    pub(crate) client: ClientMetrics,
+    pub(crate) commands: CommandMetrics,
+    pub(crate) health: HealthMetrics,
+}
+
+impl Metrics {
+    /// Describes and registers every metric for `client`, in `recorder` when given, else in the
+    /// global recorder (a no-op when none is installed).
+    pub(crate) fn new(client: &str, recorder: Option<SharedRecorder>) -> Self {
+        let registry = Registry {
+            client: client.to_string().into(),
+            recorder,
+        };
+        registry.with(|| {
+            describe_all();
+            Metrics {
+                client: ClientMetrics::new(&registry),
+                commands: CommandMetrics::new(&registry),
+                health: HealthMetrics::new(&registry),
+            }
+        })
+    }
+}
+
+/// The supervisor's metrics: availability state, restarts, connect attempts.
+pub(crate) struct ClientMetrics {
+    up: Gauge,
+    states: Vec<Gauge>,
+    restarts: Counter,
+    restart_storms: Counter,
+    connects: Vec<Counter>,
+}
+
+impl ClientMetrics {
+    fn new(r: &Registry) -> Self {
+        let m = ClientMetrics {
+            up: r.gauge(CLIENT_UP),
+            states: Availability::NAMES
+                .iter()
+                .map(|s| metrics::gauge!(CLIENT_STATE, "client" => r.client.clone(), "state" => *s))
+                .collect(),
+            restarts: r.counter(CLIENT_RESTARTS),
+            restart_storms: r.counter(CLIENT_RESTART_STORMS),
+            connects: r.counters(CLIENT_CONNECT_ATTEMPTS, "outcome", CONNECT_OUTCOMES),
+        };
+        m.set_state(&Availability::Connecting { attempt: 1 });
+        m
+    }
+
+    /// Sets `redis_client_state` and `redis_client_up` for a new state.
+    pub(crate) fn set_state(&self, state: &Availability) {
+        let current = state.name();
+        for (gauge, name) in self.states.iter().zip(Availability::NAMES) {
+            gauge.set(if *name == current { 1.0 } else { 0.0 });
+        }
+        self.up.set(if state.is_serving() { 1.0 } else { 0.0 });
+    }
+
+    /// A connection actor was started to replace a failed one.
+    pub(crate) fn restarted(&self) {
+        self.restarts.increment(1);
+    }
+
+    /// A restart storm was declared.
+    pub(crate) fn storm(&self) {
+        self.restart_storms.increment(1);
+    }
+
+    /// A connection attempt finished.
+    pub(crate) fn connect(&self, outcome: ConnectOutcome) {
+        if let Some(c) = self.connects.get(outcome as usize) {
+            c.increment(1);
+        }
+    }
+}
+
+/// The handle's metrics: callers' commands, their latency, offline waiting, ambiguous answers.
+pub(crate) struct CommandMetrics {
+    /// `commands[label × OUTCOMES.len() + outcome]`.
+    commands: Vec<Counter>,
+    durations: Vec<Histogram>,
+    offline_waiting: Gauge,
+    ambiguous: Counter,
+}
+
+impl CommandMetrics {
+    fn new(r: &Registry) -> Self {
+        let client = &r.client;
+        let commands = COMMANDS
+            .iter()
+            .flat_map(|cmd| {
+                OUTCOMES.iter().map(move |o| {
+                    let c = metrics::counter!(CLIENT_COMMANDS, "client" => client.clone(), "command" => *cmd, "outcome" => *o);
+                    c.increment(0);
+                    c
+                })
+            })
+            .collect();
+        let durations = COMMANDS
+            .iter()
+            .map(|cmd| metrics::histogram!(CLIENT_COMMAND_DURATION, "client" => client.clone(), "command" => *cmd))
+            .collect();
+        CommandMetrics {
+            commands,
+            durations,
+            offline_waiting: r.gauge(CLIENT_OFFLINE_WAITING),
+            ambiguous: {
+                // Written by the patterns' degradation policies (wave 2); exists at 0 from the start.
+                let _ = r.counter(CLIENT_DEGRADED_OPS);
+                r.counter(CLIENT_AMBIGUOUS)
+            },
+        }
+    }
+
+    /// Records one finished command.
+    #[inline]
+    pub(crate) fn command(&self, label: CommandLabel, outcome: Outcome, took: Duration) {
+        let i = label as usize;
+        if let Some(c) = self.commands.get(i * OUTCOMES.len() + outcome as usize) {
+            c.increment(1);
+        }
+        if let Some(h) = self.durations.get(i) {
+            h.record(took.as_secs_f64());
+        }
+        if outcome == Outcome::Ambiguous {
+            self.ambiguous.increment(1);
+        }
+    }
+
+    /// One more (`true`) or one fewer (`false`) command waiting for the connection.
+    pub(crate) fn waiting(&self, more: bool) {
+        if more {
+            self.offline_waiting.increment(1.0);
+        } else {
+            self.offline_waiting.decrement(1.0);
+        }
+    }
+}
+
+/// Handles of the INFO-derived server gauges and counters.
+struct ServerMetrics {
+    uptime: Gauge,
+    memory_used: Gauge,
+    memory_max: Gauge,
+    connected_clients: Gauge,
+    blocked_clients: Gauge,
+    keyspace_hits: Counter,
+    keyspace_misses: Counter,
+    evicted_keys: Counter,
+    expired_keys: Counter,
+}
+
 /// Labels of the `redis_instance_info` series currently at 1.
 type InstanceLabels = (String, String, String);
 
-/// Every metric handle of one supervisor, created at start.
-pub(crate) struct Metrics {
-    client: SharedString,
-    recorder: Option<SharedRecorder>,
-    pub(crate) up: Gauge,
-    states: [Gauge; 6],
-    pub(crate) restarts: Counter,
-    pub(crate) restart_storms: Counter,
-    pub(crate) connect_success: Counter,
-    pub(crate) connect_failure: Counter,
-    commands: Vec<[Counter; 6]>,
-    durations: Vec<Histogram>,
-    pub(crate) ping: Histogram,
-    pub(crate) offline_waiting: Gauge,
-    pub(crate) ambiguous: Counter,
-    pub(crate) degraded_ops: Counter,
-    pub(crate) server: ServerMetrics,
+/// The health actor's metrics: probes, `redis_up`, and the server's INFO.
+pub(crate) struct HealthMetrics {
+    registry: Registry,
+    up: Gauge,
+    ping: Histogram,
+    probes: Vec<Counter>,
+    server: ServerMetrics,
     instance: Mutex<Option<InstanceLabels>>,
 }
 
-/// Handles of the INFO-derived server metrics.
-pub(crate) struct ServerMetrics {
-    pub(crate) up: Gauge,
-    pub(crate) uptime: Gauge,
-    pub(crate) memory_used: Gauge,
-    pub(crate) memory_max: Gauge,
-    pub(crate) connected_clients: Gauge,
-    pub(crate) blocked_clients: Gauge,
-    pub(crate) keyspace_hits: Counter,
-    pub(crate) keyspace_misses: Counter,
-    pub(crate) evicted_keys: Counter,
-    pub(crate) expired_keys: Counter,
+impl HealthMetrics {
+    fn new(r: &Registry) -> Self {
+        HealthMetrics {
+            registry: r.clone(),
+            up: r.gauge(SERVER_UP),
+            ping: metrics::histogram!(CLIENT_PING_DURATION, "client" => r.client.clone()),
+            probes: r.counters(CLIENT_PROBES, "outcome", PROBE_OUTCOMES),
+            server: ServerMetrics {
+                uptime: r.gauge(SERVER_UPTIME),
+                memory_used: r.gauge(SERVER_MEMORY_USED),
+                memory_max: r.gauge(SERVER_MEMORY_MAX),
+                connected_clients: r.gauge(SERVER_CONNECTED_CLIENTS),
+                blocked_clients: r.gauge(SERVER_BLOCKED_CLIENTS),
+                keyspace_hits: r.counter(SERVER_KEYSPACE_HITS),
+                keyspace_misses: r.counter(SERVER_KEYSPACE_MISSES),
+                evicted_keys: r.counter(SERVER_EVICTED_KEYS),
+                expired_keys: r.counter(SERVER_EXPIRED_KEYS),
+            },
+            instance: Mutex::new(None),
+        }
+    }
+
+    /// Records one probe: its verdict, and its round trip when it was answered.
+    pub(crate) fn probe(&self, outcome: ProbeOutcome, took: Option<Duration>) {
+        if let Some(c) = self.probes.get(outcome as usize) {
+            c.increment(1);
+        }
+        if let Some(took) = took {
+            self.ping.record(took.as_secs_f64());
+        }
+    }
+
+    /// Sets `redis_up`.
+    pub(crate) fn set_up(&self, up: bool) {
+        self.up.set(if up { 1.0 } else { 0.0 });
+    }
+
+    /// Sets the server gauges from a parsed INFO reply (which proves the server answers).
+    pub(crate) fn set_server(&self, info: &ServerStats) {
+        let s = &self.server;
+        self.up.set(1.0);
+        s.uptime.set(info.uptime_seconds as f64);
+        s.memory_used.set(info.memory_used_bytes as f64);
+        s.memory_max.set(info.memory_max_bytes as f64);
+        s.connected_clients.set(info.connected_clients as f64);
+        s.blocked_clients.set(info.blocked_clients as f64);
+        s.keyspace_hits.absolute(info.keyspace_hits);
+        s.keyspace_misses.absolute(info.keyspace_misses);
+        s.evicted_keys.absolute(info.evicted_keys);
+        s.expired_keys.absolute(info.expired_keys);
+        self.set_instance((info.version.clone(), info.role.clone(), info.mode.clone()));
+    }
+
+    /// Moves `redis_instance_info` to the series of `labels` (the old one drops to 0).
+    fn set_instance(&self, labels: InstanceLabels) {
+        let Ok(mut current) = self.instance.lock() else {
+            return;
+        };
+        if current.as_ref() == Some(&labels) {
+            return;
+        }
+        let client = &self.registry.client;
+        let register = |l: &InstanceLabels, value: f64| {
+            self.registry.with(|| {
+                metrics::gauge!(
+                    SERVER_INSTANCE_INFO,
+                    "client" => client.clone(),
+                    "redis_version" => l.0.clone(),
+                    "role" => l.1.clone(),
+                    "redis_mode" => l.2.clone()
+                )
+                .set(value)
+            })
+        };
+        if let Some(old) = current.take() {
+            register(&old, 0.0);
+        }
+        register(&labels, 1.0);
+        *current = Some(labels);
+    }
 }
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Metrics")
-            .field("client", &self.client)
+            .field("client", &self.health.registry.client)
             .finish_non_exhaustive()
     }
 }
@@ -247,12 +559,16 @@ fn describe_all() {
     );
     describe_counter!(
         CLIENT_COMMANDS,
-        "Redis commands finished, by command and outcome."
+        "Redis commands finished by callers (health probes excluded), by command and outcome."
     );
     describe_histogram!(
         CLIENT_COMMAND_DURATION,
         Unit::Seconds,
         "Redis command latency as seen by the caller, by command."
+    );
+    describe_counter!(
+        CLIENT_PROBES,
+        "Health probes of the Redis connection, by verdict (ok, slow, not_ready, failed); not counted as commands."
     );
     describe_histogram!(
         CLIENT_PING_DURATION,
@@ -273,7 +589,7 @@ fn describe_all() {
     );
     describe_gauge!(
         SERVER_UP,
-        "1 when the last probe of the Redis server succeeded."
+        "1 while the Redis server answers the health probes, else 0."
     );
     describe_gauge!(
         SERVER_UPTIME,
@@ -298,190 +614,22 @@ fn describe_all() {
     );
 }
 
-impl Metrics {
-    /// Describes and registers every metric for `client`, in `recorder` when given, else in the
-    /// global recorder (a no-op when none is installed).
-    pub(crate) fn new(client: &str, recorder: Option<SharedRecorder>) -> Self {
-        let client: SharedString = client.to_string().into();
-        let build = || {
-            describe_all();
-            let c = client.clone();
-            let gauge = |name: &'static str| metrics::gauge!(name, "client" => c.clone());
-            let counter = |name: &'static str| metrics::counter!(name, "client" => c.clone());
-            let states = Availability::NAMES
-                .map(|s| metrics::gauge!(CLIENT_STATE, "client" => c.clone(), "state" => s));
-            let commands = COMMANDS
-                .iter()
-                .map(|cmd| {
-                    OUTCOMES.map(|o| {
-                        metrics::counter!(CLIENT_COMMANDS, "client" => c.clone(), "command" => *cmd, "outcome" => o)
-                    })
-                })
-                .collect();
-            let durations = COMMANDS
-                .iter()
-                .map(|cmd| {
-                    metrics::histogram!(CLIENT_COMMAND_DURATION, "client" => c.clone(), "command" => *cmd)
-                })
-                .collect();
-            let connect = CONNECT_OUTCOMES.map(|o| {
-                metrics::counter!(CLIENT_CONNECT_ATTEMPTS, "client" => c.clone(), "outcome" => o)
-            });
-            let [connect_success, connect_failure] = connect;
-            let m = Metrics {
-                client: client.clone(),
-                recorder: None,
-                up: gauge(CLIENT_UP),
-                states,
-                restarts: counter(CLIENT_RESTARTS),
-                restart_storms: counter(CLIENT_RESTART_STORMS),
-                connect_success,
-                connect_failure,
-                commands,
-                durations,
-                ping: metrics::histogram!(CLIENT_PING_DURATION, "client" => c.clone()),
-                offline_waiting: gauge(CLIENT_OFFLINE_WAITING),
-                ambiguous: counter(CLIENT_AMBIGUOUS),
-                degraded_ops: counter(CLIENT_DEGRADED_OPS),
-                server: ServerMetrics {
-                    up: gauge(SERVER_UP),
-                    uptime: gauge(SERVER_UPTIME),
-                    memory_used: gauge(SERVER_MEMORY_USED),
-                    memory_max: gauge(SERVER_MEMORY_MAX),
-                    connected_clients: gauge(SERVER_CONNECTED_CLIENTS),
-                    blocked_clients: gauge(SERVER_BLOCKED_CLIENTS),
-                    keyspace_hits: counter(SERVER_KEYSPACE_HITS),
-                    keyspace_misses: counter(SERVER_KEYSPACE_MISSES),
-                    evicted_keys: counter(SERVER_EVICTED_KEYS),
-                    expired_keys: counter(SERVER_EXPIRED_KEYS),
-                },
-                instance: Mutex::new(None),
-            };
-            // Touch every handle so each series exists at zero from the start.
-            m.up.set(0.0);
-            m.restarts.increment(0);
-            m.restart_storms.increment(0);
-            m.connect_success.increment(0);
-            m.connect_failure.increment(0);
-            m.offline_waiting.set(0.0);
-            m.ambiguous.increment(0);
-            m.degraded_ops.increment(0);
-            for per_cmd in &m.commands {
-                for c in per_cmd {
-                    c.increment(0);
-                }
-            }
-            let s = &m.server;
-            for g in [
-                &s.up,
-                &s.uptime,
-                &s.memory_used,
-                &s.memory_max,
-                &s.connected_clients,
-                &s.blocked_clients,
-            ] {
-                g.set(0.0);
-            }
-            for c in [
-                &s.keyspace_hits,
-                &s.keyspace_misses,
-                &s.evicted_keys,
-                &s.expired_keys,
-            ] {
-                c.absolute(0);
-            }
-            m.set_state(&Availability::Connecting { attempt: 1 });
-            m
-        };
-        let mut m = match &recorder {
-            Some(r) => metrics::with_local_recorder(r.as_ref(), build),
-            None => build(),
-        };
-        m.recorder = recorder;
-        m
-    }
-
-    /// Records one finished command.
-    #[inline]
-    pub(crate) fn command(&self, label: CommandLabel, outcome: Outcome, took: Duration) {
-        let i = label.0 as usize;
-        if let Some(per_outcome) = self.commands.get(i) {
-            per_outcome[outcome as usize].increment(1);
-        }
-        if let Some(h) = self.durations.get(i) {
-            h.record(took.as_secs_f64());
-        }
-        if outcome == Outcome::Ambiguous {
-            self.ambiguous.increment(1);
-        }
-    }
-
-    /// Sets `redis_client_state` and `redis_client_up` for a new state.
-    pub(crate) fn set_state(&self, state: &Availability) {
-        let current = state.name();
-        for (gauge, name) in self.states.iter().zip(Availability::NAMES) {
-            gauge.set(if name == current { 1.0 } else { 0.0 });
-        }
-        self.up.set(if state.is_serving() { 1.0 } else { 0.0 });
-    }
-
-    /// Sets the server gauges from a parsed INFO reply.
-    pub(crate) fn set_server(&self, info: &crate::health::ServerStats) {
-        let s = &self.server;
-        s.up.set(1.0);
-        s.uptime.set(info.uptime_seconds as f64);
-        s.memory_used.set(info.memory_used_bytes as f64);
-        s.memory_max.set(info.memory_max_bytes as f64);
-        s.connected_clients.set(info.connected_clients as f64);
-        s.blocked_clients.set(info.blocked_clients as f64);
-        s.keyspace_hits.absolute(info.keyspace_hits);
-        s.keyspace_misses.absolute(info.keyspace_misses);
-        s.evicted_keys.absolute(info.evicted_keys);
-        s.expired_keys.absolute(info.expired_keys);
-        let labels = (info.version.clone(), info.role.clone(), info.mode.clone());
-        let Ok(mut current) = self.instance.lock() else {
-            return;
-        };
-        if current.as_ref() == Some(&labels) {
-            return;
-        }
-        let client = self.client.clone();
-        let register = |l: &InstanceLabels, value: f64| {
-            let set = || {
-                metrics::gauge!(
-                    SERVER_INSTANCE_INFO,
-                    "client" => client.clone(),
-                    "redis_version" => l.0.clone(),
-                    "role" => l.1.clone(),
-                    "redis_mode" => l.2.clone()
-                )
-                .set(value)
-            };
-            match &self.recorder {
-                Some(r) => metrics::with_local_recorder(r.as_ref(), set),
-                None => set(),
-            }
-        };
-        if let Some(old) = current.take() {
-            register(&old, 0.0);
-        }
-        register(&labels, 1.0);
-        *current = Some(labels);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn raw_command_labels() {
-        assert_eq!(CommandLabel::for_name(b"GET"), CommandLabel::GET);
-        assert_eq!(CommandLabel::for_name(b"pExpire"), CommandLabel::EXPIRE);
-        assert_eq!(CommandLabel::for_name(b"HGETALL"), CommandLabel::OTHER);
-        assert_eq!(COMMANDS[CommandLabel::OTHER.0 as usize], "other");
-        assert_eq!(COMMANDS[CommandLabel::MULTI.0 as usize], "multi");
-        assert_eq!(COMMANDS[CommandLabel::PING.0 as usize], "ping");
+        assert_eq!(CommandLabel::for_name(b"GET"), CommandLabel::Get);
+        assert_eq!(CommandLabel::for_name(b"pExpire"), CommandLabel::Expire);
+        assert_eq!(CommandLabel::for_name(b"HGETALL"), CommandLabel::Other);
+        assert_eq!(CommandLabel::for_name(b"pipeline"), CommandLabel::Other);
+        assert_eq!(COMMANDS[CommandLabel::Other as usize], "other");
+        assert_eq!(COMMANDS[CommandLabel::Multi as usize], "multi");
+        assert_eq!(COMMANDS[CommandLabel::Ping as usize], "ping");
+        for (i, l) in CommandLabel::ALL.iter().enumerate() {
+            assert_eq!((*l as usize, l.name()), (i, COMMANDS[i]));
+        }
     }
 
     #[test]
@@ -515,5 +663,50 @@ mod tests {
                 "{CLIENT_COMMANDS}{{client=\"t\",command=\"get\",outcome=\"{o}\"}} 0"
             )));
         }
+        for o in PROBE_OUTCOMES {
+            assert!(
+                text.contains(&format!(
+                    "{CLIENT_PROBES}{{client=\"t\",outcome=\"{o}\"}} 0"
+                )),
+                "{o}:\n{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn info_into_gauges() {
+        let recorder = prometheus_builder().build_recorder();
+        let handle = recorder.handle();
+        let m = Metrics::new("info", Some(Arc::new(recorder)));
+        m.health
+            .set_server(&ServerStats::parse(crate::info::tests::INFO));
+        let text = handle.render();
+        for line in [
+            "redis_memory_used_bytes{client=\"info\"} 1048576",
+            "redis_memory_max_bytes{client=\"info\"} 0",
+            "redis_uptime_in_seconds{client=\"info\"} 42",
+            "redis_connected_clients{client=\"info\"} 3",
+            "redis_blocked_clients{client=\"info\"} 1",
+            "redis_keyspace_hits_total{client=\"info\"} 10",
+            "redis_keyspace_misses_total{client=\"info\"} 5",
+            "redis_evicted_keys_total{client=\"info\"} 2",
+            "redis_expired_keys_total{client=\"info\"} 7",
+            "redis_instance_info{client=\"info\",redis_version=\"7.0.15\",role=\"master\",redis_mode=\"standalone\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        // A new server (after a restart or failover): the old info series drops to 0.
+        m.health.set_server(&ServerStats::parse(
+            "redis_version:7.2.0\nrole:master\nredis_mode:standalone\n",
+        ));
+        let text = handle.render();
+        assert!(
+            text.contains("redis_version=\"7.0.15\",role=\"master\",redis_mode=\"standalone\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("redis_version=\"7.2.0\",role=\"master\",redis_mode=\"standalone\"} 1"),
+            "{text}"
+        );
     }
 }

@@ -1,126 +1,249 @@
-//! The supervisor: the actor that owns the connection actor (restarting it with backoff and
-//! jitter, and publishing every availability transition), and the public [`Supervisor`] type
-//! that starts it, hands out [`RedisHandle`]s and shuts everything down.
+//! The supervisor: the actor that owns the connection actor and the health actor — restarting
+//! the connection with backoff and jitter, replacing it when the health actor finds it silent,
+//! and publishing every availability transition — and the public [`Supervisor`] type that starts
+//! it, hands out [`RedisHandle`]s and shuts everything down.
+//!
+//! The supervisor is the one writer of availability and of the route (derived from it, see
+//! [`crate::route`]). Its children report through types of their own ([`ConnectionReport`],
+//! [`HealthReport`]) that convert into its message type; it never `call`s a child that could
+//! call it back.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex as StdMutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 
 use crate::availability::{Availability, AvailabilityEvents, AvailabilityPublisher, EventKind};
 use crate::backoff::{RestartIntensity, RestartTracker};
 use crate::config::Config;
-use crate::connection::{ConnectionActor, ConnectionArgs, ConnectionMsg, Lane};
+use crate::connection::{
+    ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionReport, ConnectionUp,
+};
 use crate::error::{ConnectionFailure, Error, FailureKind};
-use crate::handle::RedisHandle;
-use crate::health::{HealthActor, HealthMsg, HealthSnapshot, ServerStats};
-use crate::metrics::{Metrics, SharedRecorder};
+use crate::handle::{HandleCore, RedisHandle};
+use crate::health::{
+    HealthActor, HealthArgs, HealthBoard, HealthMsg, HealthReport, HealthSnapshot, Verdict,
+};
+use crate::lane::{Lane, NotReady};
+use crate::metrics::{ClientMetrics, ConnectOutcome, HealthMetrics, Metrics, SharedRecorder};
+use crate::route::{Route, RouteState, RouteWriter};
+use crate::topology::Topology;
 
-/// Where commands go right now. Internal twin of [`Availability`], written only by the
-/// supervisor actor (and set to `Stopped` by shutdown).
-#[derive(Clone)]
-pub(crate) enum Route {
-    /// Send commands through this connection's lane.
-    Up(Lane),
-    /// No connection since `since`, because of `reason`.
-    Down {
-        since: SystemTime,
-        reason: Arc<str>,
-        kind: FailureKind,
-    },
-    /// The supervisor gave up for good: fail at once.
-    GaveUp {
-        since: SystemTime,
-        reason: Arc<str>,
-        kind: FailureKind,
-    },
-    /// Shut down.
-    Stopped,
-}
-
-/// State shared by the supervisor actor, the public [`Supervisor`] and every [`RedisHandle`].
-pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) route: watch::Sender<Route>,
-    pub(crate) availability: AvailabilityPublisher,
-    pub(crate) shutting_down: AtomicBool,
-    /// Commands between entry and answer (sent or waiting).
-    pub(crate) in_flight: AtomicUsize,
-    /// Notified when `in_flight` drops to zero during shutdown.
-    pub(crate) idle: Notify,
-    /// Commands currently waiting for the connection to come up.
-    pub(crate) offline_waiting: AtomicUsize,
+/// What the supervisor and the public [`Supervisor`] share; written only by this module.
+pub(crate) struct Core {
+    config: Arc<Config>,
+    route: RouteWriter,
+    availability: AvailabilityPublisher,
+    metrics: ClientMetrics,
     /// Connection actors started to replace a failed one.
-    pub(crate) restarts: AtomicU64,
-    /// Every metric handle, registered at start.
-    pub(crate) metrics: Metrics,
-    /// Latest probe and INFO results, and the last error, for `/health/redis`.
-    pub(crate) health: StdMutex<HealthSnapshot>,
+    restarts: AtomicU64,
+    handles: Arc<HandleCore>,
+    /// What the health actor is started with (again, if it fails), but its report port.
+    health_route: Route,
+    health_metrics: Arc<HealthMetrics>,
+    board: HealthBoard,
 }
 
-impl Shared {
-    /// Publishes an availability transition (state gauges first, then the watch and the event).
-    /// Only the supervisor actor calls this.
-    pub(crate) fn publish(&self, state: Availability, reason: impl Into<String>) {
+impl Core {
+    /// Publishes a transition: the route derived from it (about `lane`), the state gauges, then
+    /// the watch and the event. Once shutdown has begun only `Down`, `GaveUp` and `Stopped` are
+    /// still published: availability never says `Up` again.
+    fn publish(&self, state: Availability, reason: impl Into<String>, lane: Option<&Lane>) {
+        let terminal = matches!(
+            state,
+            Availability::Down { .. } | Availability::GaveUp { .. } | Availability::Stopped
+        );
+        if self.handles.is_closed() && !terminal {
+            return;
+        }
+        let route = RouteState::derive(&state, lane, &self.route.current().state);
+        self.route.set(route);
         self.metrics.set_state(&state);
         self.availability.publish(state, reason);
     }
 
-    /// Records an INFO reading: server gauges and the `/health/redis` snapshot.
-    pub(crate) fn record_server_stats(&self, stats: ServerStats) {
-        self.metrics.set_server(&stats);
-        if let Ok(mut h) = self.health.lock() {
-            h.stats = Some(stats);
-        }
+    /// Shutdown begins: no new commands, waiting ones answer `ShuttingDown`.
+    fn begin_shutdown(&self) {
+        self.handles.close();
+        self.route.set(RouteState::Stopped);
     }
 }
 
 /// Messages of the supervisor actor.
 pub(crate) enum SupervisorMsg {
+    /// From the connection actor.
+    Connection(ConnectionReport),
+    /// From the health actor.
+    Health(HealthReport),
     /// The backoff delay of generation `generation` has passed: start a new connection.
     Reconnect { generation: u64 },
-    /// A connection actor finished its handshake; `stats` is its INFO.
-    ConnectionUp {
-        id: ActorId,
-        stats: ServerStats,
-        lane: Lane,
-    },
-    /// A health probe of connection `id` succeeded; `degraded` says why it was too slow.
-    Probed {
-        id: ActorId,
-        degraded: Option<String>,
-    },
-    /// Connection `id` failed its health probes: replace it.
-    Unhealthy { id: ActorId, reason: String },
     /// A connection that came up during a restart storm may have been stable long enough.
     StableCheck { generation: u64 },
-    /// Close the connection (QUIT), stop it, publish `Stopped`, stop.
+    /// Close the connection (QUIT), stop the children, publish `Stopped`, stop.
     Shutdown(RpcReplyPort<()>),
+}
+
+impl From<ConnectionReport> for SupervisorMsg {
+    fn from(report: ConnectionReport) -> Self {
+        SupervisorMsg::Connection(report)
+    }
+}
+
+impl TryFrom<SupervisorMsg> for ConnectionReport {
+    type Error = SupervisorMsg;
+    fn try_from(msg: SupervisorMsg) -> Result<Self, SupervisorMsg> {
+        match msg {
+            SupervisorMsg::Connection(report) => Ok(report),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<HealthReport> for SupervisorMsg {
+    fn from(report: HealthReport) -> Self {
+        SupervisorMsg::Health(report)
+    }
+}
+
+impl TryFrom<SupervisorMsg> for HealthReport {
+    type Error = SupervisorMsg;
+    fn try_from(msg: SupervisorMsg) -> Result<Self, SupervisorMsg> {
+        match msg {
+            SupervisorMsg::Health(report) => Ok(report),
+            other => Err(other),
+        }
+    }
+}
+
+/// How a connected server is doing, as far as the supervisor knows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Condition {
+    Ready,
+    Slow(String),
+    Failing(String),
+    NotReady(NotReady),
+}
+
+/// What a published serving state is, ignoring its text: a new event is published only when
+/// this changes (a slow server does not publish one event per probe).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Up,
+    Storm,
+    Slow,
+    Failing,
+    NotReady(FailureKind),
+}
+
+/// A connection actor that finished its handshake.
+struct Connected {
+    lane: Lane,
+    /// `redis_version` and `role` from its INFO, for `Up`.
+    version: String,
+    role: String,
+    condition: Condition,
+    /// What was last published for this connection.
+    published: Option<Class>,
+}
+
+/// The current connection actor and how far it got.
+struct Child {
+    actor: ActorRef<ConnectionMsg>,
+    /// `None` while it is still connecting.
+    connected: Option<Connected>,
 }
 
 /// State of the supervisor actor.
 pub(crate) struct SupervisorState {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
+    topology: Topology,
     tracker: RestartTracker,
-    child: Option<ActorRef<ConnectionMsg>>,
-    child_up: bool,
-    health: Option<ActorRef<HealthMsg>>,
-    /// Version and role of the connected server, for `Up` after `Degraded`.
-    server: Option<(String, String)>,
-    degraded: Option<String>,
-    generation: u64,
-    timer: Option<Timer>,
-    stable_timer: Option<Timer>,
-    stopping: bool,
     intensity: RestartIntensity,
     /// While a restart storm lasts: its description.
     storm: Option<String>,
+    child: Option<Child>,
+    /// The health actor (restarted if it fails).
+    health: Option<ActorRef<HealthMsg>>,
+    /// Bumped by every lost connection: a timer armed for an older generation is stale.
+    generation: u64,
+    /// The pending reconnect, after the backoff delay.
+    reconnect_timer: Option<Timer>,
+    /// The pending check that a connection made during a storm stayed up for the stable period.
+    stable_timer: Option<Timer>,
+    /// Set when `Shutdown` is handled: no further attempt.
+    stopping: bool,
 }
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
+
+impl SupervisorState {
+    fn connected(&mut self, id: ActorId) -> Option<&mut Connected> {
+        self.child
+            .as_mut()
+            .filter(|c| c.actor.get_id() == id)
+            .and_then(|c| c.connected.as_mut())
+    }
+
+    fn is_child(&self, id: ActorId) -> bool {
+        self.child.as_ref().is_some_and(|c| c.actor.get_id() == id)
+    }
+
+    fn abort_timers(&mut self) {
+        for t in [self.reconnect_timer.take(), self.stable_timer.take()]
+            .into_iter()
+            .flatten()
+        {
+            t.abort();
+        }
+    }
+
+    /// Publishes the connected server's state (`Up`, `Degraded` or `NotReady`) if its class
+    /// changed since the last publication.
+    fn publish_connected(&mut self, reason: &str) {
+        let storm = self.storm.clone();
+        let Some(c) = self.child.as_mut().and_then(|c| c.connected.as_mut()) else {
+            return;
+        };
+        let (state, class) = match (&c.condition, storm) {
+            // A server that cannot serve is not serving, storm or not.
+            (Condition::NotReady(n), _) => (
+                Availability::NotReady {
+                    reason: n.message.clone(),
+                    kind: n.kind,
+                },
+                Class::NotReady(n.kind),
+            ),
+            (_, Some(storm)) => (Availability::Degraded { reason: storm }, Class::Storm),
+            (Condition::Slow(why), None) => (
+                Availability::Degraded {
+                    reason: why.clone(),
+                },
+                Class::Slow,
+            ),
+            (Condition::Failing(why), None) => (
+                Availability::Degraded {
+                    reason: why.clone(),
+                },
+                Class::Failing,
+            ),
+            (Condition::Ready, None) => (
+                Availability::Up {
+                    server_version: c.version.clone(),
+                    role: c.role.clone(),
+                },
+                Class::Up,
+            ),
+        };
+        if c.published == Some(class) {
+            return;
+        }
+        c.published = Some(class);
+        self.core.publish(state, reason, Some(&c.lane));
+    }
+}
 
 /// The supervisor actor.
 pub(crate) struct SupervisorActor;
@@ -128,221 +251,323 @@ pub(crate) struct SupervisorActor;
 impl SupervisorActor {
     /// Starts a connection actor (it connects in its own task; the supervisor does not wait).
     async fn start_child(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-        let attempt = state.tracker.attempt() + 1;
-        state
-            .shared
-            .publish(Availability::Connecting { attempt }, "connecting");
+        let connecting = Availability::Connecting {
+            attempt: state.tracker.attempt().saturating_add(1),
+        };
+        // The first attempt is the state the supervisor started in: publish it once.
+        if state.core.availability.current() != connecting {
+            state.core.publish(connecting, "connecting", None);
+        }
         let args = ConnectionArgs {
-            config: state.shared.config.clone(),
-            supervisor: myself.clone(),
+            config: state.core.config.clone(),
+            topology: state.topology,
+            report: myself.get_derived(),
         };
         match ConnectionActor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
-            Ok((child, _join)) => {
-                state.child = Some(child);
-                state.child_up = false;
+            Ok((actor, _join)) => {
+                state.child = Some(Child {
+                    actor,
+                    connected: None,
+                });
             }
-            Err(e) => self.child_failed(
-                myself,
-                state,
-                ConnectionFailure::new(
-                    FailureKind::Other,
-                    format!("connection actor did not start: {e}"),
-                ),
-            ),
-        }
-    }
-
-    /// The current connection (or attempt) failed: publish `Down` and schedule the next attempt.
-    fn child_failed(
-        &self,
-        myself: &ActorRef<SupervisorMsg>,
-        state: &mut SupervisorState,
-        failure: ConnectionFailure,
-    ) {
-        let ConnectionFailure {
-            kind,
-            message: reason,
-        } = failure;
-        let was_up = state.child_up;
-        state.child = None;
-        state.child_up = false;
-        state.degraded = None;
-        if state.stopping {
-            return;
-        }
-        let metrics = &state.shared.metrics;
-        if !was_up {
-            metrics.connect_failure.increment(1);
-        }
-        metrics.server.up.set(0.0);
-        if let Ok(mut h) = state.shared.health.lock() {
-            h.last_error = Some((reason.clone(), kind, SystemTime::now()));
-            h.ping = None;
-        }
-        let now = std::time::Instant::now();
-        let mut storm_started = None;
-        if was_up {
-            if state.tracker.is_stable(now) {
-                state.intensity.reset();
-                state.storm = None;
-            }
-            if let Some(restarts) = state.intensity.record(now)
-                && state.storm.is_none()
-            {
-                let window = state.intensity.window();
-                let text = format!(
-                    "restart storm: {restarts} connections lost within {} s",
-                    window.as_secs()
+            Err(e) => {
+                let message = format!("connection actor did not start: {e}");
+                self.child_failed(
+                    myself,
+                    state,
+                    ConnectionFailure::new(FailureKind::Other, message),
                 );
-                metrics.restart_storms.increment(1);
-                state.storm = Some(text.clone());
-                storm_started = Some((text, restarts, window));
             }
         }
-        let delay = state
-            .tracker
-            .on_failure(now, fastrand::f64(), state.storm.is_some());
-        let since = match &*state.shared.route.borrow() {
-            Route::Down { since, .. } if !was_up => *since,
-            _ => SystemTime::now(),
-        };
-        if let Some(t) = state.stable_timer.take() {
-            t.abort();
-        }
-        let attempts = state.tracker.attempt();
-        if let Some(max) = state.shared.config.max_attempts()
-            && attempts >= max
-        {
-            // Final: no more attempts; every waiting command fails at once.
-            let text = format!("gave up after {attempts} consecutive failed attempts: {reason}");
-            set_route(
-                &state.shared,
-                Route::GaveUp {
-                    since,
-                    reason: Arc::from(text.as_str()),
-                    kind,
-                },
-            );
-            tracing::error!(client = %state.shared.config.name(), reason = %reason, attempts, "redis supervisor gave up");
-            state.shared.publish(
-                Availability::GaveUp {
-                    error: reason,
-                    attempts,
-                },
-                text,
-            );
-            return;
-        }
-        let reason_arc: Arc<str> = Arc::from(reason.as_str());
-        set_route(
-            &state.shared,
-            Route::Down {
-                since,
-                reason: reason_arc,
-                kind,
-            },
-        );
-        tracing::debug!(
-            client = %state.shared.config.name(),
-            state = "down",
-            reason = %reason,
-            retry_in_ms = delay.as_millis() as u64,
-            "redis connection down"
-        );
-        let down = Availability::Down {
-            error: reason.clone(),
-            kind,
-            retry_in: delay,
-        };
-        state.shared.publish(down.clone(), reason);
-        if let Some((text, restarts, window)) = storm_started {
-            tracing::warn!(client = %state.shared.config.name(), restarts, "redis restart storm");
-            state.shared.availability.publish_kind(
-                down,
-                text,
-                EventKind::RestartStorm {
-                    restarts,
-                    window_ms: window.as_millis() as u64,
-                },
-            );
-        }
-        state.generation += 1;
-        let generation = state.generation;
-        if let Some(t) = state.timer.take() {
-            t.abort();
-        }
-        state.timer =
-            Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
     }
 
     /// Starts the health actor (linked; restarted if it ever fails).
     async fn start_health(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-        let args = (state.shared.clone(), myself.clone());
+        let core = &state.core;
+        let args = HealthArgs {
+            config: core.config.clone(),
+            route: core.health_route.clone(),
+            metrics: core.health_metrics.clone(),
+            board: core.board.clone(),
+            report: myself.get_derived(),
+        };
         match HealthActor::spawn_linked(None, HealthActor, args, myself.get_cell()).await {
             Ok((health, _join)) => state.health = Some(health),
             Err(e) => tracing::error!(error = %e, "health actor did not start; probes are off"),
         }
     }
 
-    /// Publishes `Up` or `Degraded` for the connected server.
-    fn publish_serving(state: &SupervisorState, reason: &str) {
-        let why = state.storm.as_ref().or(state.degraded.as_ref());
-        let availability = match (why, &state.server) {
-            (Some(why), _) => Availability::Degraded {
-                reason: why.clone(),
-            },
-            (None, Some((server_version, role))) => Availability::Up {
-                server_version: server_version.clone(),
-                role: role.clone(),
-            },
-            (None, None) => return,
-        };
-        state.shared.publish(availability, reason);
+    /// The current connection (or attempt) failed: publish `Down` (or `GaveUp`) and schedule
+    /// the next attempt.
+    fn child_failed(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        failure: ConnectionFailure,
+    ) {
+        let was_up = state.child.take().is_some_and(|c| c.connected.is_some());
+        if state.stopping {
+            return;
+        }
+        if !was_up {
+            state.core.metrics.connect(ConnectOutcome::Failure);
+        }
+        if let Some(health) = &state.health {
+            let _ = health.cast(HealthMsg::Lost(failure.clone()));
+        }
+        let now = Instant::now();
+        let storm_started = was_up.then(|| note_restart(state, now)).flatten();
+        let delay = state
+            .tracker
+            .on_failure(now, fastrand::f64(), state.storm.is_some());
+        if let Some(t) = state.stable_timer.take() {
+            t.abort();
+        }
+        if gave_up(state, &failure) {
+            return;
+        }
+        publish_down(state, &failure, delay, storm_started);
+        self.schedule_reconnect(myself, state, delay);
     }
 
-    fn is_child(state: &SupervisorState, id: ActorId) -> bool {
-        state.child.as_ref().is_some_and(|c| c.get_id() == id)
+    fn schedule_reconnect(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        delay: Duration,
+    ) {
+        state.generation = state.generation.wrapping_add(1);
+        let generation = state.generation;
+        if let Some(t) = state.reconnect_timer.take() {
+            t.abort();
+        }
+        state.reconnect_timer =
+            Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
+    }
+
+    /// Connection `id` finished its handshake.
+    fn connection_up(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        up: ConnectionUp,
+    ) {
+        let ConnectionUp {
+            id,
+            stats,
+            lane,
+            not_ready,
+        } = up;
+        if !state.is_child(id) || state.stopping || state.core.handles.is_closed() {
+            return;
+        }
+        state.tracker.on_up(Instant::now());
+        state.core.metrics.connect(ConnectOutcome::Success);
+        tracing::debug!(
+            client = %state.core.config.name(),
+            state = "up",
+            server_version = %stats.version,
+            role = %stats.role,
+            ready = not_ready.is_none(),
+            "redis connection up"
+        );
+        let reason = match &not_ready {
+            None => "connected".to_string(),
+            Some(n) => format!("connected, but the server cannot serve yet: {}", n.message),
+        };
+        if let Some(child) = state.child.as_mut() {
+            child.connected = Some(Connected {
+                lane,
+                version: stats.version.clone(),
+                role: stats.role.clone(),
+                condition: not_ready.map_or(Condition::Ready, Condition::NotReady),
+                published: None,
+            });
+        }
+        if let Some(health) = &state.health {
+            let _ = health.cast(HealthMsg::Connected { id, stats });
+        }
+        state.publish_connected(&reason);
+        if state.storm.is_some() {
+            let generation = state.generation;
+            let period = state.core.config.stable_period();
+            state.stable_timer =
+                Some(myself.send_after(period, move || SupervisorMsg::StableCheck { generation }));
+        }
+    }
+
+    /// A health verdict on connection `id`.
+    fn health_report(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        report: HealthReport,
+    ) {
+        let HealthReport { id, verdict } = report;
+        if state.stopping {
+            return;
+        }
+        let Some(connected) = state.connected(id) else {
+            return;
+        };
+        let condition = match verdict {
+            Verdict::Unhealthy(reason) => return self.replace(myself, state, reason),
+            Verdict::Healthy => Condition::Ready,
+            Verdict::Slow(why) => Condition::Slow(why),
+            // No answer does not make a server that cannot serve look like it can.
+            Verdict::Failing(_) if matches!(connected.condition, Condition::NotReady(_)) => {
+                return;
+            }
+            Verdict::Failing(why) => Condition::Failing(why),
+            Verdict::NotReady(n) => Condition::NotReady(n),
+        };
+        let reason = match &condition {
+            Condition::Ready => "health probes answer",
+            Condition::Slow(why) | Condition::Failing(why) => why.as_str(),
+            Condition::NotReady(n) => n.message.as_str(),
+        }
+        .to_string();
+        connected.condition = condition;
+        state.publish_connected(&reason);
+    }
+
+    /// The health actor found the connection silent: replace it now (its termination event
+    /// arrives later and is then stale).
+    fn replace(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        reason: String,
+    ) {
+        let Some(actor) = state.child.as_ref().map(|c| c.actor.clone()) else {
+            return;
+        };
+        let failure = ConnectionFailure::new(FailureKind::Unhealthy, reason.clone());
+        self.child_failed(myself, state, failure);
+        actor.stop(Some(reason));
+    }
+
+    /// Shutdown: stop the health actor, QUIT and stop the connection, publish `Stopped`.
+    async fn shutdown(&self, state: &mut SupervisorState) {
+        state.stopping = true;
+        state.abort_timers();
+        state.core.begin_shutdown();
+        if let Some(health) = state.health.take() {
+            let _ = health
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+                .await;
+        }
+        if let Some(child) = state.child.take() {
+            let _ = child
+                .actor
+                .call(ConnectionMsg::Quit, Some(Duration::from_secs(1)))
+                .await;
+            let _ = child
+                .actor
+                .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
+                .await;
+        }
+        tracing::debug!(client = %state.core.config.name(), state = "stopped", "redis supervisor stopped");
+        state.core.publish(Availability::Stopped, "shutdown", None);
     }
 }
 
-/// Sets the route unless shutdown has begun (shutdown's `Stopped` must win any race).
-fn set_route(shared: &Shared, route: Route) {
-    shared.route.send_modify(|r| {
-        if !shared.shutting_down.load(Ordering::SeqCst) {
-            *r = route;
-        }
-    });
+/// Records a lost connection against the restart intensity; returns the storm's description,
+/// restarts and window when this loss starts a restart storm.
+fn note_restart(state: &mut SupervisorState, now: Instant) -> Option<(String, u32, Duration)> {
+    if state.tracker.is_stable(now) {
+        state.intensity.reset();
+        state.storm = None;
+    }
+    let restarts = state.intensity.record(now)?;
+    if state.storm.is_some() {
+        return None;
+    }
+    let window = state.intensity.window();
+    let text = format!(
+        "restart storm: {restarts} connections lost within {} s",
+        window.as_secs()
+    );
+    state.core.metrics.storm();
+    state.storm = Some(text.clone());
+    Some((text, restarts, window))
+}
+
+/// With a maximum of attempts configured and reached: publish `GaveUp` (final) and say so.
+fn gave_up(state: &SupervisorState, failure: &ConnectionFailure) -> bool {
+    let attempts = state.tracker.attempt();
+    let Some(max) = state.core.config.max_attempts() else {
+        return false;
+    };
+    if attempts < max {
+        return false;
+    }
+    let reason = &failure.message;
+    let text = format!("gave up after {attempts} consecutive failed attempts: {reason}");
+    tracing::error!(client = %state.core.config.name(), reason = %reason, attempts, "redis supervisor gave up");
+    let gave_up = Availability::GaveUp {
+        error: reason.clone(),
+        attempts,
+    };
+    state.core.publish(gave_up, text, None);
+    true
+}
+
+/// Publishes `Down` (and the restart-storm notice, when one started).
+fn publish_down(
+    state: &SupervisorState,
+    failure: &ConnectionFailure,
+    delay: Duration,
+    storm_started: Option<(String, u32, Duration)>,
+) {
+    let core = &state.core;
+    tracing::debug!(
+        client = %core.config.name(),
+        state = "down",
+        reason = %failure.message,
+        retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+        "redis connection down"
+    );
+    let down = Availability::Down {
+        error: failure.message.clone(),
+        kind: failure.kind,
+        retry_in: delay,
+    };
+    core.publish(down.clone(), failure.message.clone(), None);
+    if let Some((text, restarts, window)) = storm_started {
+        tracing::warn!(client = %core.config.name(), restarts, "redis restart storm");
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        let notice = EventKind::RestartStorm {
+            restarts,
+            window_ms,
+        };
+        core.availability.publish_kind(down, text, notice);
+    }
 }
 
 impl Actor for SupervisorActor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<Shared>;
+    type Arguments = Arc<Core>;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        shared: Arc<Shared>,
+        core: Arc<Core>,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let tracker = RestartTracker::new(shared.config.backoff(), shared.config.stable_period());
-        let shared_intensity = (
-            shared.config.restart_intensity(),
-            shared.config.restart_window(),
-        );
+        let config = core.config.clone();
         Ok(SupervisorState {
-            shared,
-            tracker,
+            topology: Topology::of(&config),
+            tracker: RestartTracker::new(config.backoff(), config.stable_period()),
+            intensity: RestartIntensity::new(config.restart_intensity(), config.restart_window()),
+            storm: None,
             child: None,
-            child_up: false,
             health: None,
-            server: None,
-            degraded: None,
             generation: 0,
-            timer: None,
+            reconnect_timer: None,
             stable_timer: None,
             stopping: false,
-            intensity: RestartIntensity::new(shared_intensity.0, shared_intensity.1),
-            storm: None,
+            core,
         })
     }
 
@@ -364,105 +589,45 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Reconnect { generation } => {
-                if generation == state.generation && !state.stopping && state.child.is_none() {
-                    state.timer = None;
-                    state.shared.restarts.fetch_add(1, Ordering::Relaxed);
-                    state.shared.metrics.restarts.increment(1);
+                let closed = state.core.handles.is_closed();
+                if generation == state.generation
+                    && !state.stopping
+                    && !closed
+                    && state.child.is_none()
+                {
+                    state.reconnect_timer = None;
+                    state.core.restarts.fetch_add(1, Ordering::Relaxed);
+                    state.core.metrics.restarted();
                     self.start_child(&myself, state).await;
                 }
             }
-            SupervisorMsg::ConnectionUp { id, stats, lane } => {
-                if !Self::is_child(state, id) || state.stopping {
-                    return Ok(());
-                }
-                state.child_up = true;
-                state.degraded = None;
-                state.tracker.on_up(std::time::Instant::now());
-                state.shared.metrics.connect_success.increment(1);
-                state.shared.metrics.server.up.set(1.0);
-                state.server = Some((stats.version.clone(), stats.role.clone()));
-                tracing::debug!(
-                    client = %state.shared.config.name(),
-                    state = "up",
-                    server_version = %stats.version,
-                    role = %stats.role,
-                    "redis connection up"
-                );
-                state.shared.record_server_stats(stats);
-                set_route(&state.shared, Route::Up(lane));
-                Self::publish_serving(state, "connected");
-                if state.storm.is_some() {
-                    let generation = state.generation;
-                    let period = state.shared.config.stable_period();
-                    state.stable_timer = Some(
-                        myself
-                            .send_after(period, move || SupervisorMsg::StableCheck { generation }),
-                    );
+            SupervisorMsg::Connection(ConnectionReport::Up(up)) => {
+                self.connection_up(&myself, state, *up);
+            }
+            SupervisorMsg::Connection(ConnectionReport::Refused { id, not_ready }) => {
+                if let Some(c) = state.connected(id) {
+                    let reason = not_ready.message.clone();
+                    c.condition = Condition::NotReady(not_ready);
+                    state.publish_connected(&reason);
                 }
             }
-            SupervisorMsg::Probed { id, degraded } => {
-                if !Self::is_child(state, id) || !state.child_up || state.stopping {
-                    return Ok(());
-                }
-                if state.degraded != degraded {
-                    let reason = match &degraded {
-                        Some(why) => why.clone(),
-                        None => "health probes recovered".to_string(),
-                    };
-                    state.degraded = degraded;
-                    Self::publish_serving(state, &reason);
-                }
-            }
+            SupervisorMsg::Health(report) => self.health_report(&myself, state, report),
             SupervisorMsg::StableCheck { generation } => {
                 state.stable_timer = None;
+                let up = state.child.as_ref().is_some_and(|c| c.connected.is_some());
                 if generation == state.generation
-                    && state.child_up
+                    && up
                     && state.storm.is_some()
-                    && state.tracker.is_stable(std::time::Instant::now())
+                    && state.tracker.is_stable(Instant::now())
                 {
                     state.storm = None;
                     state.intensity.reset();
-                    Self::publish_serving(state, "stable again after a restart storm");
-                }
-            }
-            SupervisorMsg::Unhealthy { id, reason } => {
-                if !Self::is_child(state, id) || state.stopping {
-                    return Ok(());
-                }
-                if let Some(child) = state.child.clone() {
-                    // Replace it now; its termination event arrives later and is then stale.
-                    self.child_failed(
-                        &myself,
-                        state,
-                        ConnectionFailure::new(FailureKind::Unhealthy, reason.clone()),
-                    );
-                    child.stop(Some(reason));
+                    state.publish_connected("stable again after a restart storm");
                 }
             }
             SupervisorMsg::Shutdown(reply) => {
-                state.stopping = true;
-                for t in [state.timer.take(), state.stable_timer.take()]
-                    .into_iter()
-                    .flatten()
-                {
-                    t.abort();
-                }
-                if let Some(health) = state.health.take() {
-                    let _ = health
-                        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
-                        .await;
-                }
-                if let Some(child) = state.child.take() {
-                    let _ = child
-                        .call(ConnectionMsg::Quit, Some(Duration::from_secs(1)))
-                        .await;
-                    let _ = child
-                        .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
-                        .await;
-                }
-                state.shared.route.send_replace(Route::Stopped);
-                tracing::debug!(client = %state.shared.config.name(), state = "stopped", "redis supervisor stopped");
-                state.shared.publish(Availability::Stopped, "shutdown");
+                self.shutdown(state).await;
+                // The caller may have given up waiting.
                 let _ = reply.send(());
                 myself.stop(Some("shutdown".into()));
             }
@@ -486,25 +651,20 @@ impl Actor for SupervisorActor {
                     self.start_health(&myself, state).await;
                 }
             }
-            SupervisionEvent::ActorFailed(cell, err) => {
-                if Self::is_child(state, cell.get_id()) {
-                    let failure = ConnectionFailure::from_actor_error(err.as_ref());
-                    self.child_failed(&myself, state, failure);
-                } else {
-                    tracing::debug!(actor = %cell.get_id(), error = %err, "stale connection actor failed");
-                }
+            SupervisionEvent::ActorFailed(cell, err) if state.is_child(cell.get_id()) => {
+                let failure = ConnectionFailure::from_actor_error(err.as_ref());
+                self.child_failed(&myself, state, failure);
             }
-            SupervisionEvent::ActorTerminated(cell, _, reason) => {
-                if Self::is_child(state, cell.get_id()) {
-                    let reason = reason.unwrap_or_else(|| "connection actor stopped".to_string());
-                    self.child_failed(
-                        &myself,
-                        state,
-                        ConnectionFailure::new(FailureKind::Other, reason),
-                    );
-                } else {
-                    tracing::debug!(actor = %cell.get_id(), "stale connection actor stopped");
-                }
+            SupervisionEvent::ActorTerminated(cell, _, reason) if state.is_child(cell.get_id()) => {
+                let reason = reason.unwrap_or_else(|| "connection actor stopped".to_string());
+                let failure = ConnectionFailure::new(FailureKind::Other, reason);
+                self.child_failed(&myself, state, failure);
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                tracing::debug!(actor = %cell.get_id(), error = %err, "stale connection actor failed");
+            }
+            SupervisionEvent::ActorTerminated(cell, ..) => {
+                tracing::debug!(actor = %cell.get_id(), "stale child actor stopped");
             }
             SupervisionEvent::ActorStarted(_) => {}
             other => tracing::debug!(event = ?other, "unexpected supervision event"),
@@ -519,18 +679,12 @@ impl Actor for SupervisorActor {
     ) -> Result<(), ActorProcessingErr> {
         // Reached by shutdown or by the public Supervisor being dropped: either way commands
         // must stop waiting.
-        for t in [state.timer.take(), state.stable_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            t.abort();
-        }
-        state.shared.shutting_down.store(true, Ordering::SeqCst);
-        state.shared.route.send_replace(Route::Stopped);
-        if state.shared.availability.current() != Availability::Stopped {
+        state.abort_timers();
+        state.core.begin_shutdown();
+        if state.core.availability.current() != Availability::Stopped {
             state
-                .shared
-                .publish(Availability::Stopped, "supervisor stopped");
+                .core
+                .publish(Availability::Stopped, "supervisor stopped", None);
         }
         Ok(())
     }
@@ -555,8 +709,9 @@ impl Actor for SupervisorActor {
 /// Dropping it without [`shutdown`](Self::shutdown) stops the actors without QUIT; handles still
 /// held then answer [`Error::ShuttingDown`].
 pub struct Supervisor {
-    shared: Arc<Shared>,
+    core: Arc<Core>,
     actor: ActorRef<SupervisorMsg>,
+    /// The actor's task, taken by the first `shutdown`.
     join: Mutex<Option<JoinHandle<()>>>,
     handle: RedisHandle,
 }
@@ -564,7 +719,7 @@ pub struct Supervisor {
 impl std::fmt::Debug for Supervisor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor")
-            .field("config", &self.shared.config)
+            .field("config", &self.core.config)
             .field("availability", &self.availability())
             .finish()
     }
@@ -620,31 +775,30 @@ impl Supervisor {
                 "TLS certificate verification is OFF (tls_insecure_skip_verify): the connection can be intercepted"
             );
         }
-        let metrics = Metrics::new(config.name(), recorder);
+        let Metrics {
+            client,
+            commands,
+            health,
+        } = Metrics::new(config.name(), recorder);
         let config = Arc::new(config);
-        let (route, _) = watch::channel(Route::Down {
-            since: SystemTime::now(),
-            reason: Arc::from("not connected yet"),
-            kind: FailureKind::NotConnected,
-        });
-        let shared = Arc::new(Shared {
+        let (route, reader) = RouteWriter::new();
+        let core = Arc::new(Core {
+            handles: HandleCore::new(config.clone(), reader.clone(), commands),
             config,
             route,
             availability: AvailabilityPublisher::new(Availability::Connecting { attempt: 1 }),
-            shutting_down: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            idle: Notify::new(),
-            offline_waiting: AtomicUsize::new(0),
+            metrics: client,
             restarts: AtomicU64::new(0),
-            metrics,
-            health: StdMutex::new(HealthSnapshot::default()),
+            health_route: reader,
+            health_metrics: Arc::new(health),
+            board: HealthBoard::default(),
         });
-        let (actor, join) = SupervisorActor::spawn(None, SupervisorActor, shared.clone())
+        let (actor, join) = SupervisorActor::spawn(None, SupervisorActor, core.clone())
             .await
             .map_err(|e| Error::Connection(format!("could not start the supervisor actor: {e}")))?;
-        let handle = RedisHandle::new(shared.clone());
+        let handle = RedisHandle::new(core.handles.clone());
         Ok(Supervisor {
-            shared,
+            core,
             actor,
             join: Mutex::new(Some(join)),
             handle,
@@ -658,35 +812,35 @@ impl Supervisor {
 
     /// The current availability (always equal to the last event published).
     pub fn availability(&self) -> Availability {
-        self.shared.availability.current()
+        self.core.availability.current()
     }
 
     /// An ordered stream of every availability transition from now on.
     pub fn subscribe(&self) -> AvailabilityEvents {
-        self.shared.availability.subscribe()
+        self.core.availability.subscribe()
     }
 
     /// A `watch` receiver of the current availability, for `changed().await` loops.
     pub fn watch(&self) -> watch::Receiver<Availability> {
-        self.shared.availability.watch()
+        self.core.availability.watch()
     }
 
     /// The configuration this supervisor runs with.
     pub fn config(&self) -> &Config {
-        &self.shared.config
+        &self.core.config
     }
 
     /// How many times a failed connection (or connection attempt) has been replaced.
     pub fn restarts(&self) -> u64 {
-        self.shared.restarts.load(Ordering::Relaxed)
+        self.core.restarts.load(Ordering::Relaxed)
     }
 
     /// How many commands are waiting for the connection to come up right now.
     pub fn offline_waiting(&self) -> usize {
-        self.shared.offline_waiting.load(Ordering::Relaxed)
+        self.core.handles.offline_waiting()
     }
 
-    /// Waits until the connection is up (serving commands).
+    /// Waits until the connection is up and the server can serve (`Up` or `Degraded`).
     ///
     /// # Errors
     /// [`Error::Unavailable`] with the last reason if it is not up within `timeout`;
@@ -696,41 +850,34 @@ impl Supervisor {
         let wait = rx.wait_for(|a| {
             a.is_serving() || matches!(a, Availability::Stopped | Availability::GaveUp { .. })
         });
-        let outcome = match tokio::time::timeout(timeout, wait).await {
-            Ok(Ok(a)) => Some(a.is_serving()),
-            Ok(Err(_)) => Some(false),
-            Err(_) => None,
+        let serving = match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(a)) => a.is_serving(),
+            _ => false,
         };
-        match outcome {
-            Some(true) => Ok(()),
-            // Gave up, stopped, or not up in time: the route says which, and why.
-            _ => Err(crate::handle::unavailable(&self.shared.route.borrow())),
+        if serving {
+            return Ok(());
         }
+        // Gave up, stopped, or not up in time: the route says which, and why.
+        Err(crate::handle::unavailable(
+            &self.core.route.current().state,
+            None,
+        ))
     }
 
     /// Graceful shutdown: new commands get [`Error::ShuttingDown`] at once, in-flight ones
     /// finish or reach their deadline (waiting at most the configured shutdown timeout), the
-    /// connection is closed with QUIT, and every actor is stopped and awaited. Idempotent.
+    /// connection is closed with QUIT, and every actor is stopped and awaited. From the moment
+    /// it is called, availability never says `Up` again. Idempotent.
     pub async fn shutdown(&self) {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
-        // Commands waiting for a connection wake up and answer ShuttingDown.
-        self.shared.route.send_replace(Route::Stopped);
-        let drained = async {
-            loop {
-                let notified = self.shared.idle.notified();
-                if self.shared.in_flight.load(Ordering::SeqCst) == 0 {
-                    break;
-                }
-                notified.await;
-            }
-        };
-        if tokio::time::timeout(self.shared.config.shutdown_timeout(), drained)
+        self.core.begin_shutdown();
+        let handles = &self.core.handles;
+        if tokio::time::timeout(self.core.config.shutdown_timeout(), handles.drained())
             .await
             .is_err()
         {
             tracing::warn!(
-                client = %self.shared.config.name(),
-                in_flight = self.shared.in_flight.load(Ordering::SeqCst),
+                client = %self.core.config.name(),
+                in_flight = handles.in_flight(),
                 "shutdown timeout reached with commands still in flight"
             );
         }
@@ -744,18 +891,42 @@ impl Supervisor {
             let _ = join.await;
         }
     }
+
+    /// What the HTTP routes read.
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            core: self.core.clone(),
+        }
+    }
 }
 
 impl Drop for Supervisor {
     fn drop(&mut self) {
-        self.shared.shutting_down.store(true, Ordering::SeqCst);
-        self.shared.route.send_replace(Route::Stopped);
+        self.core.begin_shutdown();
         self.actor.stop(Some("supervisor dropped".into()));
     }
 }
 
-impl Supervisor {
-    pub(crate) fn shared(&self) -> Arc<Shared> {
-        self.shared.clone()
+/// A read-only view of a supervisor's state, for the HTTP routes.
+#[derive(Clone)]
+pub(crate) struct Status {
+    core: Arc<Core>,
+}
+
+impl Status {
+    pub(crate) fn availability(&self) -> Availability {
+        self.core.availability.current()
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    pub(crate) fn restarts(&self) -> u64 {
+        self.core.restarts.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn health(&self) -> HealthSnapshot {
+        self.core.board.snapshot()
     }
 }

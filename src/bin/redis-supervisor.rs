@@ -106,7 +106,7 @@ fn log_state(availability: &Availability, reason: &str) {
             state,
             kind = kind.name(),
             reason = %error,
-            retry_in_ms = retry_in.as_millis() as u64,
+            retry_in_ms = u64::try_from(retry_in.as_millis()).unwrap_or(u64::MAX),
             "redis down; retrying"
         ),
         Availability::Up {
@@ -125,6 +125,12 @@ fn log_state(availability: &Availability, reason: &str) {
         Availability::Degraded { reason } => {
             tracing::warn!(state, reason = %reason, "redis degraded")
         }
+        Availability::NotReady { reason, kind } => tracing::warn!(
+            state,
+            kind = kind.name(),
+            reason = %reason,
+            "redis connected but cannot serve yet"
+        ),
         Availability::GaveUp { error, attempts } => tracing::error!(
             state,
             reason = %error,
@@ -184,19 +190,14 @@ async fn main() -> ExitCode {
         }
     };
     let mut events = supervisor.subscribe();
-    // The state at subscription time; the first event may repeat it (the supervisor may publish
-    // its first `Connecting` just before or just after we subscribe): log it once.
-    let mut last = events.current();
-    log_state(&last, "initial state");
+    // The state at subscription time (the supervisor starts in `Connecting` and never publishes
+    // that first state again); every later transition arrives as an event.
+    log_state(&events.current(), "initial state");
     let logger = tokio::spawn(async move {
         loop {
             match events.recv().await {
                 Ok(event) => {
-                    let repeat = event.kind == EventKind::Transition && event.state == last;
-                    if !repeat {
-                        log_event(&event);
-                    }
-                    last = event.state.clone();
+                    log_event(&event);
                     if event.state == Availability::Stopped {
                         break;
                     }

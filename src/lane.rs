@@ -1,0 +1,179 @@
+//! A [`Lane`]: one live connection as callers see it — redis-rs's multiplexed connection (whose
+//! pipeline task is the connection's write queue: callers write into it directly, one hop) and
+//! the state every caller shares about it: whether it is open, and whether anything has come back
+//! on it lately (the health actor's evidence of silence, DESIGN.md promise 10).
+//!
+//! The connection actor creates a lane with a port to report what callers see (a broken
+//! transport, a "cannot serve yet" refusal); the supervisor publishes it in the route.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use ractor::ActorId;
+use redis::Value;
+use redis::aio::MultiplexedConnection;
+
+use crate::error::{
+    ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
+};
+use crate::request::Request;
+
+/// What callers saw on a lane, reported to the connection actor that owns it.
+#[derive(Debug)]
+pub(crate) enum LaneEvent {
+    /// The transport broke: the connection must be replaced.
+    Broken(ConnectionFailure),
+    /// The server refused a command because it cannot serve yet (`LOADING`, `MASTERDOWN`,
+    /// `BUSY`); the command did not run.
+    Refused(NotReady),
+}
+
+/// Why a connected server cannot serve yet, from its refusal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NotReady {
+    /// [`FailureKind::Loading`], [`FailureKind::MasterDown`] or [`FailureKind::Busy`].
+    pub(crate) kind: FailureKind,
+    /// The server's message, e.g. "LOADING Redis is loading the dataset in memory".
+    pub(crate) message: String,
+}
+
+impl NotReady {
+    /// The "cannot serve yet" refusal in a server error, if it is one.
+    pub(crate) fn of_server_error(code: &str, detail: Option<&str>) -> Option<Self> {
+        FailureKind::of_refusal(code).map(|kind| NotReady {
+            kind,
+            message: match detail {
+                Some(d) => format!("{code} {d}"),
+                None => code.to_string(),
+            },
+        })
+    }
+
+    /// The refusal in a reply value or error, if it is one.
+    pub(crate) fn of_reply(result: &redis::RedisResult<Value>) -> Option<Self> {
+        match result {
+            Ok(Value::ServerError(e)) => Self::of_server_error(e.code(), e.details()),
+            Err(e) => e
+                .code()
+                .and_then(|code| Self::of_server_error(code, e.detail())),
+            Ok(_) => None,
+        }
+    }
+}
+
+/// How a command failed on a lane.
+#[derive(Debug)]
+pub(crate) enum ExecError {
+    /// The transport failed after the command was handed over: it may have executed.
+    Transport(String),
+    /// The server cannot serve yet and refused the command: it did not run.
+    Refused(NotReady),
+    /// Redis answered with another error, or the reply was malformed; the connection is fine.
+    Reply(redis::RedisError),
+}
+
+/// The port a lane reports through (to its connection actor).
+pub(crate) type LanePort = Box<dyn Fn(LaneEvent) + Send + Sync>;
+
+/// What the connection actor and every caller share about one connection.
+struct LaneShared {
+    /// The connection actor's id: identifies this connection.
+    id: ActorId,
+    /// False once the connection is closing or broken: no new command is written on it.
+    open: AtomicBool,
+    /// Changes whenever any reply (value or error) comes back on this connection. Not a count
+    /// (concurrent bumps may collapse), only evidence that the connection is not silent.
+    replies: AtomicU64,
+    port: LanePort,
+}
+
+/// A live connection as callers see it (published in the route). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Lane {
+    conn: MultiplexedConnection,
+    shared: Arc<LaneShared>,
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lane")
+            .field("id", &self.id())
+            .field("open", &self.is_open())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lane {
+    /// A new open lane on `conn`, owned by the connection actor `id`, reporting to `port`.
+    pub(crate) fn new(conn: MultiplexedConnection, id: ActorId, port: LanePort) -> Self {
+        Lane {
+            conn,
+            shared: Arc::new(LaneShared {
+                id,
+                open: AtomicBool::new(true),
+                replies: AtomicU64::new(0),
+                port,
+            }),
+        }
+    }
+
+    /// The owning connection actor's id.
+    pub(crate) fn id(&self) -> ActorId {
+        self.shared.id
+    }
+
+    /// True while new commands may be written on this connection.
+    pub(crate) fn is_open(&self) -> bool {
+        self.shared.open.load(Ordering::Acquire)
+    }
+
+    /// No new command is written on this connection from now on (closing, or broken).
+    pub(crate) fn close(&self) {
+        self.shared.open.store(false, Ordering::Release);
+    }
+
+    /// A token that changes whenever a reply comes back: compare two readings to learn whether
+    /// the connection said anything in between.
+    pub(crate) fn replies(&self) -> u64 {
+        self.shared.replies.load(Ordering::Acquire)
+    }
+
+    /// The multiplexed connection, for the owner's own commands (QUIT).
+    pub(crate) fn connection(&self) -> MultiplexedConnection {
+        self.conn.clone()
+    }
+
+    /// Runs `request` on this connection from the caller's task and classifies the result. A
+    /// broken transport is reported once (and closes the lane); a refusal is reported each time.
+    pub(crate) async fn run(&mut self, request: &Request) -> Result<Value, ExecError> {
+        let result = match (request.as_cmd(), request.as_pipeline()) {
+            (Some(cmd), _) => self.conn.send_packed_command(cmd).await,
+            (None, Some(pipe)) => pipe.query_async::<Value>(&mut self.conn).await,
+            (None, None) => Ok(Value::Nil),
+        };
+        let shared = &*self.shared;
+        if let Err(err) = &result
+            && classify(err) == ErrorSide::Transport
+        {
+            let failure = describe_connection_error(err);
+            let reason = failure.message.clone();
+            if shared.open.swap(false, Ordering::AcqRel) {
+                (shared.port)(LaneEvent::Broken(failure));
+            }
+            return Err(ExecError::Transport(reason));
+        }
+        // Any answer proves the connection is alive. A plain store, not a read-modify-write: a
+        // lost race still changes the value.
+        shared.replies.store(
+            shared.replies.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Release,
+        );
+        if request.as_cmd().is_some()
+            && let Some(refusal) = NotReady::of_reply(&result)
+        {
+            (shared.port)(LaneEvent::Refused(refusal.clone()));
+            return Err(ExecError::Refused(refusal));
+        }
+        result.map_err(ExecError::Reply)
+    }
+}

@@ -1,0 +1,180 @@
+//! The published route: where callers' commands go right now — the live connection's [`Lane`],
+//! or why there is none. The supervisor is the one writer ([`RouteWriter`]); every command reads
+//! it ([`Route::load`], lock-free) and the health actor finds its probe target in it.
+//!
+//! The route is not a second, hand-synchronised copy of [`Availability`]: the supervisor
+//! publishes an availability state and the route is *derived* from it ([`RouteState::derive`])
+//! plus the lane it is about, in the same step.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
+
+use crate::availability::Availability;
+use crate::error::FailureKind;
+use crate::lane::Lane;
+
+/// Where commands go.
+#[derive(Clone)]
+pub(crate) enum RouteState {
+    /// `Up` or `Degraded`: write on this lane.
+    Serving(Lane),
+    /// `Connecting`, `Down` or `NotReady`: wait (per the offline policy) until the deadline.
+    /// `lane` is the connected server that cannot serve yet (the health actor keeps checking it).
+    Waiting {
+        lane: Option<Lane>,
+        /// When commands last could be served (or when the supervisor started).
+        since: SystemTime,
+        reason: Arc<str>,
+        kind: FailureKind,
+    },
+    /// `GaveUp`: fail at once, for good.
+    Closed {
+        since: SystemTime,
+        reason: Arc<str>,
+        kind: FailureKind,
+    },
+    /// Shut down: fail with `ShuttingDown`.
+    Stopped,
+}
+
+impl RouteState {
+    /// The route for availability `state` (about `lane`, when connected), given the route it
+    /// replaces (which keeps `since` and the last failure's reason across non-serving states).
+    pub(crate) fn derive(state: &Availability, lane: Option<&Lane>, previous: &RouteState) -> Self {
+        let (since, last) = match previous {
+            RouteState::Waiting {
+                since,
+                reason,
+                kind,
+                ..
+            }
+            | RouteState::Closed {
+                since,
+                reason,
+                kind,
+            } => (*since, Some((reason.clone(), *kind))),
+            RouteState::Serving(_) | RouteState::Stopped => (SystemTime::now(), None),
+        };
+        let waiting = |lane: Option<&Lane>, reason: Arc<str>, kind| RouteState::Waiting {
+            lane: lane.cloned(),
+            since,
+            reason,
+            kind,
+        };
+        match state {
+            Availability::Up { .. } | Availability::Degraded { .. } => match lane {
+                Some(lane) => RouteState::Serving(lane.clone()),
+                None => waiting(None, Arc::from("no connection"), FailureKind::NotConnected),
+            },
+            Availability::NotReady { reason, kind } => {
+                waiting(lane, Arc::from(reason.as_str()), *kind)
+            }
+            Availability::Connecting { .. } => {
+                let (reason, kind) =
+                    last.unwrap_or_else(|| (Arc::from("connecting"), FailureKind::NotConnected));
+                waiting(None, reason, kind)
+            }
+            Availability::Down { error, kind, .. } => {
+                waiting(None, Arc::from(error.as_str()), *kind)
+            }
+            Availability::GaveUp { .. } => RouteState::Closed {
+                since,
+                reason: Arc::from(state.to_string()),
+                kind: last.map_or(FailureKind::Other, |(_, kind)| kind),
+            },
+            Availability::Stopped => RouteState::Stopped,
+        }
+    }
+
+    /// The connection to probe: the serving lane, or a connected server that cannot serve yet.
+    pub(crate) fn probe_target(&self) -> Option<&Lane> {
+        match self {
+            RouteState::Serving(lane) => Some(lane),
+            RouteState::Waiting { lane, .. } => lane.as_ref(),
+            RouteState::Closed { .. } | RouteState::Stopped => None,
+        }
+    }
+}
+
+/// One publication of the route.
+pub(crate) struct Published {
+    /// Counts publications: a waiter that saw version `v` knows a later one is news.
+    pub(crate) version: u64,
+    pub(crate) state: RouteState,
+}
+
+struct Shared {
+    current: ArcSwap<Published>,
+    /// Carries the version of every publication, to wake waiters.
+    changed: watch::Sender<u64>,
+}
+
+/// The reading side of the route: cheap to clone, lock-free to read.
+#[derive(Clone)]
+pub(crate) struct Route {
+    shared: Arc<Shared>,
+}
+
+impl Route {
+    /// The current route.
+    #[inline]
+    pub(crate) fn load(&self) -> Guard<Arc<Published>> {
+        self.shared.current.load()
+    }
+
+    /// A receiver woken by every publication.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<u64> {
+        self.shared.changed.subscribe()
+    }
+}
+
+/// The writing side of the route, held by the supervisor only.
+pub(crate) struct RouteWriter {
+    shared: Arc<Shared>,
+}
+
+impl RouteWriter {
+    /// A route that starts `Waiting` ("not connected yet"), and its reader.
+    pub(crate) fn new() -> (RouteWriter, Route) {
+        let state = RouteState::Waiting {
+            lane: None,
+            since: SystemTime::now(),
+            reason: Arc::from("not connected yet"),
+            kind: FailureKind::NotConnected,
+        };
+        let shared = Arc::new(Shared {
+            current: ArcSwap::from_pointee(Published { version: 0, state }),
+            changed: watch::channel(0).0,
+        });
+        (
+            RouteWriter {
+                shared: shared.clone(),
+            },
+            Route { shared },
+        )
+    }
+
+    /// The current route (for deriving the next one).
+    pub(crate) fn current(&self) -> Guard<Arc<Published>> {
+        self.shared.current.load()
+    }
+
+    /// Publishes `state`; once the route is `Stopped` it stays so (shutdown wins every race).
+    pub(crate) fn set(&self, state: RouteState) {
+        let mut version = 0;
+        self.shared.current.rcu(|old| {
+            version = old.version.wrapping_add(1);
+            if matches!(old.state, RouteState::Stopped) {
+                return old.clone();
+            }
+            Arc::new(Published {
+                version,
+                state: state.clone(),
+            })
+        });
+        self.shared.changed.send_replace(version);
+    }
+}
