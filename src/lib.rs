@@ -27,19 +27,35 @@
 //!
 //! # Layout
 //!
-//! | module | what it holds |
-//! |---|---|
-//! | [`config`] | [`Config`], its builder, env/URL parsing, validation, redaction |
-//! | [`error`] | [`Error`] and its classification (`is_retryable`, `is_ambiguous`, `is_unavailable`) |
-//! | [`backoff`] | pure backoff logic ([`BackoffPolicy`]), unit-tested without I/O |
-//! | [`availability`] | [`Availability`], [`AvailabilityEvent`], the watch/broadcast pair |
-//! | [`supervisor`] | the supervisor actor and the public [`Supervisor`] |
-//! | `connection` | the connection actor (internal) |
-//! | [`handle`] | [`RedisHandle`] and the typed commands, with their delivery semantics |
-//! | [`health`] | the health actor (PING/INFO probes) and INFO parsing ([`health::ServerStats`]) |
-//! | [`metrics`] | metric names, descriptions, the pre-registered handles, [`metrics::prometheus_builder`] |
-//! | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
-//! | `testing` | (feature `test-util`) a real `redis-server` process fixture |
+//! Layers, top to bottom; a module imports only modules below it (no cycles), and every fact
+//! has one writing module.
+//!
+//! | layer | module | what it holds |
+//! |---|---|---|
+//! | service | `bin/redis-supervisor.rs` | the binary: env config, HTTP routes, event log, graceful shutdown |
+//! | routes | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
+//! | supervisor | [`supervisor`] | the supervisor actor (restarts, backoff, availability: its one writer) and the public [`Supervisor`] |
+//! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
+//! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
+//! | topology | `topology` | how a connection actor finds its server (standalone; Sentinel and Cluster plug in here) |
+//! | route | `route` | the published route: the live lane, or why there is none (written by the supervisor only) |
+//! | lane | `lane` | one live connection as callers see it: redis-rs's queue, open state, reply evidence |
+//! | requests | `request` | a command or pipeline with its label: the one command-name decoder |
+//! | observability | [`metrics`] | metric names, label sets, the handles (grouped by the one module that writes each) |
+//! | state | [`availability`] | [`Availability`], [`AvailabilityEvent`], the watch/broadcast pair |
+//! | pure | [`info`], [`backoff`], [`config`], [`error`] | INFO parsing; backoff and restart intensity; [`Config`] (one settings table; env, URL and TLS files under `config/`); [`Error`] and its classification |
+//! | fixture | `testing` | (feature `test-util`) real `redis-server` processes, a fault proxy |
+//!
+//! Where things happen, for a newcomer:
+//! - **Where a command goes:** [`RedisHandle`]'s typed method builds a request and calls
+//!   `deliver` (in `handle.rs`), which reads the route, writes into the live lane (redis-rs's
+//!   pipeline queue) and applies the delivery semantics. A new typed command is one method in
+//!   `handle.rs` (plus a label in [`metrics`]' `COMMANDS` table if it deserves its own).
+//! - **Who restarts the connection:** the supervisor actor (`supervisor.rs`): on a connection
+//!   actor's failure, or on the health actor's "unhealthy" verdict, it publishes `Down`, waits
+//!   the backoff delay ([`backoff`]) and starts a new connection actor.
+//! - **Where a new setting goes:** one row of the `settings!` table in `config.rs`; field,
+//!   getter, builder setter, env variable, validation, `Debug` and docs follow from it.
 
 #![warn(missing_docs)]
 #![deny(rustdoc::broken_intra_doc_links)]

@@ -535,83 +535,167 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn describe_all() {
-    use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_gauge!(
+/// What kind of metric a name is.
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// HELP text (and unit) of every metric, described once per recorder.
+const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
         CLIENT_UP,
-        "1 while the Redis connection can serve commands, else 0."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        None,
+        "1 while the Redis connection can serve commands, else 0.",
+    ),
+    (
         CLIENT_STATE,
-        "1 for the current availability state of the Redis connection, 0 for the others."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        None,
+        "1 for the current availability state of the Redis connection, 0 for the others.",
+    ),
+    (
         CLIENT_RESTARTS,
-        "Connection actors started by the supervisor to replace a failed one."
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "Connection actors started by the supervisor to replace a failed one.",
+    ),
+    (
         CLIENT_RESTART_STORMS,
-        "Restart storms: more Redis connections lost within the window than the restart intensity allows."
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "Restart storms: more Redis connections lost within the window than the restart intensity allows.",
+    ),
+    (
         CLIENT_CONNECT_ATTEMPTS,
-        "Redis connection attempts, by outcome (success, failure)."
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "Redis connection attempts, by outcome (success, failure).",
+    ),
+    (
         CLIENT_COMMANDS,
-        "Redis commands finished by callers (health probes excluded), by command and outcome."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "Redis commands finished by callers (health probes excluded), by command and outcome.",
+    ),
+    (
         CLIENT_COMMAND_DURATION,
-        Unit::Seconds,
-        "Redis command latency as seen by the caller, by command."
-    );
-    describe_counter!(
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Redis command latency as seen by the caller, by command.",
+    ),
+    (
         CLIENT_PROBES,
-        "Health probes of the Redis connection, by verdict (ok, slow, not_ready, failed); not counted as commands."
-    );
-    describe_histogram!(
+        Kind::Counter,
+        None,
+        "Health probes of the Redis connection, by verdict (ok, slow, not_ready, failed); not counted as commands.",
+    ),
+    (
         CLIENT_PING_DURATION,
-        Unit::Seconds,
-        "Round trip of the health actor's PING probes."
-    );
-    describe_gauge!(
+        Kind::Histogram,
+        Some(Unit::Seconds),
+        "Round trip of the health actor's PING probes.",
+    ),
+    (
         CLIENT_OFFLINE_WAITING,
-        "Commands currently waiting for the Redis connection to come up."
-    );
-    describe_counter!(
+        Kind::Gauge,
+        None,
+        "Commands currently waiting for the Redis connection to come up.",
+    ),
+    (
         CLIENT_AMBIGUOUS,
-        "Commands that may have executed but got no reply (answered Ambiguous, never replayed)."
-    );
-    describe_counter!(
+        Kind::Counter,
+        None,
+        "Commands that may have executed but got no reply (answered Ambiguous, never replayed).",
+    ),
+    (
         CLIENT_DEGRADED_OPS,
-        "Operations answered by a graceful-degradation policy without Redis."
-    );
-    describe_gauge!(
+        Kind::Counter,
+        None,
+        "Operations answered by a graceful-degradation policy without Redis.",
+    ),
+    (
         SERVER_UP,
-        "1 while the Redis server answers the health probes, else 0."
-    );
-    describe_gauge!(
+        Kind::Gauge,
+        None,
+        "1 while the Redis server answers the health probes, else 0.",
+    ),
+    (
         SERVER_UPTIME,
-        Unit::Seconds,
-        "Redis server uptime (INFO uptime_in_seconds)."
-    );
-    describe_gauge!(SERVER_MEMORY_USED, Unit::Bytes, "Redis used_memory.");
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Redis server uptime (INFO uptime_in_seconds).",
+    ),
+    (
+        SERVER_MEMORY_USED,
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Redis used_memory.",
+    ),
+    (
         SERVER_MEMORY_MAX,
-        Unit::Bytes,
-        "Redis maxmemory (0: no limit)."
-    );
-    describe_gauge!(SERVER_CONNECTED_CLIENTS, "Redis connected_clients.");
-    describe_gauge!(SERVER_BLOCKED_CLIENTS, "Redis blocked_clients.");
-    describe_counter!(SERVER_KEYSPACE_HITS, "Redis keyspace_hits.");
-    describe_counter!(SERVER_KEYSPACE_MISSES, "Redis keyspace_misses.");
-    describe_counter!(SERVER_EVICTED_KEYS, "Redis evicted_keys.");
-    describe_counter!(SERVER_EXPIRED_KEYS, "Redis expired_keys.");
-    describe_gauge!(
+        Kind::Gauge,
+        Some(Unit::Bytes),
+        "Redis maxmemory (0: no limit).",
+    ),
+    (
+        SERVER_CONNECTED_CLIENTS,
+        Kind::Gauge,
+        None,
+        "Redis connected_clients.",
+    ),
+    (
+        SERVER_BLOCKED_CLIENTS,
+        Kind::Gauge,
+        None,
+        "Redis blocked_clients.",
+    ),
+    (
+        SERVER_KEYSPACE_HITS,
+        Kind::Counter,
+        None,
+        "Redis keyspace_hits.",
+    ),
+    (
+        SERVER_KEYSPACE_MISSES,
+        Kind::Counter,
+        None,
+        "Redis keyspace_misses.",
+    ),
+    (
+        SERVER_EVICTED_KEYS,
+        Kind::Counter,
+        None,
+        "Redis evicted_keys.",
+    ),
+    (
+        SERVER_EXPIRED_KEYS,
+        Kind::Counter,
+        None,
+        "Redis expired_keys.",
+    ),
+    (
         SERVER_INSTANCE_INFO,
-        "Information about the Redis instance (1 for the server connected)."
-    );
+        Kind::Gauge,
+        None,
+        "Information about the Redis instance (1 for the server connected).",
+    ),
+];
+
+fn describe_all() {
+    for &(name, kind, unit, help) in DESCRIPTIONS {
+        match (kind, unit) {
+            (Kind::Counter, Some(u)) => metrics::describe_counter!(name, u, help),
+            (Kind::Counter, None) => metrics::describe_counter!(name, help),
+            (Kind::Gauge, Some(u)) => metrics::describe_gauge!(name, u, help),
+            (Kind::Gauge, None) => metrics::describe_gauge!(name, help),
+            (Kind::Histogram, Some(u)) => metrics::describe_histogram!(name, u, help),
+            (Kind::Histogram, None) => metrics::describe_histogram!(name, help),
+        }
+    }
 }
 
 #[cfg(test)]

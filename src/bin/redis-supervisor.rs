@@ -141,6 +141,85 @@ fn log_state(availability: &Availability, reason: &str) {
     }
 }
 
+/// Installs the global Prometheus recorder (before the supervisor registers its metrics) and
+/// spawns its periodic upkeep (`install_recorder` does not rotate histogram buckets by itself).
+fn install_metrics() -> Result<
+    (
+        metrics_exporter_prometheus::PrometheusHandle,
+        tokio::task::JoinHandle<()>,
+    ),
+    String,
+> {
+    let prometheus = redis_supervisor::metrics::prometheus_builder()
+        .install_recorder()
+        .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
+    let handle = prometheus.clone();
+    let upkeep = tokio::spawn(async move {
+        let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            every.tick().await;
+            handle.run_upkeep();
+        }
+    });
+    Ok((prometheus, upkeep))
+}
+
+/// Logs the current state, then every availability event until the supervisor stops.
+fn spawn_event_logger(supervisor: &Supervisor) -> tokio::task::JoinHandle<()> {
+    let mut events = supervisor.subscribe();
+    // The state at subscription time (the supervisor starts in `Connecting` and never publishes
+    // that first state again); every later transition arrives as an event.
+    log_state(&events.current(), "initial state");
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(event) => {
+                    log_event(&event);
+                    if event.state == Availability::Stopped {
+                        break;
+                    }
+                }
+                Err(EventsError::Lagged { missed }) => {
+                    tracing::warn!(missed, "availability log fell behind")
+                }
+                Err(EventsError::Closed) => break,
+            }
+        }
+    })
+}
+
+/// Serves the routes until SIGTERM/SIGINT, then shuts the supervisor down.
+async fn serve(
+    supervisor: &Supervisor,
+    listen: SocketAddr,
+    prometheus: metrics_exporter_prometheus::PrometheusHandle,
+) -> ExitCode {
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("redis-supervisor: cannot listen on {listen}: {e}");
+            supervisor.shutdown().await;
+            return ExitCode::from(1);
+        }
+    };
+    let app = redis_supervisor::http::router(supervisor)
+        .merge(redis_supervisor::http::metrics_router(prometheus));
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    supervisor.shutdown().await;
+    match served {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "HTTP server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -161,27 +240,13 @@ async fn main() -> ExitCode {
         }
     };
     tracing::info!(redis = %config.redacted_url(), client = config.name(), %listen, "starting");
-
-    // The recorder must be installed before the supervisor registers its metrics.
-    let prometheus = match redis_supervisor::metrics::prometheus_builder().install_recorder() {
-        Ok(h) => h,
+    let (prometheus, upkeep) = match install_metrics() {
+        Ok(m) => m,
         Err(e) => {
-            eprintln!("redis-supervisor: cannot install the Prometheus recorder: {e}");
+            eprintln!("redis-supervisor: {e}");
             return ExitCode::from(1);
         }
     };
-    // install_recorder does not run upkeep (histogram bucket rotation): do it here.
-    let upkeep = {
-        let prometheus = prometheus.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
-            loop {
-                every.tick().await;
-                prometheus.run_upkeep();
-            }
-        })
-    };
-
     let supervisor = match Supervisor::start(config).await {
         Ok(s) => s,
         Err(e) => {
@@ -189,51 +254,9 @@ async fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let mut events = supervisor.subscribe();
-    // The state at subscription time (the supervisor starts in `Connecting` and never publishes
-    // that first state again); every later transition arrives as an event.
-    log_state(&events.current(), "initial state");
-    let logger = tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) => {
-                    log_event(&event);
-                    if event.state == Availability::Stopped {
-                        break;
-                    }
-                }
-                Err(EventsError::Lagged { missed }) => {
-                    tracing::warn!(missed, "availability log fell behind")
-                }
-                Err(EventsError::Closed) => break,
-            }
-        }
-    });
-
-    let listener = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("redis-supervisor: cannot listen on {listen}: {e}");
-            supervisor.shutdown().await;
-            return ExitCode::from(1);
-        }
-    };
-    let app = redis_supervisor::http::router(&supervisor)
-        .merge(redis_supervisor::http::metrics_router(prometheus));
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
-    supervisor.shutdown().await;
+    let logger = spawn_event_logger(&supervisor);
+    let code = serve(&supervisor, listen, prometheus).await;
     let _ = logger.await;
     upkeep.abort();
-    match served {
-        Ok(()) => {
-            tracing::info!("stopped");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "HTTP server failed");
-            ExitCode::from(1)
-        }
-    }
+    code
 }
