@@ -44,7 +44,7 @@ use tokio::time::Instant;
 use crate::config::{Config, OfflinePolicy};
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::lane::{ExecError, Lane, NotReady};
-use crate::metrics::{CommandLabel, CommandMetrics, Outcome};
+use crate::metrics::{CommandLabel, CommandMetrics, Outcome, PatternMetrics};
 use crate::request::Request;
 use crate::route::{Route, RouteState};
 
@@ -107,10 +107,17 @@ pub(crate) struct HandleCore {
     /// Commands waiting for the connection right now.
     waiting: AtomicUsize,
     metrics: CommandMetrics,
+    /// Carried for the patterns built on handles; they write it, the handle never does.
+    patterns: PatternMetrics,
 }
 
 impl HandleCore {
-    pub(crate) fn new(config: Arc<Config>, route: Route, metrics: CommandMetrics) -> Arc<Self> {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        route: Route,
+        metrics: CommandMetrics,
+        patterns: PatternMetrics,
+    ) -> Arc<Self> {
         Arc::new(HandleCore {
             config,
             route,
@@ -120,6 +127,7 @@ impl HandleCore {
             },
             waiting: AtomicUsize::new(0),
             metrics,
+            patterns,
         })
     }
 
@@ -191,16 +199,50 @@ struct Need<'a> {
 
 impl Need<'_> {
     /// The lane of `state` (published as `version`) if it satisfies this need.
-    fn lane_in(&self, state: &RouteState, version: u64) -> Option<Lane> {
+    fn lane_in<'s>(&self, state: &'s RouteState, version: u64) -> Option<&'s Lane> {
         match state {
             RouteState::Serving(lane)
                 if Some(lane.id()) != self.avoid
                     && self.after.is_none_or(|v| version > v)
                     && lane.is_open() =>
             {
-                Some(lane.clone())
+                Some(lane)
             }
             _ => None,
+        }
+    }
+}
+
+/// The lane this handle used last, kept for its next command: taking it costs two uncontended
+/// atomic operations on the handle's own memory, where cloning the live lane costs about eight
+/// on memory every caller shares. A clone of the handle starts without one.
+struct Spare(std::sync::Mutex<Option<Lane>>);
+
+impl Clone for Spare {
+    fn clone(&self) -> Self {
+        Spare(std::sync::Mutex::new(None))
+    }
+}
+
+impl Spare {
+    /// A lane for `live`: the spare if it is that same connection, else a clone.
+    fn take_for(&self, live: &Lane) -> Lane {
+        if let Ok(mut spare) = self.0.try_lock()
+            && let Some(lane) = spare.take()
+            && lane.same(live)
+        {
+            return lane;
+        }
+        live.clone()
+    }
+
+    /// Keeps `lane` for the next command, if the slot is free and the lane still open.
+    fn put(&self, lane: Lane) {
+        if lane.is_open()
+            && let Ok(mut spare) = self.0.try_lock()
+            && spare.is_none()
+        {
+            *spare = Some(lane);
         }
     }
 }
@@ -223,6 +265,7 @@ impl Need<'_> {
 pub struct RedisHandle {
     core: Arc<HandleCore>,
     timeout: Duration,
+    spare: Spare,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -312,7 +355,11 @@ const fn never(label: CommandLabel) -> (CommandLabel, bool) {
 impl RedisHandle {
     pub(crate) fn new(core: Arc<HandleCore>) -> Self {
         let timeout = core.config.command_timeout();
-        Self { core, timeout }
+        Self {
+            core,
+            timeout,
+            spare: Spare(std::sync::Mutex::new(None)),
+        }
     }
 
     /// A copy of this handle whose commands use `timeout` as their deadline instead of the
@@ -323,12 +370,24 @@ impl RedisHandle {
         Self {
             core: self.core.clone(),
             timeout,
+            spare: Spare(std::sync::Mutex::new(None)),
         }
     }
 
     /// The deadline this handle gives each command.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The configuration of the supervisor this handle belongs to (key prefix, name, …).
+    pub fn config(&self) -> &Config {
+        &self.core.config
+    }
+
+    /// The patterns' metrics (registered with this supervisor's recorder and `client` label).
+    #[allow(dead_code)] // the patterns that write them come with the pattern issues
+    pub(crate) fn pattern_metrics(&self) -> &PatternMetrics {
+        &self.core.patterns
     }
 
     /// The key with the configured prefix, written straight into the command (no allocation).
@@ -642,7 +701,10 @@ impl RedisHandle {
             if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
-            match tokio::time::timeout_at(deadline, lane.run(request)).await {
+            let outcome = tokio::time::timeout_at(deadline, lane.run(request)).await;
+            let lane_id = lane.id();
+            self.spare.put(lane);
+            match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
                 // It did not run: wait for the server to be ready, then send it again.
@@ -663,7 +725,7 @@ impl RedisHandle {
                     }
                     lost = Some(reason);
                     need = Need {
-                        avoid: Some(lane.id()),
+                        avoid: Some(lane_id),
                         after: None,
                         refusal: None,
                     };
@@ -713,8 +775,8 @@ impl RedisHandle {
         // Fast path: a lock-free read of the route and a cheap clone of the lane.
         {
             let published = self.core.route.load();
-            if let Some(lane) = need.lane_in(&published.state, published.version) {
-                return Ok((lane, published.version, false));
+            if let Some(live) = need.lane_in(&published.state, published.version) {
+                return Ok((self.spare.take_for(live), published.version, false));
             }
             if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
                 return Err(unavailable(&published.state, need.refusal));
@@ -742,7 +804,7 @@ impl RedisHandle {
             let unavailable = {
                 let published = route.load();
                 if let Some(lane) = need.lane_in(&published.state, published.version) {
-                    return Ok((lane, published.version));
+                    return Ok((lane.clone(), published.version));
                 }
                 let error = unavailable(&published.state, need.refusal);
                 if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
@@ -762,36 +824,22 @@ impl RedisHandle {
 /// The error for a command that cannot get a connection on `route`; `refusal` is the server's
 /// "cannot serve yet" answer that sent the command back, if one did.
 pub(crate) fn unavailable(route: &RouteState, refusal: Option<&NotReady>) -> Error {
-    match (route, refusal) {
-        (RouteState::Stopped, _) => Error::ShuttingDown,
-        (
-            RouteState::Waiting {
-                since,
-                reason,
-                kind,
-                ..
-            }
-            | RouteState::Closed {
-                since,
-                reason,
-                kind,
-            },
-            _,
-        ) => Error::Unavailable {
-            since: *since,
-            reason: reason.to_string(),
-            kind: *kind,
-        },
-        (RouteState::Serving(_), Some(refusal)) => Error::Unavailable {
-            since: SystemTime::now(),
-            reason: refusal.message.clone(),
-            kind: refusal.kind,
-        },
-        (RouteState::Serving(_), None) => Error::Unavailable {
-            since: SystemTime::now(),
-            reason: "connection lost".to_string(),
-            kind: FailureKind::Closed,
-        },
+    if let RouteState::Stopped = route {
+        return Error::ShuttingDown;
+    }
+    let (since, reason, kind) = match (route.why(), refusal) {
+        (Some((since, reason, kind)), _) => (since, reason.to_string(), kind),
+        (None, Some(refusal)) => (SystemTime::now(), refusal.message.clone(), refusal.kind),
+        (None, None) => (
+            SystemTime::now(),
+            "connection lost".to_string(),
+            FailureKind::Closed,
+        ),
+    };
+    Error::Unavailable {
+        since,
+        reason,
+        kind,
     }
 }
 

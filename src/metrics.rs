@@ -18,6 +18,9 @@ use metrics::{Counter, Gauge, Histogram, Recorder, SharedString, Unit};
 use crate::availability::Availability;
 use crate::info::ServerStats;
 
+mod patterns;
+pub(crate) use patterns::PatternMetrics;
+
 /// `redis_client_up`: 1 while commands can be served, else 0.
 pub const CLIENT_UP: &str = "redis_client_up";
 /// `redis_client_state{state}`: 1 for the current availability state, 0 for the others.
@@ -278,11 +281,12 @@ impl Registry {
 
 /// Every metric handle of one supervisor, created (at zero) at start and split by the one module
 /// that writes each group: the supervisor ([`ClientMetrics`]), the handle ([`CommandMetrics`]),
-/// the health actor ([`HealthMetrics`]).
+/// the health actor ([`HealthMetrics`]), the patterns ([`PatternMetrics`], carried by the handle).
 pub(crate) struct Metrics {
     pub(crate) client: ClientMetrics,
     pub(crate) commands: CommandMetrics,
     pub(crate) health: HealthMetrics,
+    pub(crate) patterns: PatternMetrics,
 }
 
 impl Metrics {
@@ -299,6 +303,7 @@ impl Metrics {
                 client: ClientMetrics::new(&registry),
                 commands: CommandMetrics::new(&registry),
                 health: HealthMetrics::new(&registry),
+                patterns: PatternMetrics::new(&registry),
             }
         })
     }
@@ -386,11 +391,7 @@ impl CommandMetrics {
             commands,
             durations,
             offline_waiting: r.gauge(CLIENT_OFFLINE_WAITING),
-            ambiguous: {
-                // Written by the patterns' degradation policies (wave 2); exists at 0 from the start.
-                let _ = r.counter(CLIENT_DEGRADED_OPS);
-                r.counter(CLIENT_AMBIGUOUS)
-            },
+            ambiguous: r.counter(CLIENT_AMBIGUOUS),
         }
     }
 

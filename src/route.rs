@@ -44,19 +44,9 @@ impl RouteState {
     /// The route for availability `state` (about `lane`, when connected), given the route it
     /// replaces (which keeps `since` and the last failure's reason across non-serving states).
     pub(crate) fn derive(state: &Availability, lane: Option<&Lane>, previous: &RouteState) -> Self {
-        let (since, last) = match previous {
-            RouteState::Waiting {
-                since,
-                reason,
-                kind,
-                ..
-            }
-            | RouteState::Closed {
-                since,
-                reason,
-                kind,
-            } => (*since, Some((reason.clone(), *kind))),
-            RouteState::Serving(_) | RouteState::Stopped => (SystemTime::now(), None),
+        let (since, last) = match previous.why() {
+            Some((since, reason, kind)) => (since, Some((reason.clone(), kind))),
+            None => (SystemTime::now(), None),
         };
         let waiting = |lane: Option<&Lane>, reason: Arc<str>, kind| RouteState::Waiting {
             lane: lane.cloned(),
@@ -86,6 +76,24 @@ impl RouteState {
                 kind: last.map_or(FailureKind::Other, |(_, kind)| kind),
             },
             Availability::Stopped => RouteState::Stopped,
+        }
+    }
+
+    /// Since when, and why, commands cannot be served (`Waiting` and `Closed` only).
+    pub(crate) fn why(&self) -> Option<(SystemTime, &Arc<str>, FailureKind)> {
+        match self {
+            RouteState::Waiting {
+                since,
+                reason,
+                kind,
+                ..
+            }
+            | RouteState::Closed {
+                since,
+                reason,
+                kind,
+            } => Some((*since, reason, *kind)),
+            RouteState::Serving(_) | RouteState::Stopped => None,
         }
     }
 

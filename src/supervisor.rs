@@ -779,11 +779,12 @@ impl Supervisor {
             client,
             commands,
             health,
+            patterns,
         } = Metrics::new(config.name(), recorder);
         let config = Arc::new(config);
         let (route, reader) = RouteWriter::new();
         let core = Arc::new(Core {
-            handles: HandleCore::new(config.clone(), reader.clone(), commands),
+            handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns),
             config,
             route,
             availability: AvailabilityPublisher::new(Availability::Connecting { attempt: 1 }),
