@@ -5,7 +5,8 @@
 //! returns only once the server answers a `PING` (an error reply such as `-NOAUTH` also counts: the server
 //! is up). Fault tests drive it with [`kill`](RedisServer::kill) (SIGKILL), [`restart`](RedisServer::restart)
 //! (same port, same directory), and [`pause`](RedisServer::pause) / [`resume`](RedisServer::resume)
-//! (SIGSTOP / SIGCONT).
+//! (SIGSTOP / SIGCONT). [`restart_answering`](RedisServer::restart_answering) returns as soon as the
+//! process answers at all, `-LOADING` included, for tests of a server that is still loading its dataset.
 //!
 //! The fixture only ever signals the process it spawned itself, by that child's own pid: never a process
 //! group, never "whatever listens on the port". Port 6379 is never used. Dropping a [`RedisServer`] kills
@@ -159,6 +160,15 @@ pub struct RedisServer {
     dir: tempfile::TempDir,
 }
 
+/// What a start or restart waits for before it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Awaited {
+    /// A reply to `PING` other than `-LOADING`: the server can serve (or asks for credentials).
+    Serving,
+    /// Any reply to `PING`, `-LOADING` included: the process accepts connections and answers.
+    Answering,
+}
+
 /// How one spawn attempt ended, when it did not fail for good.
 enum Launch {
     /// The child answers `PING`.
@@ -210,7 +220,7 @@ impl RedisServer {
         let mut attempt = 1;
         loop {
             let deadline = Instant::now() + READY_TIMEOUT;
-            match server.launch(deadline).await? {
+            match server.launch(deadline, Awaited::Serving).await? {
                 Launch::Ready => return Ok(server),
                 Launch::AddrInUse(err) if attempt >= PORT_ATTEMPTS => return Err(err),
                 Launch::AddrInUse(_) => {
@@ -285,10 +295,26 @@ impl RedisServer {
     /// As [`kill`](Self::kill), then [`FixtureError::Exited`] or [`FixtureError::NotReady`] (also when the
     /// port stayed taken for the whole 10 s), [`FixtureError::Spawn`] or [`FixtureError::NotInstalled`].
     pub async fn restart(&mut self) -> Result<(), FixtureError> {
+        self.relaunch(Awaited::Serving).await
+    }
+
+    /// Like [`restart`](Self::restart), but returns as soon as the new process answers `PING` with any
+    /// reply, `-LOADING` included: the server may still be loading its dataset (e.g. a large `dump.rdb`
+    /// in its directory, loaded slowly with `--key-load-delay`), and refuses commands until it is done.
+    ///
+    /// # Errors
+    ///
+    /// As [`restart`](Self::restart).
+    pub async fn restart_answering(&mut self) -> Result<(), FixtureError> {
+        self.relaunch(Awaited::Answering).await
+    }
+
+    /// Kills the child if it runs, then launches it again on the same port until it is `awaited`.
+    async fn relaunch(&mut self, awaited: Awaited) -> Result<(), FixtureError> {
         self.kill().await?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            match self.launch(deadline).await? {
+            match self.launch(deadline, awaited).await? {
                 Launch::Ready => return Ok(()),
                 Launch::AddrInUse(err) if Instant::now() >= deadline => return Err(err),
                 Launch::AddrInUse(_) => tokio::time::sleep(POLL_INTERVAL).await,
@@ -343,10 +369,15 @@ impl RedisServer {
         out
     }
 
-    /// Spawns the child on `self.port` and waits until it answers `PING` or `deadline` passes.
+    /// Spawns the child on `self.port` and waits until it answers `PING` as `awaited` says, or
+    /// `deadline` passes.
     ///
     /// On `Ok(Launch::Ready)` the child is in `self.child`; in every other case `self.child` is `None`.
-    async fn launch(&mut self, deadline: Instant) -> Result<Launch, FixtureError> {
+    async fn launch(
+        &mut self,
+        deadline: Instant,
+        awaited: Awaited,
+    ) -> Result<Launch, FixtureError> {
         let log_path = self.dir.path().join(LOG_FILE);
         // Lines written before this offset belong to earlier runs.
         let log_offset = std::fs::metadata(&log_path).map_or(0, |meta| meta.len());
@@ -408,7 +439,7 @@ impl RedisServer {
             let port = self.port;
             let ready = tokio::task::spawn_blocking(move || {
                 std::thread::sleep(delay);
-                probe(port)
+                probe(port, awaited)
             })
             .await
             .unwrap_or(false);
@@ -527,9 +558,10 @@ fn release_port(port: u16) {
 
 /// One blocking readiness probe: sends `PING` and reads one RESP line.
 ///
-/// Any simple-string or error reply means the server is up (`-NOAUTH` included), except `-LOADING`:
-/// the server is still loading its data set.
-fn probe(port: u16) -> bool {
+/// Any simple-string or error reply means the server is up (`-NOAUTH` included), except `-LOADING`
+/// (the server is still loading its data set), which counts only when `awaited` is
+/// [`Awaited::Answering`].
+fn probe(port: u16, awaited: Awaited) -> bool {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT) else {
         return false;
@@ -548,8 +580,9 @@ fn probe(port: u16) -> bool {
             Ok(n) => reply.extend_from_slice(&buf[..n]),
         }
     }
-    let ok =
-        reply.starts_with(b"+") || (reply.starts_with(b"-") && !reply.starts_with(b"-LOADING"));
+    let loading = reply.starts_with(b"-LOADING");
+    let ok = reply.starts_with(b"+")
+        || (reply.starts_with(b"-") && (!loading || awaited == Awaited::Answering));
     ok && reply.contains(&b'\n')
 }
 
@@ -629,7 +662,8 @@ mod tests {
     #[test]
     fn probe_of_a_closed_port_is_not_ready() {
         let port = reserve_port().unwrap();
-        assert!(!probe(port));
+        assert!(!probe(port, Awaited::Serving));
+        assert!(!probe(port, Awaited::Answering));
         release_port(port);
     }
 }
