@@ -4,6 +4,12 @@
 use super::value::Sourced;
 use super::{ConfigError, DEFAULT_PORT, Layer, Secret};
 
+/// A URL given through `source`, shown redacted.
+pub(super) fn sourced(url: String, source: &str) -> Sourced<String> {
+    let shown = redact_url(&url);
+    Sourced::new(url, source, shown)
+}
+
 /// The settings a URL carries, each sourced from `url` (its setting name and redacted text), so
 /// a part that fails a build-time check names the URL.
 ///
@@ -15,50 +21,39 @@ pub(super) fn parse(url: &Sourced<String>) -> Result<Layer, ConfigError> {
     let parsed =
         url::Url::parse(url.value.trim()).map_err(|e| err(format!("not a valid URL ({e})")))?;
     check_extras(&parsed).map_err(err)?;
-    fn part<T>(v: T, url: &Sourced<String>) -> Option<Sourced<T>> {
-        Some(Sourced::shown_as(v, &url.source, &url.shown))
-    }
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(s)
             .decode_utf8()
-            .map(|s| s.into_owned())
+            .map(String::from)
             .map_err(|_| err("user name or password is not valid UTF-8".into()))
     };
-    let host = parsed.host_str().unwrap_or("");
-    let mut layer = Layer {
-        tls: part(scheme_is_tls(parsed.scheme()).map_err(err)?, url),
-        host: part(
-            host.trim_start_matches('[').trim_end_matches(']').into(),
-            url,
-        ),
-        port: part(parsed.port().unwrap_or(DEFAULT_PORT), url),
-        username: part(Some(decode(parsed.username())?), url),
-        ..Layer::default()
+    let db = |path: &str| {
+        let reason =
+            format!("database `{path}` must be a non-negative integer (redis://host:port/DB)");
+        path.parse::<i64>().map_err(|_| err(reason))
     };
-    if let Some(p) = parsed.password() {
-        layer.password = part(Some(Secret::new(decode(p)?)), url);
-    }
-    let path = parsed.path().trim_start_matches('/');
-    if !path.is_empty() {
-        let db = path.parse::<i64>().map_err(|_| {
-            err(format!(
-                "database `{path}` must be a non-negative integer (redis://host:port/DB)"
-            ))
-        })?;
-        layer.db = part(db, url);
-    }
-    Ok(layer)
-}
-
-/// `Ok(true)` for the TLS schemes.
-fn scheme_is_tls(scheme: &str) -> Result<bool, String> {
-    match scheme {
-        "redis" | "valkey" => Ok(false),
-        "rediss" | "valkeys" => Ok(true),
-        other => Err(format!(
-            "unsupported scheme `{other}` (expected redis:// or rediss://)"
-        )),
-    }
+    let host = parsed.host_str().unwrap_or("");
+    Ok(Layer {
+        tls: Some(url.with(match parsed.scheme() {
+            "redis" | "valkey" => false,
+            "rediss" | "valkeys" => true,
+            other => Err(err(format!(
+                "unsupported scheme `{other}` (expected redis:// or rediss://)"
+            )))?,
+        })),
+        host: Some(url.with(host.trim_start_matches('[').trim_end_matches(']').into())),
+        port: Some(url.with(parsed.port().unwrap_or(DEFAULT_PORT))),
+        username: url.with(Some(decode(parsed.username())?)).given(),
+        password: match parsed.password().map(decode).transpose()? {
+            Some(p) => url.with(Some(Secret::new(p))).given(),
+            None => None,
+        },
+        db: match parsed.path().trim_start_matches('/') {
+            "" => None,
+            path => Some(url.with(db(path)?)),
+        },
+        ..Layer::default()
+    })
 }
 
 /// Refuses a fragment, unknown query parameters and any protocol but RESP3. Parameter values
@@ -67,49 +62,37 @@ fn check_extras(url: &url::Url) -> Result<(), String> {
     if url.fragment().is_some() {
         return Err("a URL fragment (`#…`) is not supported".into());
     }
-    for (k, v) in url.query_pairs() {
-        match (&*k, v.to_ascii_lowercase().as_str()) {
-            ("protocol", "resp3" | "3") => {}
-            ("protocol", _) => {
-                return Err(format!(
-                    "`protocol={v}` is not supported: this client needs RESP3 (Redis >= 6); \
-                     use `protocol=resp3` or leave it out"
-                ));
-            }
-            _ => {
-                return Err(format!(
-                    "unknown URL parameter `{k}` (only `protocol=resp3` is accepted)"
-                ));
-            }
-        }
+    let resp3 = |v: &str| matches!(v.to_ascii_lowercase().as_str(), "resp3" | "3");
+    match url
+        .query_pairs()
+        .find(|(k, v)| !(k == "protocol" && resp3(v)))
+    {
+        None => Ok(()),
+        Some((k, v)) if k == "protocol" => Err(format!(
+            "`protocol={v}` is not supported: this client needs RESP3 (Redis >= 6); \
+             use `protocol=resp3` or leave it out"
+        )),
+        Some((k, _)) => Err(format!(
+            "unknown URL parameter `{k}` (only `protocol=resp3` is accepted)"
+        )),
     }
-    Ok(())
 }
 
 /// Replaces the password (or a lone user-info part, which some clients read as a password) of a
 /// Redis URL with `***`, and every query parameter's value except `protocol`'s. Works on strings
-/// that do not parse as URLs, so errors about malformed URLs never leak a secret.
+/// that do not parse as URLs (then all before an `@` is hidden), so errors about malformed URLs
+/// never leak a secret.
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        // Not URL-shaped: show nothing that could be a secret before an '@'. (`at` comes from
-        // `rfind`, so it is a char boundary: the slice cannot panic.)
-        return match url.rfind('@') {
-            Some(at) => format!("***{}", redact_query(&url[at..])),
-            None => redact_query(url),
-        };
+    let (scheme, rest) = url.split_at(url.find("://").map_or(0, |i| i + 3));
+    // `at` comes from `rfind`, so it is a char boundary: `split_at` cannot panic.
+    let Some((userinfo, tail)) = rest.rfind('@').map(|at| rest.split_at(at)) else {
+        return format!("{scheme}{}", redact_query(rest));
     };
-    let (scheme, rest) = url.split_at(scheme_end);
-    match rest.rfind('@') {
-        Some(at) => {
-            let (userinfo, tail) = rest.split_at(at);
-            let shown = match userinfo.split_once(':') {
-                Some((user, _)) => format!("{user}:***"),
-                None => "***".to_string(),
-            };
-            format!("{scheme}{shown}{}", redact_query(tail))
-        }
-        None => format!("{scheme}{}", redact_query(rest)),
-    }
+    let user = match userinfo.split_once(':') {
+        Some((user, _)) if !scheme.is_empty() => format!("{user}:"),
+        _ => String::new(),
+    };
+    format!("{scheme}{user}***{}", redact_query(tail))
 }
 
 /// `…?a=1&protocol=resp2` → `…?a=***&protocol=resp2`.
@@ -117,13 +100,10 @@ fn redact_query(s: &str) -> String {
     let Some((head, query)) = s.split_once('?') else {
         return s.to_string();
     };
-    let pairs: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) if k == "protocol" => format!("{k}={v}"),
-            Some((k, _)) => format!("{k}=***"),
-            None => pair.to_string(),
-        })
-        .collect();
+    let redact = |pair: &str| match pair.split_once('=') {
+        Some((k, _)) if k != "protocol" => format!("{k}=***"),
+        _ => pair.to_string(),
+    };
+    let pairs: Vec<String> = query.split('&').map(redact).collect();
     format!("{head}?{}", pairs.join("&"))
 }

@@ -1,12 +1,12 @@
-//! One setting's value on its way into a [`Config`](super::Config): where it came from
-//! ([`Sourced`]), how it is shown in an error ([`Show`], secrets as `***`), the checks that run on
-//! it at build time, and how a getter reads it back ([`View`]).
+//! One setting's value on its way into a [`Config`](super::Config): where it came from and how it
+//! is shown in an error ([`Sourced`]), what the settings table needs of each stored type
+//! ([`Value`]), and the small checks and conversions the table names.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{ConfigError, MAX_DURATION, OfflinePolicy, Secret};
+use super::{ConfigError, MAX_DURATION, OfflinePolicy, Secret, env};
 
 /// A value, the setting (or environment variable) it came from and the text to show for it in
 /// an error: what the user wrote, redacted when secret.
@@ -14,30 +14,68 @@ use super::{ConfigError, MAX_DURATION, OfflinePolicy, Secret};
 pub(super) struct Sourced<T> {
     pub(super) value: T,
     pub(super) source: String,
-    pub(super) shown: String,
-}
-
-impl<T: Show> Sourced<T> {
-    /// A value given through the builder setting `source`.
-    pub(super) fn new(value: T, source: &str) -> Self {
-        let shown = value.show();
-        Self::shown_as(value, source, shown)
-    }
+    shown: String,
 }
 
 impl<T> Sourced<T> {
-    /// A value shown as `shown` (e.g. a part of a URL, shown as the redacted URL).
-    pub(super) fn shown_as(value: T, source: &str, shown: impl Into<String>) -> Self {
+    /// `value` from `source`, shown as `shown` (e.g. a part of a URL, shown as the redacted URL).
+    pub(super) fn new(value: T, source: &str, shown: impl Into<String>) -> Self {
+        let (source, shown) = (source.to_string(), shown.into());
         Self {
             value,
-            source: source.to_string(),
-            shown: shown.into(),
+            source,
+            shown,
         }
+    }
+
+    /// Another value from the same source, shown the same way (a part of a URL).
+    pub(super) fn with<U>(&self, value: U) -> Sourced<U> {
+        Sourced::new(value, &self.source, &self.shown)
     }
 
     /// The error naming this value's setting and its shown text.
     pub(super) fn error(&self, reason: impl Into<String>) -> ConfigError {
         ConfigError::new(&self.source, &self.shown, reason)
+    }
+}
+
+impl<T: Value> Sourced<T> {
+    /// A value given through the builder setting `source`, unless it counts as not given.
+    pub(super) fn from_builder(value: T, source: &str) -> Option<Self> {
+        let shown = value.show();
+        Self::new(value, source, shown).given()
+    }
+
+    /// `None` for an empty user name, password or path, which must never erase a lower layer.
+    pub(super) fn given(self) -> Option<Self> {
+        (!self.value.is_unset()).then_some(self)
+    }
+
+    /// The value, once it has passed its type's check and then the setting's `checks`.
+    pub(super) fn checked(&self, checks: &[fn(&T) -> Checked]) -> Result<T, ConfigError> {
+        let v = &self.value;
+        let verdict = v
+            .check()
+            .and_then(|()| checks.iter().try_for_each(|check| check(v)));
+        verdict.map_err(|reason| self.error(reason))?;
+        Ok(self.value.clone())
+    }
+}
+
+impl Sourced<Option<PathBuf>> {
+    /// The contents of the file this setting names.
+    pub(super) fn read(&self) -> Result<Vec<u8>, ConfigError> {
+        std::fs::read(self.value.as_deref().unwrap_or(Path::new("")))
+            .map_err(|e| self.error(format!("cannot read the file: {e}")))
+    }
+
+    /// The password in the file this setting names (a trailing newline trimmed), shown as `***`.
+    pub(super) fn password(&self) -> Result<Sourced<Option<Secret>>, ConfigError> {
+        let text = String::from_utf8(self.read()?).map_err(|_| self.error("not valid UTF-8"))?;
+        match text.trim_end_matches(['\r', '\n']) {
+            "" => Err(self.error("the password file is empty")),
+            pw => Ok(Sourced::new(Some(Secret::new(pw)), &self.source, "***")),
+        }
     }
 }
 
@@ -48,115 +86,101 @@ impl<T> fmt::Debug for Sourced<T> {
     }
 }
 
-/// How a value appears in an error, and whether it counts as "not given".
-pub(super) trait Show {
-    /// Secret values are shown as `***`, whatever their source.
+/// What the settings table needs of a stored type, beyond its getter and setter types
+/// (`by_type!`).
+pub(super) trait Value: Clone {
+    /// Whether a variable's text must never be shown.
     const SECRET: bool = false;
-    /// The value as the user would have written it.
+    /// The value as the user would have written it (a secret as `***`).
     fn show(&self) -> String;
-    /// True for an empty user name, password or path: treated as if the setting were not given.
+    /// True when the value counts as not given: only an optional one, absent or empty.
     fn is_unset(&self) -> bool {
         false
     }
+    /// What every value of the type must be, whatever the setting.
+    fn check(&self) -> Checked {
+        Ok(())
+    }
+    /// The value a variable's text stands for (only parsed: range checks wait for build time).
+    fn from_env(raw: &str) -> Result<Self, String>;
 }
 
-macro_rules! show_by_display {
-    ($($t:ty),*) => {$(
-        impl Show for $t {
-            fn show(&self) -> String {
-                self.to_string()
-            }
+/// Implements [`Value`], one row per type: `show` and `env` are functions of the value and of a
+/// variable's text; `secret`, `unset` and `check` override the defaults.
+#[rustfmt::skip]
+macro_rules! values {
+    ($($t:ty: $(secret $secret:literal,)? show $show:expr, $(unset $unset:expr,)?
+        $(check $check:expr,)? env $env:expr;)*) => {$(
+        impl Value for $t {
+            $(const SECRET: bool = $secret;)?
+            fn show(&self) -> String { let f: fn(&Self) -> String = $show; f(self) }
+            $(fn is_unset(&self) -> bool { let f: fn(&Self) -> bool = $unset; f(self) })?
+            $(fn check(&self) -> Checked { let f: fn(&Self) -> Checked = $check; f(self) })?
+            fn from_env(v: &str) -> Result<Self, String> { let f: fn(&str) -> Result<Self, String> = $env; f(v) }
         }
     )*};
 }
-show_by_display!(String, u16, u32, usize, i64, f64, bool, OfflinePolicy);
 
-impl Show for Duration {
-    fn show(&self) -> String {
-        format!("{self:?}")
-    }
+values! {
+    String: show Clone::clone, env |v| Ok(v.to_string());
+    u16: show ToString::to_string, env |v| env::whole(v, u16::MAX, false);
+    i64: show ToString::to_string, env |v| env::whole(v, i64::MAX, false);
+    // Counts saturate, so their bound (below the type's maximum) refuses them with its own limit.
+    u32: show ToString::to_string, env |v| env::whole(v, u32::MAX, true);
+    usize: show ToString::to_string, env |v| env::whole(v, usize::MAX, true);
+    Option<u32>: show |n| n.map_or("none".into(), |n| n.to_string()), env |v| env::whole(v, u32::MAX, true).map(Some);
+    f64: show ToString::to_string, env |v| v.trim().parse().map_err(|_| "must be a number".into());
+    bool: show ToString::to_string, env env::boolean;
+    OfflinePolicy: show ToString::to_string, env str::parse;
+    Duration: show |d| format!("{d:?}"), check duration, env env::millis;
+    Option<String>: show |s| s.clone().unwrap_or_default(), unset |s| s.as_deref().is_none_or(str::is_empty),
+        env |v| Ok(Some(v.to_string()));
+    Option<PathBuf>: show |p| p.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
+        unset |p| p.as_deref().is_none_or(|p| p.as_os_str().is_empty()), env |v| Ok(Some(PathBuf::from(v.trim())));
+    Option<Secret>: secret true, show |_| "***".into(), unset |s| s.as_ref().is_none_or(|s| s.expose().is_empty()),
+        env |v| Ok(Some(Secret::new(v)));
 }
 
-impl Show for Option<u32> {
-    fn show(&self) -> String {
-        self.map_or_else(|| "none".into(), |n| n.to_string())
-    }
-}
-
-impl Show for Option<String> {
-    fn show(&self) -> String {
-        self.clone().unwrap_or_default()
-    }
-    fn is_unset(&self) -> bool {
-        self.as_deref().is_none_or(str::is_empty)
-    }
-}
-
-impl Show for Option<Secret> {
-    const SECRET: bool = true;
-    fn show(&self) -> String {
-        "***".into()
-    }
-    fn is_unset(&self) -> bool {
-        self.as_ref().is_none_or(|s| s.expose().is_empty())
-    }
-}
-
-impl Show for Option<PathBuf> {
-    fn show(&self) -> String {
-        self.as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    }
-    fn is_unset(&self) -> bool {
-        self.as_deref().is_none_or(|p| p.as_os_str().is_empty())
-    }
-}
-
-/// How a getter returns a stored value: a copy, or a borrow (`&str`, `Option<&Path>`, …).
-pub(super) trait View<'a, Out> {
-    fn view(&'a self) -> Out;
-}
-
-impl<T: Copy> View<'_, T> for T {
-    fn view(&self) -> T {
-        *self
-    }
-}
-
-macro_rules! view_by_borrow {
-    ($($t:ty => $out:ty, $how:expr;)*) => {$(
-        impl<'a> View<'a, $out> for $t {
-            fn view(&'a self) -> $out {
-                ($how)(self)
-            }
-        }
-    )*};
-}
-view_by_borrow! {
-    String => &'a str, String::as_str;
-    Option<String> => Option<&'a str>, Option::as_deref;
-    Option<Secret> => Option<&'a Secret>, Option::as_ref;
-    Option<PathBuf> => Option<&'a Path>, Option::as_deref;
+/// A stored type's getter type (`get`) and how the getter lends the value (`view`); the
+/// setter's argument type (`arg`) and how it becomes the stored value (`conv`). By default a
+/// value is copied out and taken as is.
+#[rustfmt::skip]
+macro_rules! by_type {
+    (get String) => { &str };
+    (get Option<String>) => { Option<&str> };
+    (get Option<PathBuf>) => { Option<&Path> };
+    (get Option<Secret>) => { Option<&Secret> };
+    (get $($t:tt)+) => { $($t)+ };
+    (view $e:expr; String) => { $e.as_str() };
+    (view $e:expr; Option<String>) => { $e.as_deref() };
+    (view $e:expr; Option<PathBuf>) => { $e.as_deref() };
+    (view $e:expr; Option<Secret>) => { $e.as_ref() };
+    (view $e:expr; $($t:tt)+) => { $e };
+    (arg String) => { impl Into<String> };
+    (arg Option<String>) => { impl Into<String> };
+    (arg Option<Secret>) => { impl Into<String> };
+    (arg Option<PathBuf>) => { impl Into<PathBuf> };
+    (arg $($t:tt)+) => { $($t)+ };
+    (conv $v:ident; String) => { $v.into() };
+    (conv $v:ident; Option<String>) => { Some($v.into()) };
+    (conv $v:ident; Option<PathBuf>) => { Some($v.into()) };
+    (conv $v:ident; Option<Secret>) => { Some(Secret::new($v)) };
+    (conv $v:ident; $($t:tt)+) => { $v };
 }
 
 /// A check's verdict: `Err` holds the reason.
 pub(super) type Checked = Result<(), String>;
 
-/// No constraint.
-pub(super) fn any<T>(_: &T) -> Checked {
-    Ok(())
+/// `Ok` when `ok`, else the reason.
+pub(super) fn ensure(ok: bool, reason: &str) -> Checked {
+    if ok { Ok(()) } else { Err(reason.into()) }
 }
 
-/// Every duration setting: more than zero and at most [`MAX_DURATION`].
-pub(super) fn duration(d: &Duration) -> Checked {
-    if d.is_zero() {
-        Err("must be greater than zero".into())
-    } else if *d > MAX_DURATION {
-        Err(format!("must be at most {} ms", MAX_DURATION.as_millis()))
-    } else {
-        Ok(())
-    }
+/// Every duration: more than zero and at most [`MAX_DURATION`].
+fn duration(d: &Duration) -> Checked {
+    let max = MAX_DURATION.as_millis();
+    ensure(!d.is_zero(), "must be greater than zero")
+        .and_then(|()| ensure(*d <= MAX_DURATION, &format!("must be at most {max} ms")))
 }
 
 /// A count from 1 to `max`.
@@ -167,11 +191,6 @@ pub(super) fn count(n: impl TryInto<u64>, max: u64) -> Checked {
     }
 }
 
-/// `Ok` when `ok`, else the reason.
-fn ensure(ok: bool, reason: &str) -> Checked {
-    if ok { Ok(()) } else { Err(reason.into()) }
-}
-
 /// A client name: 1-64 letters, digits, `_`, `.`, `:` or `-` (it becomes a metric label).
 pub(super) fn name(name: &str) -> Checked {
     let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-');
@@ -179,29 +198,4 @@ pub(super) fn name(name: &str) -> Checked {
         (1..=64).contains(&name.len()) && name.bytes().all(allowed),
         "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`",
     )
-}
-
-/// A host: not empty.
-pub(super) fn host(host: &str) -> Checked {
-    ensure(!host.trim().is_empty(), "host must not be empty")
-}
-
-/// A port: 1-65535.
-pub(super) fn port(port: &u16) -> Checked {
-    ensure(*port != 0, "port must be 1-65535")
-}
-
-/// A database number: ≥ 0.
-pub(super) fn db(db: &i64) -> Checked {
-    ensure(*db >= 0, "database must be a non-negative integer")
-}
-
-/// The backoff growth factor: finite and ≥ 1.
-pub(super) fn factor(f: &f64) -> Checked {
-    ensure(f.is_finite() && *f >= 1.0, "must be a finite number >= 1")
-}
-
-/// The backoff jitter: in `[0, 1)`.
-pub(super) fn jitter(j: &f64) -> Checked {
-    ensure((0.0..1.0).contains(j), "must be in [0, 1)")
 }
