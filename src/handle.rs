@@ -213,40 +213,6 @@ impl Need<'_> {
     }
 }
 
-/// The lane this handle used last, kept for its next command: taking it costs two uncontended
-/// atomic operations on the handle's own memory, where cloning the live lane costs about eight
-/// on memory every caller shares. A clone of the handle starts without one.
-struct Spare(std::sync::Mutex<Option<Lane>>);
-
-impl Clone for Spare {
-    fn clone(&self) -> Self {
-        Spare(std::sync::Mutex::new(None))
-    }
-}
-
-impl Spare {
-    /// A lane for `live`: the spare if it is that same connection, else a clone.
-    fn take_for(&self, live: &Lane) -> Lane {
-        if let Ok(mut spare) = self.0.try_lock()
-            && let Some(lane) = spare.take()
-            && lane.same(live)
-        {
-            return lane;
-        }
-        live.clone()
-    }
-
-    /// Keeps `lane` for the next command, if the slot is free and the lane still open.
-    fn put(&self, lane: Lane) {
-        if lane.is_open()
-            && let Ok(mut spare) = self.0.try_lock()
-            && spare.is_none()
-        {
-            *spare = Some(lane);
-        }
-    }
-}
-
 /// A cheap, cloneable handle to a [`Supervisor`](crate::Supervisor)'s connection
 /// (`Clone + Send + Sync + 'static`).
 ///
@@ -265,7 +231,6 @@ impl Spare {
 pub struct RedisHandle {
     core: Arc<HandleCore>,
     timeout: Duration,
-    spare: Spare,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -355,11 +320,7 @@ const fn never(label: CommandLabel) -> (CommandLabel, bool) {
 impl RedisHandle {
     pub(crate) fn new(core: Arc<HandleCore>) -> Self {
         let timeout = core.config.command_timeout();
-        Self {
-            core,
-            timeout,
-            spare: Spare(std::sync::Mutex::new(None)),
-        }
+        Self { core, timeout }
     }
 
     /// A copy of this handle whose commands use `timeout` as their deadline instead of the
@@ -370,7 +331,6 @@ impl RedisHandle {
         Self {
             core: self.core.clone(),
             timeout,
-            spare: Spare(std::sync::Mutex::new(None)),
         }
     }
 
@@ -703,7 +663,6 @@ impl RedisHandle {
             }
             let outcome = tokio::time::timeout_at(deadline, lane.run(request)).await;
             let lane_id = lane.id();
-            self.spare.put(lane);
             match outcome {
                 Ok(Ok(value)) => return Ok(value),
                 Ok(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
@@ -776,7 +735,7 @@ impl RedisHandle {
         {
             let published = self.core.route.load();
             if let Some(live) = need.lane_in(&published.state, published.version) {
-                return Ok((self.spare.take_for(live), published.version, false));
+                return Ok((live.clone(), published.version, false));
             }
             if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
                 return Err(unavailable(&published.state, need.refusal));

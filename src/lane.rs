@@ -117,11 +117,6 @@ impl Lane {
         }
     }
 
-    /// True when both are the same connection.
-    pub(crate) fn same(&self, other: &Lane) -> bool {
-        Arc::ptr_eq(&self.shared, &other.shared)
-    }
-
     /// The owning connection actor's id.
     pub(crate) fn id(&self) -> ActorId {
         self.shared.id
