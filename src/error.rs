@@ -97,6 +97,29 @@ pub enum Error {
     /// command that had not been sent).
     #[error("redis connection error: {0}")]
     Connection(String),
+
+    /// The loader of [`Cache::get_or_load`](crate::cache::Cache::get_or_load) failed, timed out
+    /// or panicked; every caller waiting on that load gets this same error. `source` is the
+    /// loader's own error (downcast it with `source.downcast_ref::<YourError>()`), or a
+    /// [`LoadTimeout`](crate::cache::LoadTimeout) / [`LoadPanicked`](crate::cache::LoadPanicked).
+    /// Nothing was cached; the next call runs the loader again.
+    #[error("loading cache key {key:?} failed: {source}")]
+    Loader {
+        /// The Redis key being loaded (with the key prefix and the cache's namespace).
+        key: String,
+        /// Why the load failed.
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>,
+    },
+
+    /// The data under a key is not what the reader expects: not JSON, JSON of another shape, or
+    /// not a string value (`WRONGTYPE`). The value itself is never part of the message.
+    #[error("corrupt data under key {key:?}: {reason}")]
+    Corrupt {
+        /// The Redis key (with the key prefix and the pattern's namespace).
+        key: String,
+        /// What is wrong, e.g. the JSON decoder's message (position and expectation).
+        reason: String,
+    },
 }
 
 fn format_since(since: SystemTime) -> String {
@@ -107,7 +130,10 @@ fn format_since(since: SystemTime) -> String {
 impl Error {
     /// True when retrying the same call later may succeed without any change by the caller:
     /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
-    /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded).
+    /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded). Not
+    /// [`Loader`](Error::Loader) (whether the loader's failure is transient is the loader's
+    /// business: inspect `source`) nor [`Corrupt`](Error::Corrupt) (the data stays corrupt until
+    /// it is overwritten or deleted).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,

@@ -71,6 +71,7 @@ pub mod http;
 pub mod info;
 mod lane;
 pub mod metrics;
+mod patterns;
 mod request;
 mod route;
 pub mod supervisor;
@@ -86,6 +87,7 @@ pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
 pub use error::{Error, FailureKind};
 pub use handle::{KeyTtl, RedisHandle, SetOptions};
+pub use patterns::{cache, ratelimit};
 pub use supervisor::Supervisor;
 
 /// The README's examples, compiled as doctests.

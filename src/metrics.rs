@@ -20,6 +20,11 @@ use crate::info::ServerStats;
 
 mod patterns;
 pub(crate) use patterns::PatternMetrics;
+pub(crate) use patterns::{Check, DegradedOp, LoadOutcome, Lookup};
+pub use patterns::{
+    CACHE_COALESCED, CACHE_CORRUPT, CACHE_LOAD_OUTCOMES, CACHE_LOADS, CACHE_LOOKUP_RESULTS,
+    CACHE_LOOKUPS, DEGRADED_OPS, RATELIMIT_CHECKS, RATELIMIT_DECISIONS,
+};
 
 /// `redis_client_up`: 1 while commands can be served, else 0.
 pub const CLIENT_UP: &str = "redis_client_up";
@@ -46,7 +51,8 @@ pub const CLIENT_PROBES: &str = "redis_client_probes_total";
 pub const CLIENT_OFFLINE_WAITING: &str = "redis_client_offline_waiting";
 /// `redis_client_ambiguous_total`: commands answered `Ambiguous` (may have executed).
 pub const CLIENT_AMBIGUOUS: &str = "redis_client_ambiguous_total";
-/// `redis_client_degraded_ops_total`: operations that a degradation policy answered without Redis.
+/// `redis_client_degraded_ops_total{op}`: pattern operations that a degradation policy answered
+/// without Redis, by `op` (one of [`DEGRADED_OPS`]: `cache_get`, `cache_set`, …).
 pub const CLIENT_DEGRADED_OPS: &str = "redis_client_degraded_ops_total";
 
 /// `redis_up`: 1 while the last health probe (or the connect handshake) got an answer from the
@@ -616,7 +622,37 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         CLIENT_DEGRADED_OPS,
         Kind::Counter,
         None,
-        "Operations answered by a graceful-degradation policy without Redis.",
+        "Pattern operations answered by a graceful-degradation policy without Redis, by op (cache_get, cache_set, cache_delete, cache_invalidate, cache_get_or_load, ratelimit_check).",
+    ),
+    (
+        CACHE_LOOKUPS,
+        Kind::Counter,
+        None,
+        "Cache reads by result (hit, miss); a read degraded to a miss counts as a miss.",
+    ),
+    (
+        CACHE_LOADS,
+        Kind::Counter,
+        None,
+        "Cache loader runs (one per single-flight load) by outcome (ok, error, timeout, panic).",
+    ),
+    (
+        CACHE_COALESCED,
+        Kind::Counter,
+        None,
+        "Cache get_or_load callers that joined a load already running instead of running the loader.",
+    ),
+    (
+        CACHE_CORRUPT,
+        Kind::Counter,
+        None,
+        "Cache reads that found data they cannot decode (not JSON, another shape, not a string).",
+    ),
+    (
+        RATELIMIT_CHECKS,
+        Kind::Counter,
+        None,
+        "Rate-limit checks by decision (allowed, denied, degraded: allowed without Redis, error).",
     ),
     (
         SERVER_UP,
@@ -729,7 +765,6 @@ mod tests {
             CLIENT_RESTART_STORMS,
             CLIENT_OFFLINE_WAITING,
             CLIENT_AMBIGUOUS,
-            CLIENT_DEGRADED_OPS,
             SERVER_UP,
             SERVER_MEMORY_MAX,
             SERVER_KEYSPACE_HITS,

@@ -1,0 +1,2 @@
+//! Patterns benchmark (filled in by the next commit).
+fn main() {}
