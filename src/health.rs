@@ -160,9 +160,11 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
             busy: false,
         };
     }
-    let before = lane.replies();
+    lane.listen();
     let mut lane_ = lane.clone();
-    match tokio::time::timeout(timeout, lane_.run(request)).await {
+    let outcome = tokio::time::timeout(timeout, lane_.run(request)).await;
+    let heard = lane.heard();
+    match outcome {
         Ok(Ok(value)) => Probe::Answered(value),
         // Any other reply proves the server is there (e.g. NOPERM for an ACL user without +ping).
         Ok(Err(ExecError::Reply(_))) => Probe::Answered(Value::Nil),
@@ -173,7 +175,7 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
         },
         Err(_) => Probe::NoAnswer {
             reason: format!("no reply within {} ms", timeout.as_millis()),
-            busy: lane.replies() != before,
+            busy: heard,
         },
     }
 }

@@ -1,13 +1,13 @@
 //! A [`Lane`]: one live connection as callers see it — redis-rs's multiplexed connection (whose
 //! pipeline task is the connection's write queue: callers write into it directly, one hop) and
-//! the state every caller shares about it: whether it is open, and whether anything has come back
-//! on it lately (the health actor's evidence of silence, DESIGN.md promise 10).
+//! the state every caller shares about it: whether it is open, and whether anything came back on
+//! it while a health probe waited (the health actor's evidence of silence, DESIGN.md promise 10).
 //!
 //! The connection actor creates a lane with a port to report what callers see (a broken
 //! transport, a "cannot serve yet" refusal); the supervisor publishes it in the route.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use ractor::ActorId;
 use redis::Value;
@@ -81,9 +81,12 @@ struct LaneShared {
     id: ActorId,
     /// False once the connection is closing or broken: no new command is written on it.
     open: AtomicBool,
-    /// Changes whenever any reply (value or error) comes back on this connection. Not a count
-    /// (concurrent bumps may collapse), only evidence that the connection is not silent.
-    replies: AtomicU64,
+    /// Set by the health actor while a probe waits: replies then record that they came.
+    watching: AtomicBool,
+    /// Whether any reply (value or error) came back while `watching`: evidence that the
+    /// connection is not silent. Written only while a probe waits, so the command path only
+    /// reads a line nobody writes.
+    heard: AtomicBool,
     port: LanePort,
 }
 
@@ -111,7 +114,8 @@ impl Lane {
             shared: Arc::new(LaneShared {
                 id,
                 open: AtomicBool::new(true),
-                replies: AtomicU64::new(0),
+                watching: AtomicBool::new(false),
+                heard: AtomicBool::new(false),
                 port,
             }),
         }
@@ -132,10 +136,16 @@ impl Lane {
         self.shared.open.store(false, Ordering::Release);
     }
 
-    /// A token that changes whenever a reply comes back: compare two readings to learn whether
-    /// the connection said anything in between.
-    pub(crate) fn replies(&self) -> u64 {
-        self.shared.replies.load(Ordering::Acquire)
+    /// Starts recording whether any reply comes back (for a probe that is about to wait).
+    pub(crate) fn listen(&self) {
+        self.shared.heard.store(false, Ordering::Release);
+        self.shared.watching.store(true, Ordering::Release);
+    }
+
+    /// Stops recording; returns whether any reply came back since [`listen`](Self::listen).
+    pub(crate) fn heard(&self) -> bool {
+        self.shared.watching.store(false, Ordering::Release);
+        self.shared.heard.load(Ordering::Acquire)
     }
 
     /// The multiplexed connection, for the owner's own commands (QUIT).
@@ -162,12 +172,10 @@ impl Lane {
             }
             return Err(ExecError::Transport(reason));
         }
-        // Any answer proves the connection is alive. A plain store, not a read-modify-write: a
-        // lost race still changes the value.
-        shared.replies.store(
-            shared.replies.load(Ordering::Relaxed).wrapping_add(1),
-            Ordering::Release,
-        );
+        // Any answer proves the connection is alive; recorded only while a probe listens.
+        if shared.watching.load(Ordering::Acquire) {
+            shared.heard.store(true, Ordering::Release);
+        }
         if request.as_cmd().is_some()
             && let Some(refusal) = NotReady::of_reply(&result)
         {
