@@ -372,6 +372,13 @@ EXPECT = [
     'redis_keyspace_misses_total > 0',
     'increase(redis_keyspace_hits_total[1m]) > 0',  # INFO is re-read, not only at connect
     'increase(redis_expired_keys_total[1m]) > 0',
+    # The binary uses no pattern: their series exist from the start, at 0 (never "no data").
+    'redis_client_degraded_ops_total{op="cache_get"} == 0',
+    'redis_client_degraded_ops_total{op="ratelimit_check"} == 0',
+    'redis_client_ratelimit_checks_total{decision="degraded"} == 0',
+    'redis_client_cache_lookups_total{result="hit"} == 0',
+    'redis_client_cache_loads_total{outcome="timeout"} == 0',
+    'redis_client_cache_corrupt_total == 0',
 ]
 expectations = []
 if os.environ.get("CHECK_METRICS_EXPECT") == "1":
