@@ -2,7 +2,7 @@
 //! deadlines (DESIGN.md promise 10).
 //!
 //! On a drift-free timer it sends `PING` (with its own timeout) to the connection in the route
-//! every probe interval and reads `INFO` every info interval. Each probe ends in a [`Verdict`],
+//! every probe interval and reads `INFO` every info interval. Each probe ends in a verdict,
 //! reported to the supervisor:
 //! - answered within the slow threshold: healthy; answered slower: slow (`Degraded`);
 //! - refused with `LOADING`, `MASTERDOWN` or `BUSY`: the server cannot serve yet (`NotReady`);
@@ -15,7 +15,7 @@
 //!   nothing.
 //!
 //! The health actor is the one writer of the probe metrics, `redis_up`, the server gauges and
-//! the `/health/redis` snapshot ([`HealthBoard`]).
+//! the `/health/redis` snapshot.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

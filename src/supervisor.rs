@@ -4,8 +4,8 @@
 //! it, hands out [`RedisHandle`]s and shuts everything down.
 //!
 //! The supervisor is the one writer of availability and of the route (derived from it, see
-//! [`crate::route`]). Its children report through types of their own ([`ConnectionReport`],
-//! [`HealthReport`]) that convert into its message type; it never `call`s a child that could
+//! the `route` module). Its children report through types of their own (`ConnectionReport`,
+//! `HealthReport`) that convert into its message type; it never `call`s a child that could
 //! call it back.
 
 use std::sync::Arc;
