@@ -345,7 +345,6 @@ impl RedisHandle {
     }
 
     /// The patterns' metrics (registered with this supervisor's recorder and `client` label).
-    #[allow(dead_code)] // the patterns that write them come with the pattern issues
     pub(crate) fn pattern_metrics(&self) -> &PatternMetrics {
         &self.core.patterns
     }
