@@ -120,6 +120,26 @@ pub enum Error {
         /// What is wrong, e.g. the JSON decoder's message (position and expectation).
         reason: String,
     },
+
+    /// A [`LockGuard`](crate::lock::LockGuard) found its lock no longer held by it (`extend` or
+    /// `release`): the TTL passed (and another holder may have it now) or the key was deleted.
+    /// Nothing was changed: another holder's lock is never extended or freed. Work done under
+    /// the lock since it was lost was not protected by it.
+    #[error("lock {key:?} is no longer held by this guard")]
+    LockLost {
+        /// The lock's Redis key (with the key prefix and the lock manager's namespace).
+        key: String,
+    },
+
+    /// [`LockManager::acquire`](crate::lock::LockManager::acquire) did not get the lock within
+    /// its `wait`: another holder had it the whole time. An answer, not a failure of Redis.
+    #[error("lock {key:?} still held by another after waiting {waited:?}")]
+    LockBusy {
+        /// The lock's Redis key (with the key prefix and the lock manager's namespace).
+        key: String,
+        /// How long the call waited.
+        waited: Duration,
+    },
 }
 
 fn format_since(since: SystemTime) -> String {
@@ -132,8 +152,9 @@ impl Error {
     /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
     /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded). Not
     /// [`Loader`](Error::Loader) (whether the loader's failure is transient is the loader's
-    /// business: inspect `source`) nor [`Corrupt`](Error::Corrupt) (the data stays corrupt until
-    /// it is overwritten or deleted).
+    /// business: inspect `source`), [`Corrupt`](Error::Corrupt) (the data stays corrupt until
+    /// it is overwritten or deleted), [`LockLost`](Error::LockLost) (the lock is gone: acquire
+    /// it again) nor [`LockBusy`](Error::LockBusy) (another holder's lock: an answer).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
@@ -452,6 +473,19 @@ mod tests {
         assert_eq!(srv.server_code(), Some("WRONGTYPE"));
         assert!(!srv.is_retryable() && !srv.is_unavailable());
         assert!(Error::ShuttingDown.is_unavailable());
+        let lost = Error::LockLost {
+            key: "lock:a".into(),
+        };
+        let busy = Error::LockBusy {
+            key: "lock:a".into(),
+            waited: Duration::from_secs(1),
+        };
+        for e in [lost, busy] {
+            assert!(
+                !e.is_retryable() && !e.is_unavailable() && !e.is_ambiguous(),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -22,9 +22,10 @@ mod patterns;
 pub(crate) use patterns::PatternMetrics;
 pub use patterns::{
     CACHE_COALESCED, CACHE_CORRUPT, CACHE_LOAD_OUTCOMES, CACHE_LOADS, CACHE_LOOKUP_RESULTS,
-    CACHE_LOOKUPS, DEGRADED_OPS, RATELIMIT_CHECKS, RATELIMIT_DECISIONS,
+    CACHE_LOOKUPS, DEGRADED_OPS, LOCK_ACQUIRE_RESULTS, LOCK_ACQUIRES, LOCK_LOST, RATELIMIT_CHECKS,
+    RATELIMIT_DECISIONS, SESSIONS_CREATED, SESSIONS_REVOKED,
 };
-pub(crate) use patterns::{Check, DegradedOp, LoadOutcome, Lookup};
+pub(crate) use patterns::{Acquire, Check, DegradedOp, LoadOutcome, Lookup};
 
 /// `redis_client_up`: 1 while commands can be served, else 0.
 pub const CLIENT_UP: &str = "redis_client_up";
@@ -622,7 +623,7 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         CLIENT_DEGRADED_OPS,
         Kind::Counter,
         None,
-        "Pattern operations answered by a graceful-degradation policy without Redis, by op (cache_get, cache_set, cache_delete, cache_invalidate, cache_get_or_load, ratelimit_check).",
+        "Pattern operations answered by a graceful-degradation policy without Redis, by op (cache_get, cache_set, cache_delete, cache_invalidate, cache_get_or_load, ratelimit_check, presence_heartbeat, presence_leave).",
     ),
     (
         CACHE_LOOKUPS,
@@ -653,6 +654,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Rate-limit checks by decision (allowed, denied, degraded: allowed without Redis, error).",
+    ),
+    (
+        SESSIONS_CREATED,
+        Kind::Counter,
+        None,
+        "Sessions created by the session store.",
+    ),
+    (
+        SESSIONS_REVOKED,
+        Kind::Counter,
+        None,
+        "Sessions revoked (revoke, revoke_all, tower-sessions delete); expiry is not counted.",
+    ),
+    (
+        LOCK_ACQUIRES,
+        Kind::Counter,
+        None,
+        "Lock acquire and try_acquire calls by result (acquired, busy: held by another, error).",
+    ),
+    (
+        LOCK_LOST,
+        Kind::Counter,
+        None,
+        "Lock extends and releases that found the lock no longer held by their guard (LockLost).",
     ),
     (
         SERVER_UP,

@@ -4,6 +4,10 @@
 //!
 //! - [`cache`]: JSON values with a TTL, single-flight `get_or_load`, SCAN-based invalidation.
 //! - [`ratelimit`]: a GCRA rate limiter in one server-side script, and a tower layer for axum.
+//! - [`session`]: login sessions with random ids, a per-user index, sliding expiry, `revoke_all`
+//!   (and a tower-sessions store behind the `tower-sessions` feature).
+//! - [`presence`]: "who is online" per scope, on the server's clock, expiring by itself.
+//! - [`lock`]: single-instance locks with fencing tokens, released by compare-and-delete.
 //!
 //! Keys are `<REDIS_KEY_PREFIX><namespace>:<key>` in every pattern.
 
@@ -12,3 +16,5 @@ mod keys;
 mod layer;
 pub mod ratelimit;
 mod singleflight;
+pub mod lock;
+mod script;

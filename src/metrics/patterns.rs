@@ -25,6 +25,19 @@ pub const CACHE_CORRUPT: &str = "redis_client_cache_corrupt_total";
 /// [`OnUnavailable::Allow`](crate::ratelimit::OnUnavailable::Allow)), `error` (the caller got an
 /// error, e.g. under [`OnUnavailable::Deny`](crate::ratelimit::OnUnavailable::Deny)).
 pub const RATELIMIT_CHECKS: &str = "redis_client_ratelimit_checks_total";
+/// `redis_client_sessions_created_total`: sessions created by
+/// [`SessionStore`](crate::session::SessionStore) (and its tower-sessions adapter).
+pub const SESSIONS_CREATED: &str = "redis_client_sessions_created_total";
+/// `redis_client_sessions_revoked_total`: sessions removed by `revoke`, `revoke_all` (each one
+/// counts) and the tower-sessions `delete`. Sessions that expire are not counted.
+pub const SESSIONS_REVOKED: &str = "redis_client_sessions_revoked_total";
+/// `redis_client_lock_acquires_total{result}`: [`LockManager`](crate::lock::LockManager)
+/// `acquire` and `try_acquire` calls by `result`: `acquired`, `busy` (held by another:
+/// `try_acquire` answered `None`, or `acquire` waited in vain), `error`.
+pub const LOCK_ACQUIRES: &str = "redis_client_lock_acquires_total";
+/// `redis_client_lock_lost_total`: `extend` or `release` calls of a
+/// [`LockGuard`](crate::lock::LockGuard) that found the lock no longer held by it.
+pub const LOCK_LOST: &str = "redis_client_lock_lost_total";
 
 /// Declares a fixed label set: the enum (its discriminant indexes the handles) and the names.
 macro_rules! labels {
@@ -50,6 +63,8 @@ labels! {
         CacheInvalidate = "cache_invalidate",
         CacheGetOrLoad = "cache_get_or_load",
         RatelimitCheck = "ratelimit_check",
+        PresenceHeartbeat = "presence_heartbeat",
+        PresenceLeave = "presence_leave",
     }
 }
 
@@ -77,6 +92,14 @@ labels! {
     { Allowed = "allowed", Denied = "denied", Degraded = "degraded", Error = "error" }
 }
 
+labels! {
+    /// A value of the `result` label of `redis_client_lock_acquires_total`.
+    Acquire,
+    /// Values of the `result` label of `redis_client_lock_acquires_total`.
+    LOCK_ACQUIRE_RESULTS,
+    { Acquired = "acquired", Busy = "busy", Error = "error" }
+}
+
 /// Every pattern's metric handles.
 pub(crate) struct PatternMetrics {
     degraded_ops: Vec<Counter>,
@@ -85,6 +108,10 @@ pub(crate) struct PatternMetrics {
     coalesced: Counter,
     corrupt: Counter,
     checks: Vec<Counter>,
+    sessions_created: Counter,
+    sessions_revoked: Counter,
+    lock_acquires: Vec<Counter>,
+    lock_lost: Counter,
 }
 
 impl PatternMetrics {
@@ -96,6 +123,10 @@ impl PatternMetrics {
             coalesced: r.counter(CACHE_COALESCED),
             corrupt: r.counter(CACHE_CORRUPT),
             checks: r.counters(RATELIMIT_CHECKS, "decision", RATELIMIT_DECISIONS),
+            sessions_created: r.counter(SESSIONS_CREATED),
+            sessions_revoked: r.counter(SESSIONS_REVOKED),
+            lock_acquires: r.counters(LOCK_ACQUIRES, "result", LOCK_ACQUIRE_RESULTS),
+            lock_lost: r.counter(LOCK_LOST),
         }
     }
 
@@ -128,6 +159,26 @@ impl PatternMetrics {
     pub(crate) fn check(&self, decision: Check) {
         bump(&self.checks, decision as usize, 1);
     }
+
+    /// A session was created.
+    pub(crate) fn session_created(&self) {
+        self.sessions_created.increment(1);
+    }
+
+    /// `n` sessions were revoked.
+    pub(crate) fn sessions_revoked(&self, n: u64) {
+        self.sessions_revoked.increment(n);
+    }
+
+    /// A lock acquire call ended.
+    pub(crate) fn lock_acquire(&self, result: Acquire) {
+        bump(&self.lock_acquires, result as usize, 1);
+    }
+
+    /// A guard found its lock lost.
+    pub(crate) fn lock_lost(&self) {
+        self.lock_lost.increment(1);
+    }
 }
 
 fn bump(counters: &[Counter], i: usize, n: u64) {
@@ -154,6 +205,7 @@ mod tests {
             (CACHE_LOOKUPS, "result", CACHE_LOOKUP_RESULTS),
             (CACHE_LOADS, "outcome", CACHE_LOAD_OUTCOMES),
             (RATELIMIT_CHECKS, "decision", RATELIMIT_DECISIONS),
+            (LOCK_ACQUIRES, "result", LOCK_ACQUIRE_RESULTS),
         ];
         for (name, label, values) in labelled {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} has HELP");
@@ -162,7 +214,13 @@ mod tests {
                 assert!(text.contains(&series), "{series}:\n{text}");
             }
         }
-        for name in [CACHE_COALESCED, CACHE_CORRUPT] {
+        for name in [
+            CACHE_COALESCED,
+            CACHE_CORRUPT,
+            SESSIONS_CREATED,
+            SESSIONS_REVOKED,
+            LOCK_LOST,
+        ] {
             assert!(text.contains(&format!("# HELP {name} ")), "{name} has HELP");
             assert!(
                 text.contains(&format!("{name}{{client=\"p\"}} 0")),

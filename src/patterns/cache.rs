@@ -200,7 +200,7 @@ impl CacheBuilder {
 }
 
 /// `ttl` as stored: at least 1 ms, at most [`MAX_TTL`].
-fn checked_ttl(ttl: Duration) -> Result<Duration, String> {
+pub(super) fn checked_ttl(ttl: Duration) -> Result<Duration, String> {
     if ttl < Duration::from_millis(1) {
         return Err(format!("must be at least 1 ms, got {ttl:?}"));
     }

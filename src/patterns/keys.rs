@@ -2,6 +2,10 @@
 //! (`<REDIS_KEY_PREFIX><namespace>:<key>`), SCAN patterns confined to the namespace, and which
 //! errors a degradation policy may answer.
 
+use std::time::Duration;
+
+use base64::Engine;
+
 use crate::error::{ConfigError, Error};
 use crate::handle::RedisHandle;
 
@@ -91,6 +95,65 @@ pub(crate) fn degradable(e: &Error) -> bool {
     e.is_unavailable() || e.is_retryable() || e.is_ambiguous()
 }
 
+/// The longest identifier (session user, presence scope or member, lock key) accepted, in bytes.
+pub(crate) const MAX_ID_LEN: usize = 64 * 1024;
+
+/// Checks an identifier given to a pattern call: at most [`MAX_ID_LEN`] bytes, and not empty
+/// unless `allow_empty`. `what` names the argument in the error.
+pub(crate) fn check_id(what: &str, id: &str, allow_empty: bool) -> Result<(), Error> {
+    if id.is_empty() && !allow_empty {
+        return Err(Error::InvalidArgument(format!("{what} must not be empty")));
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be at most {MAX_ID_LEN} bytes, got {}",
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A TTL or timeout in whole milliseconds for a script: at least 1 ms; longer than
+/// [`MAX_TTL`](crate::cache::MAX_TTL) (up to `Duration::MAX`) saturates to it. The error
+/// names `what`; `config` picks [`Error::Config`] (a builder setting) or
+/// [`Error::InvalidArgument`] (a call's argument).
+pub(crate) fn ttl_ms(what: &str, ttl: Duration, config: bool) -> Result<u64, Error> {
+    match super::cache::checked_ttl(ttl) {
+        Ok(ttl) => Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+        Err(reason) if config => Err(Error::Config(ConfigError::new(
+            what,
+            format!("{ttl:?}"),
+            reason,
+        ))),
+        Err(reason) => Err(Error::InvalidArgument(format!("{what} {reason}"))),
+    }
+}
+
+/// Bytes of randomness in a [`random_token`]: 128 bits.
+pub(crate) const TOKEN_BYTES: usize = 16;
+/// The length of a [`random_token`]: 22 characters.
+pub(crate) const TOKEN_LEN: usize = 22;
+
+/// A fresh secret token: [`TOKEN_BYTES`] from the operating system's CSPRNG (`getrandom`),
+/// base64url without padding ([`TOKEN_LEN`] characters of `A-Z a-z 0-9 - _`).
+///
+/// # Errors
+/// [`Error::Connection`] in the (practically unheard-of) case that the OS cannot supply
+/// randomness; nothing was sent.
+pub(crate) fn random_token() -> Result<String, Error> {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| Error::Connection(format!("the OS random number generator failed: {e}")))?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// True if `s` has the shape of a [`random_token`] (so may be one of ours).
+pub(crate) fn is_token(s: &str) -> bool {
+    s.len() == TOKEN_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// `key` cut to at most 200 bytes (on a character boundary) for a log line.
 pub(crate) fn loggable(key: &str) -> &str {
     let mut end = key.len().min(200);
@@ -108,6 +171,33 @@ mod tests {
     fn glob_characters_are_escaped() {
         assert_eq!(escape_glob("a*b?[c]\\d:"), "a\\*b\\?\\[c\\]\\\\d:");
         assert_eq!(escape_glob("plain:ns:"), "plain:ns:");
+    }
+
+    #[test]
+    fn tokens_are_url_safe_and_distinct() {
+        let a = random_token().unwrap();
+        let b = random_token().unwrap();
+        assert!(is_token(&a) && is_token(&b) && a != b, "{a} {b}");
+        assert!(!is_token("short") && !is_token(&format!("{a}=")) && !is_token(&"é".repeat(11)));
+    }
+
+    #[test]
+    fn ids_and_ttls_are_checked() {
+        assert!(check_id("user", "", false).is_err());
+        assert!(check_id("key", "", true).is_ok());
+        assert!(check_id("key", &"x".repeat(MAX_ID_LEN + 1), true).is_err());
+        assert!(
+            matches!(ttl_ms("ttl", Duration::ZERO, false), Err(Error::InvalidArgument(m)) if m.contains("ttl"))
+        );
+        assert!(
+            matches!(ttl_ms("s.ttl", Duration::ZERO, true), Err(Error::Config(c)) if c.setting == "s.ttl")
+        );
+        assert_eq!(
+            ttl_ms("ttl", Duration::from_micros(1500), false).unwrap(),
+            1
+        );
+        let max = ttl_ms("ttl", Duration::MAX, false).unwrap();
+        assert_eq!(u128::from(max), crate::cache::MAX_TTL.as_millis());
     }
 
     #[test]

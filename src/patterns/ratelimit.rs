@@ -51,6 +51,7 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use super::keys::{Namespace, degradable};
+use super::script::Lua;
 use crate::error::{ConfigError, Error};
 use crate::handle::RedisHandle;
 use crate::metrics::{Check, DegradedOp};
@@ -90,7 +91,7 @@ end
 return {1, fmt(tokens(new_tat)), '-1', fmt(new_tat - now)}
 "#;
 
-static GCRA: LazyLock<redis::Script> = LazyLock::new(|| redis::Script::new(GCRA_LUA));
+static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new(GCRA_LUA));
 
 /// The Lua source of the limiter's script (for running it yourself, e.g. in a benchmark).
 pub fn script_source() -> &'static str {
@@ -378,28 +379,18 @@ impl RateLimiter {
 }
 
 impl Inner {
-    /// Runs the script by SHA; on `NOSCRIPT` (it did not run) once more with its body.
+    /// Runs the script (by SHA, by body on `NOSCRIPT`); never replayed.
     async fn run(&self, key: &str, cost: u64) -> Result<Decision, Error> {
-        let evalsha = self.script_cmd("EVALSHA", GCRA.get_hash(), key, cost);
-        let reply = match self.handle.cmd(evalsha).await {
-            Err(e) if e.server_code() == Some("NOSCRIPT") => {
-                let eval = self.script_cmd("EVAL", GCRA_LUA, key, cost);
-                self.handle.cmd(eval).await
-            }
-            other => other,
-        }?;
+        let reply = GCRA
+            .run(&self.handle, false, |cmd| {
+                cmd.arg(1)
+                    .arg(key)
+                    .arg(&self.burst_arg)
+                    .arg(&self.emission_arg)
+                    .arg(cost);
+            })
+            .await?;
         decision(reply)
-    }
-
-    fn script_cmd(&self, name: &str, script: &str, key: &str, cost: u64) -> redis::Cmd {
-        let mut cmd = redis::cmd(name);
-        cmd.arg(script)
-            .arg(1)
-            .arg(key)
-            .arg(&self.burst_arg)
-            .arg(&self.emission_arg)
-            .arg(cost);
-        cmd
     }
 }
 

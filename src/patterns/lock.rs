@@ -1,0 +1,397 @@
+//! Distributed locks over a [`RedisHandle`]: `SET NX PX` with a random value, compare-and-act
+//! scripts for `extend` and `release` (a guard never touches another holder's lock), and a
+//! fencing token from the acquire script itself.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redis_supervisor::lock::{LockGuard, LockManager};
+//!
+//! # async fn run(supervisor: redis_supervisor::Supervisor) -> Result<(), redis_supervisor::Error> {
+//! let locks = LockManager::new(supervisor.handle());     // namespace "lock"
+//! // ttl 10 s; wait up to 2 s for another holder to let go (else Error::LockBusy)
+//! let guard = locks.acquire("invoice:42", Duration::from_secs(10), Duration::from_secs(2)).await?;
+//! let fence: u64 = guard.token();  // pass it to the storage you write to (see "Fencing")
+//! guard.extend(Duration::from_secs(10)).await?;          // Err(Error::LockLost { .. }) if lost
+//! guard.release().await?;                                // compare-and-delete
+//! if let Some(guard) = locks.try_acquire("invoice:42", Duration::from_secs(10)).await? {
+//!     drop(guard); // released in the background
+//! }
+//! # let _ = fence; Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! A lock `k` is the key `<REDIS_KEY_PREFIX><namespace>:k` holding a value of 128 random bits
+//! (from the OS CSPRNG) that only its guard knows, with the TTL as `PX`. The acquire script runs
+//! `SET key value NX PX ttl` and, only when that succeeds, `INCR` of the lock's counter
+//! `<REDIS_KEY_PREFIX><namespace>.fence:k`: the fencing token, in the same atomic step. `extend`
+//! runs "`PEXPIRE` if the value is still mine", `release` "`DEL` if the value is still mine";
+//! both answer [`Error::LockLost`] when it is not (the TTL passed, perhaps another holds it now).
+//!
+//! [`acquire`](LockManager::acquire) retries with jittered, growing pauses (2 ms up to 50 ms,
+//! never past the holder's remaining TTL) until `wait` has passed, then answers
+//! [`Error::LockBusy`]; each try takes at most the handle's deadline, so the call ends within
+//! `wait` plus one deadline. Locks are not fair (no queue); `wait` of `Duration::MAX` saturates
+//! (waits as long as it takes).
+//!
+//! # Dropping a guard
+//!
+//! A guard dropped without [`release`](LockGuard::release) (an early return, a panic, a cancelled
+//! task) releases its lock in the background: `Drop` spawns the compare-and-delete on the current
+//! tokio runtime and returns at once, never blocking. Outside a runtime (or while it shuts down)
+//! nothing is spawned and the lock expires at its TTL. A dropped guard gets no word of the
+//! outcome; call `release` to know.
+//!
+//! # Delivery and degradation
+//!
+//! The scripts write, so they are never replayed ([`RedisHandle::cmd`]). A lock is never
+//! pretended: when Redis cannot answer, every call returns the handle's error
+//! ([`Error::Unavailable`] within the deadline, …); there is no degraded mode. What an
+//! ambiguous answer ([`Error::Ambiguous`], or a timeout after sending) means per call:
+//! - `acquire` / `try_acquire`: the `SET` may have happened. The manager then runs the
+//!   compare-and-delete with the value it tried (a lock it may have taken is freed at once, never
+//!   another's) and returns the error: you do not hold the lock. A token may have been used up
+//!   (tokens increase, with gaps).
+//! - `extend`: the TTL may or may not have been extended; the lock is yours at least until the
+//!   old TTL ends. Extend again or stop.
+//! - `release`: the lock is either freed or frees itself at its TTL; no other holder's lock was
+//!   touched.
+//!
+//! # Limits (read before relying on it)
+//!
+//! - **Single instance.** This is the single-Redis lock of the Redis documentation, not
+//!   Redlock: correct while one server holds the data. Across a failover (Sentinel, a replica
+//!   promoted) a lock acquired just before it may be lost — replication is asynchronous — and a
+//!   second holder can get it. A server restart without persistence loses every lock.
+//! - **Time.** A holder paused (GC, swap, a stalled VM) past its TTL loses the lock without
+//!   noticing until its next `extend` or `release`. Keep the TTL well above the work, or extend
+//!   it while working.
+//! - **Fencing** is what protects against both: pass [`LockGuard::token`] with every write to the
+//!   protected resource and have the resource refuse a token lower than the highest it has seen.
+//!   Tokens strictly increase per lock name as long as its counter key lives (it has no TTL; one
+//!   small key per lock name ever used; deleting it restarts the tokens at 1, which defeats
+//!   fencing). Fencing does not help a resource that cannot check tokens.
+//! - Keys are computed per lock and both live in one script, so Redis Cluster needs the lock and
+//!   its counter in one slot: not supported yet.
+
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::keys::{Namespace, check_id, random_token, ttl_ms};
+use super::script::Lua;
+use crate::error::Error;
+use crate::handle::RedisHandle;
+use crate::metrics::Acquire;
+
+/// The namespace of [`LockManager::new`].
+pub const DEFAULT_NAMESPACE: &str = "lock";
+
+/// KEYS: lock, counter. ARGV: value, ttl ms. `{1, token}` when set, else `{0, pttl of holder}`.
+const ACQUIRE_LUA: &str = r#"
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return {1, redis.call('INCR', KEYS[2])}
+end
+return {0, redis.call('PTTL', KEYS[1])}
+"#;
+
+/// KEYS: lock. ARGV: value. 1 if deleted, 0 if not ours.
+const RELEASE_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+/// KEYS: lock. ARGV: value, ttl ms. 1 if extended, 0 if not ours.
+const EXTEND_LUA: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_LUA));
+static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_LUA));
+static EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(EXTEND_LUA));
+
+/// The Lua sources of the acquire, release and extend scripts (to run them yourself, e.g. in a
+/// benchmark). Acquire: `KEYS = [lock, counter]`, `ARGV = [value, ttl_ms]`; release:
+/// `KEYS = [lock]`, `ARGV = [value]`; extend: `KEYS = [lock]`, `ARGV = [value, ttl_ms]`.
+pub fn script_sources() -> [&'static str; 3] {
+    [ACQUIRE_LUA, RELEASE_LUA, EXTEND_LUA]
+}
+
+/// The first pause between tries of [`LockManager::acquire`].
+const FIRST_PAUSE: Duration = Duration::from_millis(2);
+/// The longest pause between tries.
+const MAX_PAUSE: Duration = Duration::from_millis(50);
+
+/// Hands out locks under one namespace (see the [module docs](self)). Cheap to clone.
+#[derive(Clone)]
+pub struct LockManager {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    handle: RedisHandle,
+    locks: Namespace,
+    fences: Namespace,
+}
+
+impl std::fmt::Debug for LockManager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockManager")
+            .field("namespace", &self.inner.locks)
+            .finish()
+    }
+}
+
+impl LockManager {
+    /// A manager over `handle` (its deadline bounds every command) in the namespace
+    /// [`DEFAULT_NAMESPACE`].
+    pub fn new(handle: RedisHandle) -> LockManager {
+        // Cannot fail: the default namespace is short, non-empty and has no control characters.
+        Self::with_namespace(handle, DEFAULT_NAMESPACE).expect("the default namespace is valid")
+    }
+
+    /// A manager in `namespace`: locks are `<REDIS_KEY_PREFIX><namespace>:<key>`, their fencing
+    /// counters `<REDIS_KEY_PREFIX><namespace>.fence:<key>` (so the namespace
+    /// `<namespace>.fence` is taken too).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming `lock.namespace`: empty, over 250 bytes, control characters.
+    pub fn with_namespace(handle: RedisHandle, namespace: &str) -> Result<LockManager, Error> {
+        let locks = Namespace::new(&handle, "lock.namespace", namespace)?;
+        let fences = Namespace::new(&handle, "lock.namespace", &format!("{namespace}.fence"))?;
+        Ok(LockManager {
+            inner: Arc::new(Inner {
+                handle,
+                locks,
+                fences,
+            }),
+        })
+    }
+
+    /// The Redis key of lock `key` (with the key prefix and namespace).
+    pub fn redis_key(&self, key: &str) -> String {
+        self.inner.locks.full(key)
+    }
+
+    /// Takes the lock `key` for `ttl`, waiting up to `wait` while another holds it.
+    ///
+    /// # Errors
+    /// [`Error::LockBusy`] when `wait` passed with the lock held by another;
+    /// [`Error::InvalidArgument`] for a `ttl` under 1 ms (longer than 100 years saturates) or
+    /// a key over 64 KiB; the handle's error when Redis cannot answer (see the
+    /// [module docs](self#delivery-and-degradation) for an ambiguous one: you do not hold the
+    /// lock).
+    pub async fn acquire(
+        &self,
+        key: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<LockGuard, Error> {
+        let start = Instant::now();
+        let deadline = start.checked_add(wait);
+        let mut pause = FIRST_PAUSE;
+        loop {
+            let holder_ttl = match self.inner.attempt(key, ttl).await {
+                Ok(Attempt::Acquired(guard)) => return Ok(guard),
+                Ok(Attempt::Held(holder_ttl)) => holder_ttl,
+                Err(e) => return Err(e),
+            };
+            let now = Instant::now();
+            let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if left.is_zero() {
+                self.inner.count(Acquire::Busy);
+                return Err(Error::LockBusy {
+                    key: self.redis_key(key),
+                    waited: start.elapsed(),
+                });
+            }
+            let jittered = pause.mul_f64(0.5 + fastrand::f64());
+            tokio::time::sleep(jittered.min(holder_ttl).min(left)).await;
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
+    }
+
+    /// Takes the lock `key` for `ttl` if nobody holds it: `None` if someone does.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), without `LockBusy`.
+    pub async fn try_acquire(&self, key: &str, ttl: Duration) -> Result<Option<LockGuard>, Error> {
+        match self.inner.attempt(key, ttl).await? {
+            Attempt::Acquired(guard) => Ok(Some(guard)),
+            Attempt::Held(_) => {
+                self.inner.count(Acquire::Busy);
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// One try's answer.
+enum Attempt {
+    Acquired(LockGuard),
+    /// Held by another, with this much of its TTL left (`ZERO` if unknown).
+    Held(Duration),
+}
+
+impl Inner {
+    fn count(&self, result: Acquire) {
+        self.handle.pattern_metrics().lock_acquire(result);
+    }
+
+    /// One run of the acquire script; an ambiguous one is cleaned up before its error returns.
+    async fn attempt(self: &Arc<Self>, key: &str, ttl: Duration) -> Result<Attempt, Error> {
+        let checked = check_id("lock key", key, true)
+            .and_then(|()| ttl_ms("lock ttl", ttl, false))
+            .and_then(|ms| Ok((ms, random_token()?)));
+        let (ttl_ms, value) = match checked {
+            Ok(v) => v,
+            Err(e) => {
+                self.count(Acquire::Error);
+                return Err(e);
+            }
+        };
+        let lock = self.locks.full(key);
+        let reply: Result<(i64, i64), Error> = ACQUIRE
+            .run(&self.handle, false, |cmd| {
+                cmd.arg(2)
+                    .arg(&lock)
+                    .arg(self.fences.full(key))
+                    .arg(&value)
+                    .arg(ttl_ms);
+            })
+            .await;
+        match reply {
+            Ok((1, token)) => {
+                self.count(Acquire::Acquired);
+                Ok(Attempt::Acquired(LockGuard {
+                    manager: Arc::clone(self),
+                    key: lock,
+                    value,
+                    token: u64::try_from(token).unwrap_or(0),
+                    released: false,
+                }))
+            }
+            Ok((_, pttl)) => Ok(Attempt::Held(Duration::from_millis(
+                u64::try_from(pttl).unwrap_or(0),
+            ))),
+            Err(e) => {
+                self.count(Acquire::Error);
+                if e.is_ambiguous() {
+                    // The SET may have happened with our value: free what we may hold.
+                    if let Err(clean) = self.release(&lock, &value).await {
+                        tracing::debug!(error = %clean, "lock: cleanup after an ambiguous acquire failed; the lock expires at its TTL");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The compare-and-delete: whether the lock was ours (and is now gone).
+    async fn release(&self, lock: &str, value: &str) -> Result<bool, Error> {
+        let n: i64 = RELEASE
+            .run(&self.handle, false, |cmd| {
+                cmd.arg(1).arg(lock).arg(value);
+            })
+            .await?;
+        Ok(n == 1)
+    }
+}
+
+/// A held lock (see the [module docs](self)): [`release`](Self::release) it, or drop it to
+/// release it in the background.
+#[must_use = "dropping a guard releases the lock at once"]
+pub struct LockGuard {
+    manager: Arc<Inner>,
+    /// The Redis key.
+    key: String,
+    /// The secret value only this guard knows.
+    value: String,
+    token: u64,
+    released: bool,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key)
+            .field("token", &self.token)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LockGuard {
+    /// The fencing token: strictly increasing per lock name, so a later holder's is higher.
+    pub fn token(&self) -> u64 {
+        self.token
+    }
+
+    /// The lock's Redis key (with the key prefix and namespace).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// Sets the lock's TTL to `ttl` from now, if this guard still holds it.
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] if the lock is no longer held by this guard (nothing was changed);
+    /// [`Error::InvalidArgument`] for a `ttl` under 1 ms; the handle's error when Redis cannot
+    /// answer.
+    pub async fn extend(&self, ttl: Duration) -> Result<(), Error> {
+        let ms = ttl_ms("lock ttl", ttl, false)?;
+        let n: i64 = EXTEND
+            .run(&self.manager.handle, false, |cmd| {
+                cmd.arg(1).arg(&self.key).arg(&self.value).arg(ms);
+            })
+            .await?;
+        if n == 1 { Ok(()) } else { Err(self.lost()) }
+    }
+
+    /// Frees the lock if this guard still holds it (compare-and-delete: never another's).
+    ///
+    /// # Errors
+    /// [`Error::LockLost`] if it was no longer held by this guard (it had expired; whatever was
+    /// done since was unprotected); the handle's error when Redis cannot answer (the lock then
+    /// expires at its TTL).
+    pub async fn release(mut self) -> Result<(), Error> {
+        let result = self.manager.release(&self.key, &self.value).await;
+        // Only now: if this future is dropped while waiting, `Drop` releases in the background.
+        self.released = true;
+        match result? {
+            true => Ok(()),
+            false => Err(self.lost()),
+        }
+    }
+
+    fn lost(&self) -> Error {
+        self.manager.handle.pattern_metrics().lock_lost();
+        Error::LockLost {
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // No runtime: the lock expires at its TTL.
+        };
+        let manager = Arc::clone(&self.manager);
+        let key = std::mem::take(&mut self.key);
+        let value = std::mem::take(&mut self.value);
+        runtime.spawn(async move {
+            if let Err(e) = manager.release(&key, &value).await {
+                tracing::debug!(error = %e, "lock: background release failed; the lock expires at its TTL");
+            }
+        });
+    }
+}
