@@ -90,7 +90,7 @@ pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
 pub use error::{Error, FailureKind};
 pub use handle::{KeyTtl, RedisHandle, SetOptions};
-pub use patterns::{cache, lock, ratelimit};
+pub use patterns::{cache, lock, presence, ratelimit, session};
 pub use supervisor::Supervisor;
 
 /// The README's examples, compiled as doctests.

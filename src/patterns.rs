@@ -18,3 +18,7 @@ pub mod ratelimit;
 mod singleflight;
 pub mod lock;
 mod script;
+pub mod presence;
+pub mod session;
+#[cfg(feature = "tower-sessions")]
+mod tower;
