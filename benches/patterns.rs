@@ -4,6 +4,10 @@
 //!   `RedisHandle::get` + `serde_json::from_slice` (target ≥ 0.95 ×);
 //! - `limiter.check` vs the same GCRA script run with `redis::Script` on a raw redis-rs
 //!   `MultiplexedConnection` (target ≥ 0.95 ×);
+//! - `sessions.get` (a live session, 64-byte JSON data) vs the same `EVALSHA` through
+//!   `RedisHandle::cmd` + `serde_json` (target ≥ 0.95 ×);
+//! - `locks.try_acquire` + `release` vs the same two `EVALSHA`s through `RedisHandle::cmd`
+//!   (target ≥ 0.95 ×);
 //! - `get_or_load` of one cold key under 1000 concurrent callers: loader calls (must be 1) and
 //!   the time until all 1000 have the value.
 //!
@@ -29,7 +33,9 @@ use std::time::{Duration, Instant};
 use common::{Options, Table, si};
 use redis::aio::MultiplexedConnection;
 use redis_supervisor::cache::Cache;
+use redis_supervisor::lock::LockManager;
 use redis_supervisor::ratelimit::{Rate, RateLimiter};
+use redis_supervisor::session::SessionStore;
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{Config, RedisHandle, Supervisor};
 use serde::{Deserialize, Serialize};
@@ -45,7 +51,7 @@ const SLICES: u32 = 5;
 const RATE: u64 = 1_000_000_000;
 
 /// About 64 bytes of JSON.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Payload {
     id: u64,
     name: String,
@@ -59,6 +65,10 @@ enum Side {
     ByHandGet,
     LimiterCheck,
     RawScript,
+    SessionGet,
+    ByHandSessionGet,
+    LockCycle,
+    ByHandLockCycle,
 }
 
 impl Side {
@@ -68,6 +78,10 @@ impl Side {
             Side::ByHandGet => "RedisHandle::get + serde_json",
             Side::LimiterCheck => "limiter.check",
             Side::RawScript => "redis::Script on raw MultiplexedConnection",
+            Side::SessionGet => "sessions.get",
+            Side::ByHandSessionGet => "EVALSHA via RedisHandle::cmd + serde_json",
+            Side::LockCycle => "locks.try_acquire + release",
+            Side::ByHandLockCycle => "2 × EVALSHA via RedisHandle::cmd",
         }
     }
 }
@@ -80,6 +94,11 @@ struct Clients {
     raw: MultiplexedConnection,
     script: Arc<redis::Script>,
     keys: Arc<Vec<String>>,
+    sessions: SessionStore,
+    session_ids: Arc<Vec<String>>,
+    locks: LockManager,
+    /// SHA1 of the session get, lock acquire and lock release scripts.
+    shas: Arc<[String; 3]>,
 }
 
 impl Clients {
@@ -106,6 +125,20 @@ impl Clients {
                     Err("denied".into())
                 }
             }
+            Side::SessionGet => {
+                let id = &self.session_ids[i % KEYS];
+                match self.sessions.get::<Payload>(id).await {
+                    Ok(Some(_)) => Ok(()),
+                    other => Err(format!("sessions.get: {other:?}")),
+                }
+            }
+            Side::ByHandSessionGet => self.session_by_hand(i).await,
+            Side::LockCycle => match self.locks.try_acquire(key, Duration::from_secs(10)).await {
+                Ok(Some(g)) => g.release().await.map_err(|e| e.to_string()),
+                Ok(None) => Ok(()), // another task holds this key right now
+                Err(e) => Err(e.to_string()),
+            },
+            Side::ByHandLockCycle => self.lock_by_hand(key, i).await,
             Side::RawScript => {
                 let full = format!("rl:{key}");
                 let (allowed, _, _, _): (i64, String, String, String) = self
@@ -124,6 +157,43 @@ impl Clients {
                 }
             }
         }
+    }
+}
+
+impl Clients {
+    async fn session_by_hand(&self, i: usize) -> Result<(), String> {
+        let id = &self.session_ids[i % KEYS];
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.shas[0])
+            .arg(1)
+            .arg(format!("sess:s:{id}"))
+            .arg(0)
+            .arg("sess:u:")
+            .arg(id);
+        let got: Option<(String, String, i64)> =
+            self.handle.cmd(cmd).await.map_err(|e| e.to_string())?;
+        let (_, json, _) = got.ok_or("no session")?;
+        serde_json::from_str::<Payload>(&json).map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    async fn lock_by_hand(&self, key: &str, i: usize) -> Result<(), String> {
+        let (lock, value) = (format!("lock:{key}"), format!("v{i}"));
+        let mut acquire = redis::cmd("EVALSHA");
+        acquire
+            .arg(&self.shas[1])
+            .arg(2)
+            .arg(&lock)
+            .arg(format!("lock.fence:{key}"))
+            .arg(&value)
+            .arg(10_000);
+        let (got, _): (i64, i64) = self.handle.cmd(acquire).await.map_err(|e| e.to_string())?;
+        if got == 1 {
+            let mut release = redis::cmd("EVALSHA");
+            release.arg(&self.shas[2]).arg(1).arg(&lock).arg(&value);
+            let _: i64 = self.handle.cmd(release).await.map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 }
 
@@ -246,7 +316,43 @@ async fn setup(server: &RedisServer) -> Result<(Supervisor, Clients), String> {
     };
     let pairs: Vec<(&String, &Payload)> = keys.iter().map(|k| (k, &payload)).collect();
     cache.set_many(&pairs).await.map_err(|e| e.to_string())?;
+    let sessions = SessionStore::builder(handle.clone())
+        .namespace("sess")
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mut session_ids = Vec::with_capacity(KEYS);
+    for i in 0..KEYS {
+        let s = sessions
+            .create(&format!("user:{i}"), &payload)
+            .await
+            .map_err(|e| e.to_string())?;
+        session_ids.push(s.id);
+    }
+    let locks = LockManager::new(handle.clone());
+    // Load every script (EVAL on NOSCRIPT) so both sides run EVALSHA from the start.
+    sessions
+        .get::<Payload>(&session_ids[0])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(g) = locks
+        .try_acquire("warm", Duration::from_secs(1))
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        g.release().await.map_err(|e| e.to_string())?;
+    }
+    let sha = |src: &str| redis::Script::new(src).get_hash().to_string();
+    let [acquire, release, _] = redis_supervisor::lock::script_sources();
+    let shas = Arc::new([
+        sha(redis_supervisor::session::get_script_source()),
+        sha(acquire),
+        sha(release),
+    ]);
     let clients = Clients {
+        sessions,
+        session_ids: Arc::new(session_ids),
+        locks,
+        shas,
         cache,
         handle,
         limiter,
@@ -270,6 +376,8 @@ async fn run(opts: &Options) -> Result<(), String> {
     let pairs = [
         (Side::CacheGet, Side::ByHandGet),
         (Side::LimiterCheck, Side::RawScript),
+        (Side::SessionGet, Side::ByHandSessionGet),
+        (Side::LockCycle, Side::ByHandLockCycle),
     ];
     let mut ops: BTreeMap<(Side, usize), Vec<f64>> = BTreeMap::new();
     let mut ratios: BTreeMap<(Side, usize), Vec<f64>> = BTreeMap::new();
@@ -344,7 +452,7 @@ async fn run(opts: &Options) -> Result<(), String> {
                 .collect(),
         );
     }
-    out.push_str("#### Cache and rate limiter — throughput, pattern vs the same by hand\n\n");
+    out.push_str("#### Cache, rate limiter, sessions and locks — throughput, pattern vs the same by hand\n\n");
     out.push_str(&t.render());
     let mut t = Table::new(
         &[

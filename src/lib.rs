@@ -5,8 +5,9 @@
 //! cheap [`RedisHandle`]s send typed commands that each get exactly one answer — a value or a
 //! typed [`Error`] — by their deadline, whether Redis is up, reconnecting or gone; every
 //! availability transition is published as an ordered [`AvailabilityEvent`] stream. On top,
-//! the patterns services use Redis for: a JSON [`cache`] and a [`ratelimit`]er, each with a
-//! degradation policy for when Redis cannot answer.
+//! the patterns services use Redis for: a JSON [`cache`], a [`ratelimit`]er, login
+//! [`session`]s, [`presence`] and [`lock`]s, each with a stated policy for when Redis cannot
+//! answer.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -37,6 +38,7 @@
 //! | service | `bin/redis-supervisor.rs` | the binary: env config, HTTP routes, event log, graceful shutdown |
 //! | routes | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
 //! | patterns | [`cache`], [`ratelimit`] (`patterns/`) | built only on [`RedisHandle`]: the JSON cache (single-flight loads, SCAN invalidation) and the GCRA rate limiter with its tower layer, each with its namespace and degradation policy |
+//! | patterns | [`session`], [`presence`], [`lock`] (`patterns/`) | built only on [`RedisHandle`], one Lua script per operation (`patterns/script.rs`): sessions with CSPRNG ids, a per-user index and atomic `revoke_all` (and a tower-sessions store behind the feature); presence on the server's clock; single-instance locks with fencing tokens |
 //! | supervisor | [`supervisor`] | the supervisor actor (restarts, backoff, availability: its one writer) and the public [`Supervisor`] |
 //! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |

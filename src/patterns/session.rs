@@ -7,7 +7,7 @@
 //! use std::time::Duration;
 //! use redis_supervisor::session::{Session, SessionStore};
 //!
-//! #[derive(serde::Serialize, serde::Deserialize)]
+//! #[derive(Clone, serde::Serialize, serde::Deserialize)]
 //! struct Data { cart: Vec<u64> }
 //!
 //! # async fn run(supervisor: redis_supervisor::Supervisor) -> Result<(), redis_supervisor::Error> {
