@@ -73,22 +73,27 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '')
 if tat == nil or tat < now then tat = now end
-local tolerance = emission * burst
 local function fmt(x) return string.format('%.0f', x) end
-local function tokens(at) return math.max(math.floor((now - (at - tolerance)) / emission + 1e-6), 0) end
+-- Tokens left if the bucket's theoretical arrival time were `at` (with `spent` more taken):
+-- burst - spent + (now - at) / emission, written so that no two huge numbers are subtracted
+-- (doubles would lose the small difference between them).
+local function tokens(at, spent)
+  return math.max(math.floor((burst - spent) + (now - at) / emission + 1e-6), 0)
+end
 if cost > burst then
-  return {0, fmt(tokens(tat)), '-1', fmt(tat - now)}
+  return {0, fmt(tokens(tat, 0)), '-1', fmt(tat - now)}
+end
+-- Allowed when tat + emission * cost - emission * burst <= now, i.e. diff >= 0:
+local diff = (now - tat) + emission * (burst - cost)
+if diff < 0 then
+  return {0, fmt(tokens(tat, 0)), fmt(math.ceil(-diff)), fmt(tat - now)}
 end
 local new_tat = tat + emission * cost
-local diff = now - (new_tat - tolerance)
-if diff < 0 then
-  return {0, fmt(tokens(tat)), fmt(math.ceil(-diff)), fmt(tat - now)}
-end
 if cost > 0 then
   local ttl = math.min(math.ceil((new_tat - now) / 1000), 1e15)
   redis.call('SET', KEYS[1], fmt(new_tat), 'PX', fmt(math.max(ttl, 1)))
 end
-return {1, fmt(tokens(new_tat)), '-1', fmt(new_tat - now)}
+return {1, fmt(tokens(tat, cost)), '-1', fmt(new_tat - now)}
 "#;
 
 static GCRA: LazyLock<Lua> = LazyLock::new(|| Lua::new(GCRA_LUA));
