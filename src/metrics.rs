@@ -20,12 +20,12 @@ use crate::info::ServerStats;
 
 mod patterns;
 pub(crate) use patterns::PatternMetrics;
+pub(crate) use patterns::{Acquire, Check, DegradedOp, LoadOutcome, Lookup};
 pub use patterns::{
     CACHE_COALESCED, CACHE_CORRUPT, CACHE_LOAD_OUTCOMES, CACHE_LOADS, CACHE_LOOKUP_RESULTS,
     CACHE_LOOKUPS, DEGRADED_OPS, LOCK_ACQUIRE_RESULTS, LOCK_ACQUIRES, LOCK_LOST, RATELIMIT_CHECKS,
     RATELIMIT_DECISIONS, SESSIONS_CREATED, SESSIONS_REVOKED,
 };
-pub(crate) use patterns::{Acquire, Check, DegradedOp, LoadOutcome, Lookup};
 
 /// `redis_client_up`: 1 while commands can be served, else 0.
 pub const CLIENT_UP: &str = "redis_client_up";

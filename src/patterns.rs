@@ -14,11 +14,11 @@
 pub mod cache;
 mod keys;
 mod layer;
-pub mod ratelimit;
-mod singleflight;
 pub mod lock;
-mod script;
 pub mod presence;
+pub mod ratelimit;
+mod script;
 pub mod session;
+mod singleflight;
 #[cfg(feature = "tower-sessions")]
 mod tower;
