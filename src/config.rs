@@ -1,26 +1,15 @@
-//! Configuration: one [`Config`] built from a URL, the environment or a builder, validated once
-//! at build time, with secrets redacted in every `Debug`/`Display` and in every error. Each
-//! setting is one row of the `settings!` table below, and everything about it follows from that
-//! row; [`ENV_VARS`] lists the variables with their meaning and default.
+//! Configuration: one [`Config`] from a URL, the environment or a builder, validated once at
+//! build time, secrets redacted in every `Debug`, `Display` and error. Each setting is one row
+//! of the `settings!` table below (everything about it follows from that row); [`ENV_VARS`]
+//! lists the variables. [`Config::from_env_prefixed`]`("CACHE")` reads them with `CACHE_` in
+//! front; every error names the variable as read and its value (`***` if secret).
 //!
-//! [`Config::from_env_prefixed`]`("CACHE")` reads the same variables with `CACHE_` in front, so
-//! one service can configure several Redis instances. Every error names the variable exactly as
-//! it was read (with its prefix) and its value (`***` if secret).
-//!
-//! **Precedence**, lowest first: the defaults; the parts of `REDIS_URL` (or
-//! [`url`](ConfigBuilder::url)); the password in `REDIS_PASSWORD_FILE`; the individual variables
-//! or builder settings. An empty user name, password or file path counts as not given
-//! (docker-compose's `REDIS_PASSWORD=${REDIS_PASSWORD}` with the variable unset): it never
-//! erases a lower layer.
-//!
-//! **Bounds**: every duration is more than zero and at most [`MAX_DURATION`] (24 h), even one in
-//! milliseconds too large for `u64`; counts have bounds too ([`MAX_HEALTH_FAILURES`],
-//! [`MAX_RESTART_INTENSITY`], [`MAX_ATTEMPTS_BOUND`], [`MAX_WAITING_BOUND`]), so every derived
-//! value ([`Config::detection_bound`], deadlines) fits.
-//!
-//! **URLs**: `redis://[user[:password]@]host[:port][/db][?protocol=resp3]` (`rediss://` for TLS).
-//! The crate always speaks RESP3 (Redis ≥ 6): `protocol=resp2`, any other query parameter and a
-//! `#fragment` are refused rather than ignored.
+//! **Precedence**, lowest first: defaults; the parts of `REDIS_URL`; `REDIS_PASSWORD_FILE`; the
+//! individual variables or builder settings. An empty user name, password or path counts as not
+//! given (compose's `REDIS_PASSWORD=${REDIS_PASSWORD}`): it never erases a lower layer.
+//! **Bounds**: durations are more than zero and at most [`MAX_DURATION`]; counts are bounded
+//! too, so every derived value fits. **URLs**: `redis[s]://[user[:password]@]host[:port][/db]`;
+//! RESP3 only: `?protocol=resp2`, any other parameter and a `#fragment` are refused.
 
 mod env;
 mod tls;
