@@ -33,10 +33,10 @@ pub enum Error {
     /// crate cannot know which, because that queue gives no word when it writes. Only a
     /// command whose replay is safe gets this error with `sent: true`; any other gets
     /// [`Ambiguous`](Error::Ambiguous) instead. With `sent: false` the command was never handed
-    /// to any connection (its deadline had passed before it could be, e.g. a zero deadline, or
-    /// a retry that found no new connection in time after the first try was never written) and
-    /// it never will be: it did not run. A command that waited for a connection that never came
-    /// gets [`Unavailable`](Error::Unavailable), not this.
+    /// to any connection (its deadline had passed before it could be: a zero deadline, or a
+    /// connection found just as the deadline passed) and it never will be: it did not run. A
+    /// command that waited for a connection that never came gets
+    /// [`Unavailable`](Error::Unavailable), not this.
     #[error("redis command {command} timed out after {after:?} ({})", if *sent { "it may have executed" } else { "never sent" })]
     Timeout {
         /// The command name, e.g. `GET`.
