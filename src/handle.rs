@@ -42,6 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::config::{Config, OfflinePolicy};
+use crate::deadline;
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::lane::{ExecError, Lane, NotReady};
 use crate::metrics::{CommandLabel, CommandMetrics, Outcome, PatternMetrics};
@@ -660,13 +661,13 @@ impl RedisHandle {
             if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
-            let outcome = tokio::time::timeout_at(deadline, lane.run(request)).await;
+            let outcome = deadline::within(start, deadline, lane.run(request)).await;
             let lane_id = lane.id();
             match outcome {
-                Ok(Ok(value)) => return Ok(value),
-                Ok(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
+                Some(Ok(value)) => return Ok(value),
+                Some(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
                 // It did not run: wait for the server to be ready, then send it again.
-                Ok(Err(ExecError::Refused(not_ready))) => {
+                Some(Err(ExecError::Refused(not_ready))) => {
                     need = Need {
                         avoid: None,
                         after: Some(version),
@@ -674,7 +675,7 @@ impl RedisHandle {
                     };
                     refusal = Some(not_ready);
                 }
-                Ok(Err(ExecError::Transport(reason))) => {
+                Some(Err(ExecError::Transport(reason))) => {
                     if !replay_safe || lost.is_some() {
                         return Err(Error::Ambiguous {
                             command: request.name(),
@@ -689,8 +690,8 @@ impl RedisHandle {
                     };
                 }
                 // Handed over, no reply in time: it may have run.
-                Err(_) if replay_safe => return Err(self.timeout_error(request, true)),
-                Err(_) => {
+                None if replay_safe => return Err(self.timeout_error(request, true)),
+                None => {
                     return Err(Error::Ambiguous {
                         command: request.name(),
                         reason: format!("no reply within {} ms", self.timeout.as_millis()),

@@ -69,6 +69,7 @@ pub mod availability;
 pub mod backoff;
 pub mod config;
 mod connection;
+mod deadline;
 pub mod error;
 pub mod handle;
 pub mod health;

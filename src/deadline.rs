@@ -1,0 +1,211 @@
+//! Deadlines for commands in flight, coalesced so that they do not all contend for tokio's timer.
+//!
+//! Every command's reply is awaited against its deadline. One tokio timer per command costs a
+//! process-wide lock to register it and another to cancel it (tokio 1.x's timer wheel), and at
+//! high concurrency that lock is the largest per-command cost the handle adds (`cargo bench
+//! --bench overhead`). Instead, commands whose deadlines fall in the same millisecond on one
+//! worker thread share one [`Group`]: one timer task that wakes them all at that millisecond
+//! (never after their deadline: the millisecond is rounded down). A command still waiting then
+//! finishes the last fraction of a millisecond on a timer of its own — only commands that are
+//! really about to time out pay for one. Short deadlines (a few milliseconds) use a timer of
+//! their own from the start, and so do long ones (over a minute): a group's timer task lives
+//! until its millisecond, so after a shutdown such tasks end within the longest command timeout.
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// Deadline resolution of a group.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Deadlines closer than this get a timer of their own.
+const SHORT: Duration = Duration::from_millis(4);
+
+/// Deadlines further than this get a timer of their own too: a group's timer task lives until
+/// its millisecond, and only deadlines this close keep that short.
+const LONG: Duration = Duration::from_secs(60);
+
+/// Groups each worker thread keeps at hand (for a few different deadlines at once).
+const SLOTS: usize = 4;
+
+/// The instant ticks are counted from.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+/// Commands whose deadlines fall in one millisecond: woken together when it comes.
+struct Group {
+    /// Set (before waking the waiters) once the millisecond has come, or once the group's timer
+    /// task was dropped unfired (its runtime shut down): waiters then use timers of their own.
+    fired: AtomicBool,
+    wake: Notify,
+}
+
+/// Owned by a group's timer task: fires the group when the task ends, however it ends.
+struct FireOnDrop(Arc<Group>);
+
+impl Drop for FireOnDrop {
+    fn drop(&mut self) {
+        self.0.fired.store(true, Ordering::SeqCst);
+        self.0.wake.notify_waiters();
+    }
+}
+
+/// A group and its tick.
+type Slot = Option<(u64, Arc<Group>)>;
+
+thread_local! {
+    /// The groups this thread created last, by tick.
+    static GROUPS: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+}
+
+/// The group of tick `tick` (at `at`), from this thread's slots or new (with its timer task).
+fn group(tick: u64, at: Instant) -> Option<Arc<Group>> {
+    GROUPS
+        .try_with(|slots| {
+            let mut slots = slots.try_borrow_mut().ok()?;
+            if let Some((_, g)) = slots
+                .iter()
+                .flatten()
+                .find(|(t, g)| *t == tick && !g.fired.load(Ordering::SeqCst))
+            {
+                return Some(g.clone());
+            }
+            let g = Arc::new(Group {
+                fired: AtomicBool::new(false),
+                wake: Notify::new(),
+            });
+            let fire = FireOnDrop(g.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at).await;
+                drop(fire);
+            });
+            // Replace the slot of the earliest tick (a free one first).
+            let slot = slots
+                .iter_mut()
+                .min_by_key(|s| s.as_ref().map_or(0, |(t, _)| t.saturating_add(1)))?;
+            *slot = Some((tick, g.clone()));
+            Some(g)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Awaits `fut` until `deadline` (`now` is the current time, which the caller has at hand):
+/// `Some(output)`, or `None` once the deadline has passed (never later than it).
+pub(crate) async fn within<F: Future>(
+    now: Instant,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
+    let remaining = deadline.saturating_duration_since(now);
+    let coalesce = (SHORT..=LONG).contains(&remaining);
+    let shared = (coalesce && tokio::runtime::Handle::try_current().is_ok())
+        .then(|| {
+            let since = deadline.saturating_duration_since(*EPOCH);
+            let tick = u64::try_from(since.as_millis() / TICK.as_millis()).ok()?;
+            let at = EPOCH.checked_add(Duration::from_millis(tick))?;
+            group(tick, at)
+        })
+        .flatten();
+    let mut fut = std::pin::pin!(fut);
+    if let Some(group) = shared {
+        let woken = group.wake.notified();
+        if !group.fired.load(Ordering::SeqCst) {
+            tokio::select! {
+                biased;
+                out = &mut fut => return Some(out),
+                () = woken => {}
+            }
+        }
+    }
+    tokio::time::timeout_at(deadline, fut).await.ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn answers_before_the_deadline_and_never_after_it() {
+        let now = Instant::now();
+        assert_eq!(
+            within(now, now + Duration::from_secs(5), async { 7 }).await,
+            Some(7)
+        );
+        for ms in [1u64, 3, 10, 25, 60] {
+            let start = Instant::now();
+            let deadline = start + Duration::from_millis(ms);
+            let never = std::future::pending::<()>();
+            assert_eq!(within(start, deadline, never).await, None, "{ms} ms");
+            let took = start.elapsed();
+            assert!(
+                took >= Duration::from_millis(ms),
+                "{ms} ms: woke early, after {took:?}"
+            );
+            assert!(
+                took < Duration::from_millis(ms + 200),
+                "{ms} ms: late, after {took:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_commands_share_groups_and_each_gets_its_own_answer() {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..500u64)
+            .map(|i| {
+                tokio::spawn(async move {
+                    let now = Instant::now();
+                    let deadline = now + Duration::from_millis(20 + i % 7);
+                    let reply =
+                        tokio::time::sleep(Duration::from_millis(if i % 2 == 0 { 1 } else { 500 }));
+                    (
+                        i,
+                        within(now, deadline, reply).await.is_some(),
+                        now,
+                        deadline,
+                    )
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, answered, _, deadline) = t.await.unwrap();
+            assert_eq!(answered, i % 2 == 0, "command {i}");
+            if !answered {
+                assert!(Instant::now() >= deadline);
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_group_whose_runtime_is_gone_fires_so_nothing_waits_on_it() {
+        // A group created on a runtime that then shut down.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let deadline = rt.block_on(async { Instant::now() + Duration::from_secs(30) });
+        let since = deadline.saturating_duration_since(*EPOCH);
+        let tick = u64::try_from(since.as_millis()).unwrap();
+        let g = rt.block_on(async { group(tick, deadline).unwrap() });
+        drop(rt);
+        assert!(
+            g.fired.load(Ordering::SeqCst),
+            "its timer task was dropped: it fired"
+        );
+        // The same thread, a new runtime, the same tick: a fresh group, a real wait.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let fresh = group(tick, deadline).unwrap();
+            assert!(!Arc::ptr_eq(&fresh, &g) && !fresh.fired.load(Ordering::SeqCst));
+        });
+    }
+}
