@@ -42,6 +42,7 @@
 //! | supervisor | [`supervisor`] | the supervisor actor (restarts, backoff, availability: its one writer) and the public [`Supervisor`] |
 //! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
+//! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
 //! | topology | `topology` | how a connection actor finds its server (standalone; Sentinel and Cluster plug in here) |
 //! | route | `route` | the published route: the live lane, or why there is none (written by the supervisor only) |
 //! | lane | `lane` | one live connection as callers see it: redis-rs's queue, open state, reply evidence |
