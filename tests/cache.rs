@@ -153,7 +153,12 @@ async fn builder_rejects_bad_settings_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_callers_of_a_cold_key_run_the_loader_once() {
     let srv = server().await;
-    let sup = supervisor(&srv).await;
+    let recorder = prometheus_builder().build_recorder();
+    let prometheus = recorder.handle();
+    let sup = Supervisor::start_with_recorder(config(&srv, |b| b.name("sf")), Arc::new(recorder))
+        .await
+        .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
     let c = cache(&sup, "sf", Degrade::Fail);
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..100)
