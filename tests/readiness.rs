@@ -82,14 +82,44 @@ async fn start(server: &RedisServer) -> Supervisor {
     .unwrap()
 }
 
+/// The deadline of the commands held back by a busy script.
+const SHORT_WAIT: Duration = Duration::from_secs(5);
+
 fn spawn_get(r: &RedisHandle) -> JoinHandle<Result<Option<String>, Error>> {
-    let r = r.with_timeout(LONG);
+    spawn_get_within(r, LONG)
+}
+
+fn spawn_get_within(r: &RedisHandle, t: Duration) -> JoinHandle<Result<Option<String>, Error>> {
+    let r = r.with_timeout(t);
     tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
 }
 
 fn spawn_incr(r: &RedisHandle, key: &'static str) -> JoinHandle<Result<i64, Error>> {
-    let r = r.with_timeout(LONG);
+    spawn_incr_within(r, key, LONG)
+}
+
+fn spawn_incr_within(
+    r: &RedisHandle,
+    key: &'static str,
+    t: Duration,
+) -> JoinHandle<Result<i64, Error>> {
+    let r = r.with_timeout(t);
     tokio::spawn(async move { r.incr(key).await })
+}
+
+/// The commands held back while the server could not serve got their answers once it could:
+/// each GET (`what`, task) the value `v`, the INCR 1, and counter `n` says it ran once.
+async fn assert_held_commands_served(
+    admin: &mut redis::aio::MultiplexedConnection,
+    gets: [(&str, JoinHandle<Result<Option<String>, Error>>); 2],
+    incr: (&str, JoinHandle<Result<i64, Error>>),
+) {
+    for (what, get) in gets {
+        assert_eq!(join(what, get).await.as_deref(), Some("v"));
+    }
+    assert_eq!(join(incr.0, incr.1).await, 1);
+    let n: i64 = redis::cmd("GET").arg("n").query_async(admin).await.unwrap();
+    assert_eq!(n, 1, "the held INCR ran once");
 }
 
 /// Asserts that the readiness routes say "not ready" while `sup` is `NotReady`.
@@ -184,21 +214,15 @@ async fn loading_at_connect_is_not_ready() {
         !loading(&mut admin).await,
         "Up was published while the server was still loading"
     );
-    assert_eq!(
-        join("GET issued at connect", early_get).await.as_deref(),
-        Some("v")
-    );
-    assert_eq!(
-        join("GET issued while loading", get).await.as_deref(),
-        Some("v")
-    );
-    assert_eq!(join("INCR issued at connect", early_incr).await, 1);
-    let n: i64 = redis::cmd("GET")
-        .arg("n")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    assert_eq!(n, 1, "the INCR ran once");
+    assert_held_commands_served(
+        &mut admin,
+        [
+            ("GET issued at connect", early_get),
+            ("GET issued while loading", get),
+        ],
+        ("INCR issued at connect", early_incr),
+    )
+    .await;
 
     not_ready_then_up(&log).await;
     let (status, _) = serve_get(&sup, "/health/ready").await;
@@ -382,15 +406,8 @@ async fn busy_script_is_not_ready() {
     // once it passes the threshold, and sent again after it. (Should they overtake the EVAL,
     // they are simply served before it: the assertions hold either way.)
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let short = redis.with_timeout(Duration::from_secs(5));
-    let early_get = {
-        let r = short.clone();
-        tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-    };
-    let early_incr = {
-        let r = short.clone();
-        tokio::spawn(async move { r.incr("n").await })
-    };
+    let early_get = spawn_get_within(&redis, SHORT_WAIT);
+    let early_incr = spawn_incr_within(&redis, "n", SHORT_WAIT);
     let state = wait_state(
         &sup,
         SOON,
@@ -401,10 +418,7 @@ async fn busy_script_is_not_ready() {
     assert!(state.to_string().contains("BUSY"), "{state}");
     assert_not_ready_routes(&sup).await;
     // Sent while NotReady: it waits.
-    let get = {
-        let r = short.clone();
-        tokio::spawn(async move { r.get::<_, Option<String>>("k").await })
-    };
+    let get = spawn_get_within(&redis, SHORT_WAIT);
     wait_offline_waiting(&sup, 1).await;
 
     let _: () = redis::cmd("SCRIPT")
@@ -416,21 +430,15 @@ async fn busy_script_is_not_ready() {
     assert!(killed.is_err(), "the script was killed: {killed:?}");
     wait_state(&sup, SOON, "up", is_up).await;
 
-    assert_eq!(
-        join("GET sent before BUSY", early_get).await.as_deref(),
-        Some("v")
-    );
-    assert_eq!(
-        join("GET sent while NotReady", get).await.as_deref(),
-        Some("v")
-    );
-    assert_eq!(join("INCR sent before BUSY", early_incr).await, 1);
-    let n: i64 = redis::cmd("GET")
-        .arg("n")
-        .query_async(&mut killer)
-        .await
-        .unwrap();
-    assert_eq!(n, 1, "the refused INCR ran once, after the script");
+    assert_held_commands_served(
+        &mut killer,
+        [
+            ("GET sent before BUSY", early_get),
+            ("GET sent while NotReady", get),
+        ],
+        ("INCR sent before BUSY", early_incr),
+    )
+    .await;
     not_ready_then_up(&log).await;
     assert_eq!(sup.restarts(), 0);
     sup.shutdown().await;
