@@ -153,12 +153,7 @@ async fn builder_rejects_bad_settings_by_name() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hundred_callers_of_a_cold_key_run_the_loader_once() {
     let srv = server().await;
-    let recorder = prometheus_builder().build_recorder();
-    let prometheus = recorder.handle();
-    let sup = Supervisor::start_with_recorder(config(&srv, |b| b.name("sf")), Arc::new(recorder))
-        .await
-        .unwrap();
-    sup.wait_until_up(SOON).await.unwrap();
+    let sup = supervisor(&srv).await;
     let c = cache(&sup, "sf", Degrade::Fail);
     let calls = Arc::new(AtomicUsize::new(0));
     let tasks: Vec<_> = (0..100)
@@ -232,7 +227,13 @@ async fn a_failing_loader_fails_every_waiter_and_the_next_call_retries() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_leader_does_not_strand_the_others() {
     let srv = server().await;
-    let sup = supervisor(&srv).await;
+    let recorder = prometheus_builder().build_recorder();
+    let prometheus = recorder.handle();
+    let sup =
+        Supervisor::start_with_recorder(config(&srv, |b| b.name("leader")), Arc::new(recorder))
+            .await
+            .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
     let c = cache(&sup, "sf", Degrade::Fail);
     let calls = Arc::new(AtomicUsize::new(0));
     let started = Arc::new(Notify::new());
@@ -256,7 +257,19 @@ async fn a_dropped_leader_does_not_strand_the_others() {
             tokio::spawn(async move { c.get_or_load("k", loader).await })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(50)).await; // the followers join the flight
+    // Abort the leader only once every follower has joined its flight.
+    let deadline = Instant::now() + SOON;
+    while sample(
+        &prometheus.render(),
+        "redis_client_cache_coalesced_total{client=\"leader\"}",
+    ) < 20.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the followers never joined the flight"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
     for f in followers {

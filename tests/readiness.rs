@@ -107,11 +107,14 @@ fn spawn_incr_within(
     tokio::spawn(async move { r.incr(key).await })
 }
 
+/// A spawned GET of `k`.
+type GetTask = JoinHandle<Result<Option<String>, Error>>;
+
 /// The commands held back while the server could not serve got their answers once it could:
 /// each GET (`what`, task) the value `v`, the INCR 1, and counter `n` says it ran once.
 async fn assert_held_commands_served(
     admin: &mut redis::aio::MultiplexedConnection,
-    gets: [(&str, JoinHandle<Result<Option<String>, Error>>); 2],
+    gets: [(&str, GetTask); 2],
     incr: (&str, JoinHandle<Result<i64, Error>>),
 ) {
     for (what, get) in gets {
