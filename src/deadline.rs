@@ -74,12 +74,15 @@ fn group(tick: u64, at: Instant) -> Option<Arc<Group>> {
             {
                 return Some(g.clone());
             }
+            // A new group needs a runtime for its timer task (checked only here: `try_current`
+            // clones the runtime handle, too dear for every command).
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
             let g = Arc::new(Group {
                 fired: AtomicBool::new(false),
                 wake: Notify::new(),
             });
             let fire = FireOnDrop(g.clone());
-            tokio::spawn(async move {
+            runtime.spawn(async move {
                 tokio::time::sleep_until(at).await;
                 drop(fire);
             });
@@ -103,7 +106,7 @@ pub(crate) async fn within<F: Future>(
 ) -> Option<F::Output> {
     let remaining = deadline.saturating_duration_since(now);
     let coalesce = (SHORT..=LONG).contains(&remaining);
-    let shared = (coalesce && tokio::runtime::Handle::try_current().is_ok())
+    let shared = coalesce
         .then(|| {
             let since = deadline.saturating_duration_since(*EPOCH);
             let tick = u64::try_from(since.as_millis() / TICK.as_millis()).ok()?;
