@@ -46,6 +46,10 @@ pub const MAX_RESTART_INTENSITY: u32 = 10_000;
 pub const MAX_ATTEMPTS_BOUND: u32 = 1_000_000;
 /// The largest [`Config::max_waiting`]: 1 000 000.
 pub const MAX_WAITING_BOUND: usize = 1_000_000;
+/// The largest [`Config::pubsub_buffer`]: 1 000 000 events per subscription.
+pub const MAX_PUBSUB_BUFFER: usize = 1_000_000;
+/// The largest [`Config::blocking_connections`]: 1 024.
+pub const MAX_BLOCKING_CONNECTIONS: usize = 1_024;
 
 /// What a command does while the connection is not up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
@@ -258,6 +262,12 @@ settings! {
     /// Commands that may wait for the connection at once; more get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_WAITING_BOUND`]).
     max_waiting: usize = pub DEFAULT_MAX_WAITING = 10_000, env "REDIS_MAX_WAITING", default "10 000",
         check |n| count(*n, MAX_WAITING_BOUND as u64);
+    /// Events one pub/sub [`Subscription`](crate::pubsub::Subscription) buffers for its reader; beyond it messages are dropped for that subscription alone and reported as [`Lagged`](crate::pubsub::PubSubEvent::Lagged) (1 to [`MAX_PUBSUB_BUFFER`]).
+    pubsub_buffer: usize = pub DEFAULT_PUBSUB_BUFFER = 1_024, env "REDIS_PUBSUB_BUFFER", default "1 024",
+        check |n| count(*n, MAX_PUBSUB_BUFFER as u64);
+    /// Dedicated connections for blocking commands (`BLPOP` & co.), opened on demand; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
+    blocking_connections: usize = pub DEFAULT_BLOCKING_CONNECTIONS = 16, env "REDIS_BLOCKING_CONNECTIONS", default "16",
+        check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
 }
 
 /// The validated configuration of one [`Supervisor`](crate::Supervisor).

@@ -41,19 +41,22 @@ use redis::{FromRedisValue, ToRedisArgs, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::blocking::{BlockingPool, blocking_time};
 use crate::config::{Config, OfflinePolicy};
 use crate::deadline;
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::lane::{ExecError, Lane, NotReady};
-use crate::metrics::{CommandLabel, CommandMetrics, Outcome, PatternMetrics};
+use crate::metrics::{BlockingMetrics, CommandLabel, CommandMetrics, Outcome, PatternMetrics};
 use crate::request::Request;
 use crate::route::{Route, RouteState};
+
+mod blocking;
 
 /// A deadline this far away stands for "no deadline" (`with_timeout(Duration::MAX)`).
 const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
 
 /// `start + timeout`, saturating at [`FOREVER`] instead of overflowing.
-fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
     start
         .checked_add(timeout.min(FOREVER))
         .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
@@ -110,6 +113,8 @@ pub(crate) struct HandleCore {
     metrics: CommandMetrics,
     /// Carried for the patterns built on handles; they write it, the handle never does.
     patterns: PatternMetrics,
+    /// The dedicated connections for blocking commands.
+    blocking: BlockingPool,
 }
 
 impl HandleCore {
@@ -118,8 +123,10 @@ impl HandleCore {
         route: Route,
         metrics: CommandMetrics,
         patterns: PatternMetrics,
+        blocking: BlockingMetrics,
     ) -> Arc<Self> {
         Arc::new(HandleCore {
+            blocking: BlockingPool::new(config.clone(), blocking),
             config,
             route,
             gate: Gate {
@@ -161,6 +168,11 @@ impl HandleCore {
     /// Commands waiting for the connection right now.
     pub(crate) fn offline_waiting(&self) -> usize {
         self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// The blocking pool (closed and unblocked by the supervisor at shutdown).
+    pub(crate) fn blocking(&self) -> &BlockingPool {
+        &self.blocking
     }
 }
 
@@ -566,12 +578,39 @@ impl RedisHandle {
         Ok(start.elapsed())
     }
 
+    /// `PUBLISH channel payload`: returns how many subscribers received it (on this server).
+    /// The channel is sent as given (no key prefix). Never replayed: a replay would deliver the
+    /// message twice. Subscribe with [`Supervisor::pubsub`](crate::Supervisor::pubsub).
+    ///
+    /// # Errors
+    /// See the [module docs](self).
+    pub async fn publish<C: AsRef<[u8]>, P: ToRedisArgs>(
+        &self,
+        channel: C,
+        payload: P,
+    ) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("PUBLISH");
+        cmd.arg(channel.as_ref()).arg(payload);
+        self.query(cmd, never(CommandLabel::Publish)).await
+    }
+
     /// Any command, as a [`redis::Cmd`]. Keys are sent as given (no key prefix). Treated as
     /// non-idempotent: never replayed after an ambiguous failure.
+    ///
+    /// A blocking command (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`,
+    /// `BZPOPMAX`, `BZMPOP`, `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF`) is found by
+    /// name and runs on the blocking pool, as the typed [`blpop`](Self::blpop) & co. do, with its
+    /// own block time (read from its arguments) plus this handle's timeout as its deadline. One
+    /// whose timeout is 0 (block forever) or not a number is refused with
+    /// [`Error::InvalidArgument`]: every command here is answered by a deadline. (Inside a
+    /// pipeline or `MULTI` they do not block, and run as they are.)
     ///
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        if let Some(block) = blocking_time(&cmd) {
+            return self.raw_blocking(cmd, block, false).await;
+        }
         self.run(Request::raw(cmd), false).await
     }
 
@@ -582,6 +621,9 @@ impl RedisHandle {
     /// # Errors
     /// See the [module docs](self).
     pub async fn cmd_idempotent<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        if let Some(block) = blocking_time(&cmd) {
+            return self.raw_blocking(cmd, block, true).await;
+        }
         self.run(Request::raw(cmd), true).await
     }
 

@@ -68,6 +68,7 @@
 
 pub mod availability;
 pub mod backoff;
+mod blocking;
 pub mod config;
 mod connection;
 mod deadline;
@@ -79,6 +80,7 @@ pub mod info;
 mod lane;
 pub mod metrics;
 mod patterns;
+pub mod pubsub;
 mod request;
 mod route;
 pub mod supervisor;

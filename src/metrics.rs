@@ -18,7 +18,13 @@ use metrics::{Counter, Gauge, Histogram, Recorder, SharedString, Unit};
 use crate::availability::Availability;
 use crate::info::ServerStats;
 
+mod dedicated;
 mod patterns;
+pub use dedicated::{
+    BLOCKING_CONNECTIONS, BLOCKING_IN_USE, PUBSUB_LAGGED, PUBSUB_MESSAGES, PUBSUB_RESUBSCRIBES,
+    PUBSUB_SUBSCRIPTIONS, PUBSUB_UP,
+};
+pub(crate) use dedicated::{BlockingMetrics, PubSubMetrics};
 pub(crate) use patterns::PatternMetrics;
 pub(crate) use patterns::{Acquire, Check, DegradedOp, LoadOutcome, Lookup};
 pub use patterns::{
@@ -136,6 +142,12 @@ label_set! {
         Mget = "mget",
         Mset = "mset",
         Ping = "ping",
+        Publish = "publish",
+        Blpop = "blpop",
+        Brpop = "brpop",
+        Bzpopmin = "bzpopmin",
+        Xread = "xread",
+        Wait = "wait",
         Pipeline = "pipeline",
         Multi = "multi",
         Other = "other",
@@ -294,6 +306,8 @@ pub(crate) struct Metrics {
     pub(crate) commands: CommandMetrics,
     pub(crate) health: HealthMetrics,
     pub(crate) patterns: PatternMetrics,
+    pub(crate) pubsub: PubSubMetrics,
+    pub(crate) blocking: BlockingMetrics,
 }
 
 impl Metrics {
@@ -311,6 +325,8 @@ impl Metrics {
                 commands: CommandMetrics::new(&registry),
                 health: HealthMetrics::new(&registry),
                 patterns: PatternMetrics::new(&registry),
+                pubsub: PubSubMetrics::new(&registry),
+                blocking: BlockingMetrics::new(&registry),
             }
         })
     }
@@ -553,6 +569,48 @@ enum Kind {
 
 /// HELP text (and unit) of every metric, described once per recorder.
 const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
+    (
+        PUBSUB_UP,
+        Kind::Gauge,
+        None,
+        "1 while the pub/sub subscriber connection is up with every subscription confirmed, else 0.",
+    ),
+    (
+        PUBSUB_SUBSCRIPTIONS,
+        Kind::Gauge,
+        None,
+        "Live pub/sub subscriptions.",
+    ),
+    (
+        PUBSUB_MESSAGES,
+        Kind::Counter,
+        None,
+        "Pub/sub messages put in a subscription's buffer (one per subscription reached).",
+    ),
+    (
+        PUBSUB_LAGGED,
+        Kind::Counter,
+        None,
+        "Pub/sub messages dropped for a subscription whose buffer was full (reported to it as Lagged).",
+    ),
+    (
+        PUBSUB_RESUBSCRIBES,
+        Kind::Counter,
+        None,
+        "Subscriber connections restored after a loss with every subscription confirmed again.",
+    ),
+    (
+        BLOCKING_CONNECTIONS,
+        Kind::Gauge,
+        None,
+        "Dedicated connections for blocking commands (BLPOP and co.) open now.",
+    ),
+    (
+        BLOCKING_IN_USE,
+        Kind::Gauge,
+        None,
+        "Blocking commands running on a dedicated connection now.",
+    ),
     (
         CLIENT_UP,
         Kind::Gauge,

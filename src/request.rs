@@ -52,6 +52,14 @@ impl Request {
         }
     }
 
+    /// A pipeline that stands for one command (its label and its name in errors).
+    pub(crate) fn pipeline_as(pipe: redis::Pipeline, label: CommandLabel) -> Self {
+        Self {
+            body: Body::Pipeline(pipe),
+            label,
+        }
+    }
+
     /// The metric label.
     pub(crate) fn label(&self) -> CommandLabel {
         self.label

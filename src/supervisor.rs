@@ -29,8 +29,12 @@ use crate::health::{
 };
 use crate::lane::{Lane, NotReady};
 use crate::metrics::{ClientMetrics, ConnectOutcome, HealthMetrics, Metrics, SharedRecorder};
+use crate::pubsub::{PubSub, PubSubShared, SubscriberReport, SubscriberWanted};
 use crate::route::{Route, RouteState, RouteWriter};
 use crate::topology::Topology;
+
+mod dedicated;
+use dedicated::Subscriber;
 
 /// What the supervisor and the public [`Supervisor`] share; written only by this module.
 pub(crate) struct Core {
@@ -45,6 +49,8 @@ pub(crate) struct Core {
     health_route: Route,
     health_metrics: Arc<HealthMetrics>,
     board: HealthBoard,
+    /// The pub/sub registry and subscriber connection state.
+    pubsub: Arc<PubSubShared>,
 }
 
 impl Core {
@@ -82,37 +88,54 @@ pub(crate) enum SupervisorMsg {
     Reconnect { generation: u64 },
     /// A connection that came up during a restart storm may have been stable long enough.
     StableCheck { generation: u64 },
+    /// From the subscriber actor.
+    Subscriber(SubscriberReport),
+    /// The first subscription wants the subscriber connection.
+    SubscriberWanted,
+    /// The backoff delay of a lost subscriber connection has passed.
+    RestartSubscriber { generation: u64 },
     /// Close the connection (QUIT), stop the children, publish `Stopped`, stop.
     Shutdown(RpcReplyPort<()>),
 }
 
-impl From<ConnectionReport> for SupervisorMsg {
-    fn from(report: ConnectionReport) -> Self {
-        SupervisorMsg::Connection(report)
-    }
-}
-
-impl TryFrom<SupervisorMsg> for ConnectionReport {
-    type Error = SupervisorMsg;
-    fn try_from(msg: SupervisorMsg) -> Result<Self, SupervisorMsg> {
-        match msg {
-            SupervisorMsg::Connection(report) => Ok(report),
-            other => Err(other),
+/// Converts a child's report into the supervisor's message, and back (for `DerivedActorRef`).
+macro_rules! report_conversions {
+    ($($report:ty => $variant:ident),* $(,)?) => {$(
+        impl From<$report> for SupervisorMsg {
+            fn from(report: $report) -> Self {
+                SupervisorMsg::$variant(report)
+            }
         }
+
+        impl TryFrom<SupervisorMsg> for $report {
+            type Error = SupervisorMsg;
+            fn try_from(msg: SupervisorMsg) -> Result<Self, SupervisorMsg> {
+                match msg {
+                    SupervisorMsg::$variant(report) => Ok(report),
+                    other => Err(other),
+                }
+            }
+        }
+    )*};
+}
+
+report_conversions! {
+    ConnectionReport => Connection,
+    HealthReport => Health,
+    SubscriberReport => Subscriber,
+}
+
+impl From<SubscriberWanted> for SupervisorMsg {
+    fn from(_: SubscriberWanted) -> Self {
+        SupervisorMsg::SubscriberWanted
     }
 }
 
-impl From<HealthReport> for SupervisorMsg {
-    fn from(report: HealthReport) -> Self {
-        SupervisorMsg::Health(report)
-    }
-}
-
-impl TryFrom<SupervisorMsg> for HealthReport {
+impl TryFrom<SupervisorMsg> for SubscriberWanted {
     type Error = SupervisorMsg;
     fn try_from(msg: SupervisorMsg) -> Result<Self, SupervisorMsg> {
         match msg {
-            SupervisorMsg::Health(report) => Ok(report),
+            SupervisorMsg::SubscriberWanted => Ok(SubscriberWanted),
             other => Err(other),
         }
     }
@@ -175,6 +198,8 @@ pub(crate) struct SupervisorState {
     stable_timer: Option<Timer>,
     /// Set when `Shutdown` is handled: no further attempt.
     stopping: bool,
+    /// The pub/sub subscriber actor and its restarts.
+    subscriber: Subscriber,
 }
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
@@ -457,6 +482,7 @@ impl SupervisorActor {
                 .stop_and_wait(Some("shutdown".into()), Some(Duration::from_secs(2)))
                 .await;
         }
+        self.stop_subscriber(state).await;
         if let Some(child) = state.child.take() {
             let _ = child
                 .actor
@@ -567,6 +593,7 @@ impl Actor for SupervisorActor {
             reconnect_timer: None,
             stable_timer: None,
             stopping: false,
+            subscriber: Subscriber::new(&config),
             core,
         })
     }
@@ -612,6 +639,17 @@ impl Actor for SupervisorActor {
                 }
             }
             SupervisorMsg::Health(report) => self.health_report(&myself, state, report),
+            SupervisorMsg::Subscriber(SubscriberReport::Up) => state.subscriber.up(),
+            SupervisorMsg::SubscriberWanted => {
+                if state.subscriber.actor.is_none() && !state.stopping {
+                    self.start_subscriber(&myself, state).await;
+                }
+            }
+            SupervisorMsg::RestartSubscriber { generation } => {
+                if state.subscriber.is_due(generation) && !state.stopping {
+                    self.start_subscriber(&myself, state).await;
+                }
+            }
             SupervisorMsg::StableCheck { generation } => {
                 state.stable_timer = None;
                 let up = state.child.as_ref().is_some_and(|c| c.connected.is_some());
@@ -641,6 +679,12 @@ impl Actor for SupervisorActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(id) = event.actor_cell().map(|c| c.get_id())
+            && state.subscriber.is(id)
+        {
+            self.subscriber_event(&myself, state, &event);
+            return Ok(());
+        }
         match event {
             SupervisionEvent::ActorFailed(cell, err)
                 if state.health.as_ref().map(|h| h.get_id()) == Some(cell.get_id()) =>
@@ -680,7 +724,9 @@ impl Actor for SupervisorActor {
         // Reached by shutdown or by the public Supervisor being dropped: either way commands
         // must stop waiting.
         state.abort_timers();
+        state.subscriber.abort_timer();
         state.core.begin_shutdown();
+        state.core.pubsub.close();
         if state.core.availability.current() != Availability::Stopped {
             state
                 .core
@@ -780,11 +826,14 @@ impl Supervisor {
             commands,
             health,
             patterns,
+            pubsub,
+            blocking,
         } = Metrics::new(config.name(), recorder);
         let config = Arc::new(config);
         let (route, reader) = RouteWriter::new();
         let core = Arc::new(Core {
-            handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns),
+            handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns, blocking),
+            pubsub: PubSubShared::new(config.clone(), pubsub),
             config,
             route,
             availability: AvailabilityPublisher::new(Availability::Connecting { attempt: 1 }),
@@ -797,6 +846,7 @@ impl Supervisor {
         let (actor, join) = SupervisorActor::spawn(None, SupervisorActor, core.clone())
             .await
             .map_err(|e| Error::Connection(format!("could not start the supervisor actor: {e}")))?;
+        core.pubsub.set_starter(actor.get_derived());
         let handle = RedisHandle::new(core.handles.clone());
         Ok(Supervisor {
             core,
@@ -809,6 +859,13 @@ impl Supervisor {
     /// A cheap, cloneable handle for running commands.
     pub fn handle(&self) -> RedisHandle {
         self.handle.clone()
+    }
+
+    /// Pub/sub on this supervisor's subscriber connection (opened by the first subscription,
+    /// restored after every reconnect). Publish with [`RedisHandle::publish`]. See
+    /// [`pubsub`](crate::pubsub).
+    pub fn pubsub(&self) -> PubSub {
+        PubSub::new(self.core.pubsub.clone(), self.handle.clone())
     }
 
     /// The current availability (always equal to the last event published).
@@ -870,8 +927,13 @@ impl Supervisor {
     /// connection is closed with QUIT, and every actor is stopped and awaited. From the moment
     /// it is called, availability never says `Up` again. Idempotent.
     pub async fn shutdown(&self) {
+        let lane = match &self.core.route.current().state {
+            RouteState::Serving(lane) => Some(lane.clone()),
+            _ => None,
+        };
         self.core.begin_shutdown();
         let handles = &self.core.handles;
+        handles.blocking().close(lane).await;
         if tokio::time::timeout(self.core.config.shutdown_timeout(), handles.drained())
             .await
             .is_err()
