@@ -379,6 +379,11 @@ EXPECT = [
     'redis_client_cache_lookups_total{result="hit"} == 0',
     'redis_client_cache_loads_total{outcome="timeout"} == 0',
     'redis_client_cache_corrupt_total == 0',
+    # No subscription, no blocking command: the dedicated connections are never opened.
+    'redis_client_pubsub_up == 0',
+    'redis_client_pubsub_lagged_total == 0',
+    'redis_client_blocking_connections == 0',
+    'redis_client_blocking_in_use == 0',
 ]
 expectations = []
 if os.environ.get("CHECK_METRICS_EXPECT") == "1":

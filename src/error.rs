@@ -58,11 +58,12 @@ pub enum Error {
     },
 
     /// Too many commands were already waiting for the connection
-    /// ([`Config::max_waiting`](crate::Config::max_waiting)); this one failed at once and was
-    /// never sent.
-    #[error("redis unavailable and {limit} commands already waiting; not queued")]
+    /// ([`Config::max_waiting`](crate::Config::max_waiting)), or, for a blocking command, every
+    /// dedicated connection ([`Config::blocking_connections`](crate::Config::blocking_connections))
+    /// stayed busy until its deadline. The command was never sent.
+    #[error("redis overloaded: {limit} already waiting or running; not sent")]
     Overloaded {
-        /// The configured limit.
+        /// The configured limit that was reached.
         limit: usize,
     },
 

@@ -7,7 +7,9 @@
 //! availability transition is published as an ordered [`AvailabilityEvent`] stream. On top,
 //! the patterns services use Redis for: a JSON [`cache`], a [`ratelimit`]er, login
 //! [`session`]s, [`presence`] and [`lock`]s, each with a stated policy for when Redis cannot
-//! answer.
+//! answer; and the jobs that need connections of their own: [`pubsub`] subscriptions that
+//! survive reconnects, and blocking commands ([`RedisHandle::blpop`] & co.) on a pool that
+//! blocks nothing else.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -41,6 +43,7 @@
 //! | patterns | [`session`], [`presence`], [`lock`] (`patterns/`) | built only on [`RedisHandle`], one Lua script per operation (`patterns/script.rs`): sessions with CSPRNG ids, a per-user index and atomic `revoke_all` (and a tower-sessions store behind the feature); presence on the server's clock; single-instance locks with fencing tokens |
 //! | supervisor | [`supervisor`] | the supervisor actor (restarts, backoff, availability: its one writer) and the public [`Supervisor`] |
 //! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
+//! | dedicated connections | [`pubsub`], `blocking` | the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, its registry, restoration, probes; supervised from `supervisor/dedicated.rs`) and each subscription's bounded buffer; the blocking pool (one dedicated connection per blocking command, `CLIENT UNBLOCK` at shutdown), used by `handle/blocking.rs` |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
 //! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
 //! | topology | `topology` | how a connection actor finds its server (standalone; Sentinel and Cluster plug in here) |
