@@ -207,6 +207,13 @@ impl BlockingPool {
         }
     }
 
+    /// Dedicated connections open now, and how many run a command.
+    pub(crate) fn report(&self) -> (usize, usize) {
+        let idle = lock(&self.idle).len();
+        let in_use = self.config.blocking_connections() - self.permits.available_permits();
+        (idle + in_use, in_use)
+    }
+
     /// True once shutdown has begun.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)

@@ -98,6 +98,31 @@ pub struct RedisReport {
     pub last_error_kind: Option<crate::FailureKind>,
     /// When that was, in milliseconds since the Unix epoch.
     pub last_error_at_unix_ms: Option<u64>,
+    /// The pub/sub subscriber connection.
+    pub pubsub: PubSubReport,
+    /// The blocking-command pool.
+    pub blocking: BlockingReport,
+}
+
+/// The pub/sub part of `/health/redis`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct PubSubReport {
+    /// Whether the subscriber connection is up with every subscription confirmed (false before
+    /// the first subscription opens it).
+    pub up: bool,
+    /// Live subscriptions.
+    pub subscriptions: usize,
+}
+
+/// The blocking-pool part of `/health/redis`.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct BlockingReport {
+    /// Dedicated connections open now.
+    pub connections: usize,
+    /// Blocking commands running now.
+    pub in_use: usize,
+    /// The most that may run at once ([`Config::blocking_connections`](crate::Config::blocking_connections)).
+    pub limit: usize,
 }
 
 /// The routes for one supervisor: `/health`, `/health/live`, `/health/ready`, `/health/redis`.
@@ -173,6 +198,18 @@ async fn redis_report(State(status): State<Status>) -> Response {
                 .as_millis();
             u64::try_from(ms).unwrap_or(u64::MAX)
         }),
+        pubsub: {
+            let (up, subscriptions) = status.pubsub();
+            PubSubReport { up, subscriptions }
+        },
+        blocking: {
+            let (connections, in_use) = status.blocking();
+            BlockingReport {
+                connections,
+                in_use,
+                limit: status.config().blocking_connections(),
+            }
+        },
     };
     (status_code(&availability), Json(report)).into_response()
 }

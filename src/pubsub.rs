@@ -232,6 +232,22 @@ impl PubSubShared {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether the subscriber connection is up (and confirmed), and how many subscriptions live.
+    pub(crate) fn report(&self) -> (bool, usize) {
+        let up = self.live.borrow().is_some();
+        let registry = lock(&self.registry);
+        let mut ids = HashSet::new();
+        for e in registry
+            .channels
+            .values()
+            .chain(registry.patterns.values())
+            .flatten()
+        {
+            ids.insert(e.id);
+        }
+        (up, ids.len())
+    }
+
     /// Adds a subscription to the registry; its events start arriving at once for targets the
     /// connection is already subscribed to.
     fn register(

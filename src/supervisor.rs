@@ -992,4 +992,14 @@ impl Status {
     pub(crate) fn health(&self) -> HealthSnapshot {
         self.core.board.snapshot()
     }
+
+    /// Whether the subscriber connection is up, and the live subscriptions.
+    pub(crate) fn pubsub(&self) -> (bool, usize) {
+        self.core.pubsub.report()
+    }
+
+    /// The blocking pool's open connections and commands running.
+    pub(crate) fn blocking(&self) -> (usize, usize) {
+        self.core.handles.blocking().report()
+    }
 }

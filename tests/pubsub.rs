@@ -98,6 +98,16 @@ async fn channels_and_patterns_receive_what_is_published() {
     assert_eq!(m.pattern.as_deref(), Some("user:*"));
     assert_eq!(m.payload_str(), Some("joined"));
     assert!(sub.try_recv().is_none(), "nothing else arrived");
+    let (code, body) = serve_get(&sup, "/health/redis").await;
+    assert_eq!(code, 200);
+    assert!(
+        body.contains(r#""pubsub":{"up":true,"subscriptions":2}"#),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#""blocking":{"connections":0,"in_use":0,"limit":16}"#),
+        "{body}"
+    );
 
     // Empty lists are refused before anything is sent.
     let empty: [&str; 0] = [];

@@ -244,6 +244,10 @@ impl RedisHandle {
                 Ok(c) => c,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
+            // Shutdown began while it connected: it would not be unblocked. Not sent.
+            if pool.is_closed() {
+                return Err(Error::ShuttingDown);
+            }
             match pool.run(&mut checkout, request, deadline).await {
                 // Unblocked by shutdown (`CLIENT UNBLOCK … ERROR`): it popped nothing.
                 Some(Ok(Value::ServerError(e))) if e.code() == "UNBLOCKED" && pool.is_closed() => {
