@@ -15,6 +15,10 @@
 //! [`FaultProxy`] sits between a client and a fixture server on loopback and injects network faults
 //! ([`Fault`]: blackhole, reset, latency, early close) on live and new connections.
 //!
+//! [`SentinelTopology`] (a master, a replica and three sentinels) and [`ClusterTopology`] (three
+//! primaries, three replicas) build on the same processes and the same kill-only-your-own-child rule,
+//! with helpers to fail nodes over and to wait until the topology has settled again.
+//!
 //! `redis-server` must be on `PATH`; `scripts/test.sh` installs it when it is missing.
 //!
 //! The fixture waits with real time (blocking socket timeouts, [`std::time::Instant`] deadlines), so it
@@ -56,8 +60,12 @@ use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 
+mod cluster;
 mod proxy;
+mod sentinel;
+pub use cluster::{ClusterNode, ClusterTopology, ClusterTopologyBuilder};
 pub use proxy::{Fault, FaultProxy};
+pub use sentinel::{Credentials, SentinelTopology, SentinelTopologyBuilder};
 
 /// The address every fixture server binds to.
 const HOST: &str = "127.0.0.1";
@@ -143,6 +151,27 @@ pub enum FixtureError {
     /// Sending SIGSTOP / SIGCONT to the child failed.
     #[error("could not signal redis-server: {0}")]
     Signal(#[source] io::Error),
+    /// A topology option, node address or index is invalid (e.g. quorum 0, an address of no node).
+    #[error("invalid topology argument: {0}")]
+    InvalidArg(String),
+    /// A command to a topology node, or a `redis-cli` run, failed or got an unexpected reply.
+    #[error("{node}: {detail}")]
+    Command {
+        /// The node's address, or the program that failed.
+        node: String,
+        /// What failed (never a password).
+        detail: String,
+    },
+    /// A topology did not reach the awaited state in time.
+    #[error("{what}: not reached after {waited:?}; last seen: {last}")]
+    Timeout {
+        /// The awaited state.
+        what: String,
+        /// How long the fixture waited.
+        waited: Duration,
+        /// Why the last check failed.
+        last: String,
+    },
 }
 
 /// A `redis-server` child process on `127.0.0.1` with its own port and temporary directory.

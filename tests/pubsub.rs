@@ -171,7 +171,7 @@ async fn subscriptions_are_restored_after_kill_and_restart() {
     let sup = supervisor(&srv).await;
     let redis = sup.handle();
     let pubsub = sup.pubsub();
-    let mut subs = vec![
+    let mut subs = [
         pubsub.subscribe(&["a"]).await.unwrap(),
         pubsub.subscribe(&["a", "b"]).await.unwrap(),
         pubsub.subscribe(&["b"]).await.unwrap(),
