@@ -194,28 +194,38 @@ async fn per_call_deadline_overrides_the_default() {
     let srv = server().await;
     let sup = supervisor_with(&srv, |b| b.command_timeout(Duration::from_millis(200))).await;
     let r = sup.handle();
-    // BLPOP on an empty list blocks server-side: the default 200 ms deadline cuts it off...
-    let start = tokio::time::Instant::now();
-    let e = r
-        .cmd::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(1).clone())
+    let mut admin = admin(&srv).await;
+    let set = || redis::cmd("SET").arg("k").arg("v").clone();
+    // Writes paused server-side for 1 s: the default 200 ms deadline cuts a SET off...
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("WRITE")
+        .query_async(&mut admin)
         .await
-        .unwrap_err();
-    // BLPOP pops: a raw command that may have run is Ambiguous, not a plain timeout.
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let e = r.cmd::<()>(set()).await.unwrap_err();
+    // A raw command that may have run is Ambiguous, not a plain timeout.
     assert!(matches!(e, Error::Ambiguous { .. }), "{e:?}");
     assert!(start.elapsed() < Duration::from_millis(200) + Duration::from_millis(500));
     // An idempotent command that gets no reply in time is a plain Timeout.
-    let e = r
-        .cmd_idempotent::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(1).clone())
-        .await
-        .unwrap_err();
+    let e = r.cmd_idempotent::<()>(set()).await.unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e:?}");
-    // ...while a per-call deadline lets it finish (BLPOP's own 1 s timeout answers nil).
+    // ...while a per-call deadline lets it finish once the pause ends.
+    r.with_timeout(Duration::from_secs(5))
+        .cmd::<()>(set())
+        .await
+        .unwrap();
+    // A blocking command's deadline is its own block time plus the handle's: BLPOP's 1 s
+    // timeout answers nil although the handle's deadline is 200 ms.
+    let start = tokio::time::Instant::now();
     let v: Option<(String, String)> = r
-        .with_timeout(Duration::from_secs(5))
         .cmd(redis::cmd("BLPOP").arg("q").arg(1).clone())
         .await
         .unwrap();
     assert_eq!(v, None);
+    assert!(start.elapsed() >= Duration::from_millis(900));
     sup.shutdown().await;
 }
 

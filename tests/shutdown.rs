@@ -111,31 +111,46 @@ async fn shutdown_releases_commands_waiting_for_a_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_in_flight_commands_finish() {
     let srv = server().await;
-    let sup = supervisor(&srv).await;
-    let r = sup.handle();
-    // A command the server holds for 500 ms (BLPOP with a 0.5 s timeout) is in flight when
-    // shutdown starts: it still gets its real answer.
-    let slow = {
-        let r = r.with_timeout(Duration::from_secs(5));
-        tokio::spawn(async move {
-            r.cmd::<Option<(String, String)>>(redis::cmd("BLPOP").arg("q").arg(0.5).clone())
-                .await
-        })
-    };
-    let deadline = Instant::now() + SOON;
+    let sup = supervisor_with(&srv, |b| b.name("in-flight")).await;
+    let r = sup.handle().with_timeout(Duration::from_secs(5));
     let mut admin = admin(&srv).await;
+    // Writes paused for 500 ms: two SETs are in flight when shutdown starts (the second sits in
+    // the server's query buffer behind the first), and both still get their real answer.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .arg("WRITE")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let slow: Vec<_> = (0..2)
+        .map(|i| {
+            let r = r.clone();
+            tokio::spawn(async move { r.set(format!("k{i}"), i).await })
+        })
+        .collect();
+    let deadline = Instant::now() + SOON;
     loop {
-        let info: String = redis::cmd("INFO")
-            .arg("clients")
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
             .query_async(&mut admin)
             .await
             .unwrap();
-        if info.contains("blocked_clients:1") {
+        let queued = list
+            .lines()
+            .filter(|l| l.contains("name=redis-supervisor:in-flight "))
+            .any(|l| !l.split_whitespace().any(|f| f == "qbuf=0"));
+        if queued {
             break;
         }
-        assert!(Instant::now() < deadline, "BLPOP never reached the server");
+        assert!(
+            Instant::now() < deadline,
+            "the SETs never reached the server: {list}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     sup.shutdown().await;
-    assert_eq!(slow.await.unwrap().unwrap(), None);
+    for s in slow {
+        s.await.unwrap().unwrap();
+    }
 }
