@@ -384,6 +384,7 @@ EXPECT = [
     'redis_client_pubsub_lagged_total == 0',
     'redis_client_blocking_connections == 0',
     'redis_client_blocking_in_use == 0',
+    'redis_client_failovers_total == 0',
 ]
 expectations = []
 if os.environ.get("CHECK_METRICS_EXPECT") == "1":

@@ -33,6 +33,8 @@ pub enum Availability {
         server_version: String,
         /// `role` from `INFO replication` (`master`, `slave`).
         role: String,
+        /// The server's `host:port`: with Sentinel, the master the sentinels named.
+        address: String,
     },
     /// Connected, but probes are slow or failing.
     Degraded {
@@ -117,7 +119,8 @@ impl std::fmt::Display for Availability {
             Self::Up {
                 server_version,
                 role,
-            } => write!(f, "up (redis {server_version}, {role})"),
+                address,
+            } => write!(f, "up (redis {server_version}, {role} at {address})"),
             Self::Degraded { reason } => write!(f, "degraded: {reason}"),
             Self::NotReady { reason, kind } => write!(f, "not ready ({kind}): {reason}"),
             Self::Down {
@@ -134,7 +137,7 @@ impl std::fmt::Display for Availability {
 }
 
 /// What an [`AvailabilityEvent`] announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum EventKind {
@@ -150,6 +153,17 @@ pub enum EventKind {
         restarts: u32,
         /// The window, in milliseconds.
         window_ms: u64,
+    },
+    /// The sentinels switched the master (`+switch-master`, or a periodic check found another
+    /// master): the connection to `from` is replaced by one to `to` at once, without a backoff
+    /// wait. Published with the state at that moment; the transitions that follow (`Down` with
+    /// [`FailureKind::Failover`](crate::FailureKind::Failover), then `Up` naming `to`) come as
+    /// usual.
+    Failover {
+        /// The old master, `host:port`.
+        from: String,
+        /// The new master, `host:port`.
+        to: String,
     },
 }
 
@@ -296,6 +310,7 @@ mod tests {
             Availability::Up {
                 server_version: "7.0.0".into(),
                 role: "master".into(),
+                address: "127.0.0.1:6379".into(),
             },
             "connected",
         );

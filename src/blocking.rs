@@ -44,6 +44,8 @@ pub(crate) struct Dedicated {
     client_id: Option<i64>,
     /// False once the server closed it (its push callback says so).
     alive: Arc<AtomicBool>,
+    /// The pool's epoch when it was opened: one of an older epoch is not reused.
+    epoch: u64,
 }
 
 /// The pool (one per supervisor, shared by every handle).
@@ -56,6 +58,8 @@ pub(crate) struct BlockingPool {
     /// The client ids of the connections running a command now, by checkout.
     busy: Mutex<HashMap<u64, i64>>,
     next: AtomicU64,
+    /// Bumped when every connection must be replaced (a failover).
+    epoch: AtomicU64,
     closing: watch::Sender<bool>,
     closed: AtomicBool,
 }
@@ -96,6 +100,7 @@ impl BlockingPool {
             idle: Mutex::new(Vec::new()),
             busy: Mutex::new(HashMap::new()),
             next: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             closing: watch::Sender::new(false),
             closed: AtomicBool::new(false),
         }
@@ -167,7 +172,8 @@ impl BlockingPool {
     /// Returns a connection that answered cleanly to the idle set (closed instead at shutdown).
     pub(crate) fn give_back(&self, mut checkout: Checkout<'_>) {
         if let Some(d) = checkout.dedicated.take() {
-            if self.closed.load(Ordering::Acquire) || !d.alive.load(Ordering::Acquire) {
+            let stale = d.epoch != self.epoch.load(Ordering::Acquire);
+            if self.closed.load(Ordering::Acquire) || !d.alive.load(Ordering::Acquire) || stale {
                 self.metrics.connection(false);
             } else {
                 lock(&self.idle).push(d);
@@ -214,6 +220,18 @@ impl BlockingPool {
         (idle + in_use, in_use)
     }
 
+    /// Closes the idle connections (after a failover they point at the old master); the
+    /// running ones are closed when their command ends.
+    pub(crate) fn close_idle(&self) {
+        let idle = std::mem::take(&mut *lock(&self.idle));
+        for _ in &idle {
+            self.metrics.connection(false);
+        }
+        drop(idle);
+        // Those checked out now are not given back (see `give_back`).
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// True once shutdown has begun.
     pub(crate) fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
@@ -248,6 +266,7 @@ impl BlockingPool {
     /// Opens and names one dedicated connection.
     async fn open(&self) -> Result<Dedicated, ConnectionFailure> {
         let config = &self.config;
+        let epoch = self.epoch.load(Ordering::Acquire);
         let located = self.topology.locate(config).await?;
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
@@ -287,6 +306,7 @@ impl BlockingPool {
             conn,
             client_id,
             alive,
+            epoch,
         })
     }
 }

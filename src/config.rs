@@ -12,6 +12,7 @@
 //! RESP3 only: `?protocol=resp2`, any other parameter and a `#fragment` are refused.
 
 mod env;
+mod nodes;
 mod tls;
 mod url;
 #[macro_use]
@@ -22,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+pub use self::nodes::{NodeAddr, Nodes};
 pub use self::url::redact_url;
 use self::value::{Sourced, count, ensure};
 use crate::backoff::{
@@ -265,6 +267,14 @@ settings! {
     /// Events one pub/sub [`Subscription`](crate::pubsub::Subscription) buffers for its reader; beyond it messages are dropped for that subscription alone and reported as [`Lagged`](crate::pubsub::PubSubEvent::Lagged) (1 to [`MAX_PUBSUB_BUFFER`]).
     pubsub_buffer: usize = pub DEFAULT_PUBSUB_BUFFER = 1_024, env "REDIS_PUBSUB_BUFFER", default "1 024",
         check |n| count(*n, MAX_PUBSUB_BUFFER as u64);
+    /// Sentinel addresses (`host:port,host:port`, each port explicit): the master named by [`sentinel_master`](Config::sentinel_master) is found through them (the URL's host and port are then unused) and followed across failovers.
+    sentinels: Nodes = Nodes::EMPTY, env "REDIS_SENTINELS", default "none";
+    /// The master name the sentinels monitor (required with [`sentinels`](Config::sentinels)).
+    sentinel_master: Option<String> = None, env "REDIS_SENTINEL_MASTER", default "none";
+    /// ACL user for the sentinels (the data nodes use [`username`](Config::username)).
+    sentinel_username: Option<String> = None, env "REDIS_SENTINEL_USERNAME", default "none";
+    /// Password for the sentinels (kept as a [`Secret`]; the data nodes use [`password`](Config::password)).
+    sentinel_password: Option<Secret> = None, env "REDIS_SENTINEL_PASSWORD", default "none";
     /// Dedicated connections for blocking commands (`BLPOP` & co.), opened on demand; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
     blocking_connections: usize = pub DEFAULT_BLOCKING_CONNECTIONS = 16, env "REDIS_BLOCKING_CONNECTIONS", default "16",
         check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
@@ -395,21 +405,46 @@ impl Config {
         format!("{scheme}://{auth}{host}:{}/{}", s.port, s.db)
     }
 
-    /// The redis-rs client (RESP3, so it learns of disconnects at once): plain, TLS with the
-    /// system roots, or TLS with our CA and client certificate.
-    pub(crate) fn redis_client(&self) -> redis::RedisResult<redis::Client> {
+    /// The client for the data node at `host:port` (RESP3, so it learns of disconnects at once;
+    /// credentials, database and TLS as configured: plain, TLS with the system roots, or TLS
+    /// with our CA and client certificate).
+    pub(crate) fn redis_client_at(
+        &self,
+        host: &str,
+        port: u16,
+    ) -> redis::RedisResult<redis::Client> {
+        let s = &self.s;
+        let conn = redis::RedisConnectionInfo::default().set_db(s.db);
+        self.client(host, port, conn, s.username.as_deref(), s.password.as_ref())
+    }
+
+    /// The client for the sentinel at `addr`: the sentinel credentials, TLS as for the data
+    /// nodes, no database.
+    pub(crate) fn sentinel_client(&self, addr: &NodeAddr) -> redis::RedisResult<redis::Client> {
+        let s = &self.s;
+        let conn = redis::RedisConnectionInfo::default();
+        let (user, password) = (s.sentinel_username.as_deref(), s.sentinel_password.as_ref());
+        self.client(&addr.host, addr.port, conn, user, password)
+    }
+
+    fn client(
+        &self,
+        host: &str,
+        port: u16,
+        conn: redis::RedisConnectionInfo,
+        username: Option<&str>,
+        password: Option<&Secret>,
+    ) -> redis::RedisResult<redis::Client> {
         use redis::{ConnectionAddr, IntoConnectionInfo};
         let s = &self.s;
-        let mut conn = redis::RedisConnectionInfo::default()
-            .set_db(s.db)
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        if let Some(u) = &s.username {
+        let mut conn = conn.set_protocol(redis::ProtocolVersion::RESP3);
+        if let Some(u) = username {
             conn = conn.set_username(u);
         }
-        if let Some(p) = &s.password {
+        if let Some(p) = password {
             conn = conn.set_password(p.expose());
         }
-        let (host, port, insecure) = (s.host.clone(), s.port, s.tls_insecure_skip_verify);
+        let (host, insecure) = (host.to_string(), s.tls_insecure_skip_verify);
         let addr = match s.tls {
             true => ConnectionAddr::TcpTls {
                 host,
@@ -424,6 +459,29 @@ impl Config {
             Some(certificates) => redis::Client::build_with_tls(info, certificates),
             None => redis::Client::open(info),
         }
+    }
+}
+
+/// Sentinels and a master name come together: the error names the one missing (as the other was
+/// given: a variable or a builder setting).
+fn sentinel_pair(layer: &Layer, s: &Settings) -> Result<(), ConfigError> {
+    match (&layer.sentinels, &layer.sentinel_master) {
+        (Some(given), None) => {
+            let missing = if given.source.contains("REDIS_SENTINELS") {
+                given.source.replace("REDIS_SENTINELS", "REDIS_SENTINEL_MASTER")
+            } else {
+                "sentinel_master".to_string()
+            };
+            Err(ConfigError::new(
+                &missing,
+                "",
+                format!("the master name is required with sentinels ({})", s.sentinels),
+            ))
+        }
+        (None, Some(given)) => Err(given.error(
+            "a sentinel master name needs the sentinels' addresses (REDIS_SENTINELS or .sentinels([..]))",
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -480,6 +538,7 @@ impl ConfigBuilder {
                 s.backoff_max, s.backoff_base
             )))?;
         }
+        sentinel_pair(&layer, &s)?;
         let certificates = tls::certificates(&layer, s.tls)?;
         s.max_attempts = s.max_attempts.filter(|n| *n > 0);
         s.tls_insecure_skip_verify &= s.tls;

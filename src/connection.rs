@@ -47,6 +47,8 @@ pub(crate) struct ConnectionUp {
     pub(crate) lane: Lane,
     /// Why the server cannot serve yet (`None`: it can).
     pub(crate) not_ready: Option<NotReady>,
+    /// The server's address (with Sentinel: the master it named).
+    pub(crate) address: crate::config::NodeAddr,
 }
 
 /// Messages of the connection actor (its life cycle; commands go through the [`Lane`]).
@@ -113,7 +115,7 @@ impl Actor for ConnectionActor {
         let config = state.args.config.clone();
         let limit = config.connect_timeout();
         let attempt = connect(&config, state.args.topology, &myself);
-        let (conn, stats, not_ready) =
+        let (conn, stats, not_ready, address) =
             tokio::time::timeout(limit, attempt).await.map_err(|_| {
                 ConnectionFailure::new(
                     FailureKind::Timeout,
@@ -142,6 +144,7 @@ impl Actor for ConnectionActor {
                 stats,
                 lane,
                 not_ready,
+                address,
             })))
             .map_err(|_| "supervisor is gone")?;
         Ok(())
@@ -171,6 +174,16 @@ impl Actor for ConnectionActor {
                 state.close();
                 Err(Box::new(failure))
             }
+            // A replica now (a failover demoted it): replaced by a connection to the master.
+            ConnectionMsg::Lane(LaneEvent::Refused(refusal))
+                if refusal.kind == FailureKind::NotMaster && !state.closing =>
+            {
+                state.close();
+                Err(Box::new(ConnectionFailure::new(
+                    FailureKind::NotMaster,
+                    format!("the server is no longer the master: {}", refusal.message),
+                )))
+            }
             ConnectionMsg::Lane(LaneEvent::Refused(not_ready)) => {
                 let report = ConnectionReport::Refused {
                     id: myself.get_id(),
@@ -197,8 +210,14 @@ impl Actor for ConnectionActor {
     }
 }
 
-/// What a finished handshake yields: the connection, its INFO, and whether it cannot serve yet.
-type Handshake = (MultiplexedConnection, ServerStats, Option<NotReady>);
+/// What a finished handshake yields: the connection, its INFO, whether it cannot serve yet, and
+/// where it is.
+type Handshake = (
+    MultiplexedConnection,
+    ServerStats,
+    Option<NotReady>,
+    crate::config::NodeAddr,
+);
 
 /// Opens the connection and performs the handshake: TLS (when configured), HELLO 3 with AUTH
 /// and SELECT (by redis-rs), then CLIENT SETNAME, INFO and the ready check (`PING`). A user
@@ -234,12 +253,43 @@ async fn connect(
         .arg(format!("redis-supervisor:{}", config.name()));
     optional_reply(setname.query_async::<Value>(&mut conn).await)?;
     let info = optional_reply(redis::cmd("INFO").query_async::<String>(&mut conn).await)?;
+    if located.verify_master {
+        verify_master(&mut conn, &located.address).await?;
+    }
     let not_ready = ready_check(&mut conn).await?;
     tracing::debug!(address = %located.address, ready = not_ready.is_none(), "redis handshake done");
     Ok((
         conn,
         ServerStats::parse(info.as_deref().unwrap_or("")),
         not_ready,
+        located.address,
+    ))
+}
+
+/// `ROLE` must say `master`: a sentinel's answer can be a failover behind (a demoted master is a
+/// replica now). A server that refuses `ROLE` (ACL) is taken at the sentinels' word.
+async fn verify_master(
+    conn: &mut MultiplexedConnection,
+    address: &crate::config::NodeAddr,
+) -> Result<(), ConnectionFailure> {
+    let reply = conn.send_packed_command(&redis::cmd("ROLE")).await;
+    let role = match reply {
+        Err(e) if classify(&e) == ErrorSide::Transport => {
+            return Err(describe_connection_error(&e));
+        }
+        Ok(Value::Array(items)) => match items.into_iter().next() {
+            Some(Value::BulkString(b)) => String::from_utf8_lossy(&b).into_owned(),
+            Some(Value::SimpleString(s)) => s,
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    if role == "master" {
+        return Ok(());
+    }
+    Err(ConnectionFailure::new(
+        FailureKind::NotMaster,
+        format!("{address} named master by the sentinels is a {role}: a failover is under way"),
     ))
 }
 

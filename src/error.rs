@@ -298,6 +298,13 @@ pub enum FailureKind {
     /// The server is busy running a script or function past `busy-reply-threshold`; it refuses
     /// commands with `BUSY` until the script ends or is killed.
     Busy,
+    /// The node reached is not (or no longer) the master: a write was refused with `READONLY`,
+    /// or `ROLE` said replica where the sentinels said master. The connection is replaced by one
+    /// to the master the sentinels name now.
+    NotMaster,
+    /// The sentinels switched the master (`+switch-master`): the connection to the old one was
+    /// replaced at once. Not a failure of the connection.
+    Failover,
     /// Anything else (I/O errors, protocol errors, an unexpected handshake reply).
     Other,
 }
@@ -317,19 +324,23 @@ impl FailureKind {
             Self::Loading => "loading",
             Self::MasterDown => "master_down",
             Self::Busy => "busy",
+            Self::NotMaster => "not_master",
+            Self::Failover => "failover",
             Self::Other => "other",
         }
     }
 }
 
 impl FailureKind {
-    /// The kind of "cannot serve yet" a server error code announces: `LOADING`, `MASTERDOWN`,
-    /// `BUSY`. Such a refusal means the command was not executed.
+    /// The kind of refusal a server error code announces: "cannot serve yet" (`LOADING`,
+    /// `MASTERDOWN`, `BUSY`) or "not the master" (`READONLY`). Such a refusal means the command
+    /// was not executed.
     pub(crate) fn of_refusal(code: &str) -> Option<Self> {
         match code {
             "LOADING" => Some(Self::Loading),
             "MASTERDOWN" => Some(Self::MasterDown),
             "BUSY" => Some(Self::Busy),
+            "READONLY" => Some(Self::NotMaster),
             _ => None,
         }
     }

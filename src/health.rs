@@ -75,6 +75,9 @@ pub(crate) enum Verdict {
     Failing(String),
     /// K probes in a row got no answer: replace the connection.
     Unhealthy(String),
+    /// With Sentinel, INFO says the server is a replica now (demoted by a failover the watcher
+    /// has not reported): replace the connection with one to the master.
+    NotMaster(String),
 }
 
 /// What the health actor tells its supervisor.
@@ -223,7 +226,10 @@ impl HealthState {
             Verdict::Healthy => (ProbeOutcome::Ok, Some(took)),
             Verdict::Slow(_) => (ProbeOutcome::Slow, Some(took)),
             Verdict::NotReady(_) => (ProbeOutcome::NotReady, Some(took)),
-            Verdict::Failing(_) | Verdict::Unhealthy(_) => (ProbeOutcome::Failed, None),
+            // (`NotMaster` comes from INFO, never from a probe.)
+            Verdict::Failing(_) | Verdict::Unhealthy(_) | Verdict::NotMaster(_) => {
+                (ProbeOutcome::Failed, None)
+            }
         };
         metrics.probe(outcome, round_trip);
         if let Some(took) = round_trip {
@@ -256,7 +262,22 @@ impl HealthState {
             Probe::NoAnswer { reason, .. } => Err(reason),
         };
         match text {
-            Ok(text) => self.record_stats(ServerStats::parse(&text)),
+            Ok(text) => {
+                let stats = ServerStats::parse(&text);
+                let demoted = !self.args.config.sentinels().is_empty()
+                    && !stats.role.is_empty()
+                    && stats.role != "master";
+                if demoted {
+                    let why = format!("INFO says the server is a {} now", stats.role);
+                    let report = HealthReport {
+                        id: lane.id(),
+                        verdict: Verdict::NotMaster(why),
+                    };
+                    // A gone supervisor is stopping this actor anyway.
+                    let _ = self.args.report.send_message(report);
+                }
+                self.record_stats(stats);
+            }
             // The PING probes judge the connection; a failed INFO only leaves the gauges as
             // they were.
             Err(reason) => tracing::debug!(reason = %reason, "INFO probe failed"),

@@ -102,6 +102,21 @@ pub struct RedisReport {
     pub pubsub: PubSubReport,
     /// The blocking-command pool.
     pub blocking: BlockingReport,
+    /// How the server is found: standalone, or the master named by Sentinel.
+    pub topology: TopologyReport,
+}
+
+/// The topology part of `/health/redis`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TopologyReport {
+    /// `standalone` or `sentinel`.
+    pub kind: &'static str,
+    /// The master (`host:port`): the configured server, or the one the sentinels named last.
+    pub master: Option<String>,
+    /// With Sentinel: every sentinel known (configured, then discovered).
+    pub sentinels: Vec<String>,
+    /// With Sentinel: the sentinel the watcher follows now.
+    pub watching: Option<String>,
 }
 
 /// The pub/sub part of `/health/redis`.
@@ -210,6 +225,24 @@ async fn redis_report(State(status): State<Status>) -> Response {
                 limit: status.config().blocking_connections(),
             }
         },
+        topology: match status.sentinel() {
+            Some(view) => TopologyReport {
+                kind: "sentinel",
+                master: view.master.map(|m| m.to_string()),
+                sentinels: view.known.iter().map(ToString::to_string).collect(),
+                watching: view.watching.map(|w| w.to_string()),
+            },
+            None => TopologyReport {
+                kind: "standalone",
+                master: Some(format!(
+                    "{}:{}",
+                    status.config().host(),
+                    status.config().port()
+                )),
+                sentinels: Vec::new(),
+                watching: None,
+            },
+        },
     };
     (status_code(&availability), Json(report)).into_response()
 }
@@ -256,6 +289,7 @@ mod tests {
         let up = Availability::Up {
             server_version: "7".into(),
             role: "master".into(),
+            address: "127.0.0.1:6379".into(),
         };
         assert_eq!(status_code(&up), StatusCode::OK);
         assert_eq!(

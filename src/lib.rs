@@ -46,7 +46,8 @@
 //! | dedicated connections | [`pubsub`], `blocking` | the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, its registry, restoration, probes; supervised from `supervisor/dedicated.rs`) and each subscription's bounded buffer; the blocking pool (one dedicated connection per blocking command, `CLIENT UNBLOCK` at shutdown), used by `handle/blocking.rs` |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
 //! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
-//! | topology | `topology` | how a connection actor finds its server (standalone; Sentinel and Cluster plug in here) |
+//! | topology | `topology` | how a connection finds its server: standalone, or the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`); Cluster plugs in here |
+//! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): follows `+switch-master` on one sentinel at a time and reports the master; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
 //! | route | `route` | the published route: the live lane, or why there is none (written by the supervisor only) |
 //! | lane | `lane` | one live connection as callers see it: redis-rs's queue, open state, reply evidence |
 //! | requests | `request` | a command or pipeline with its label: the one command-name decoder |
@@ -86,6 +87,7 @@ mod patterns;
 pub mod pubsub;
 mod request;
 mod route;
+mod sentinel;
 pub mod supervisor;
 mod topology;
 

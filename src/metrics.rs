@@ -42,6 +42,9 @@ pub const CLIENT_RESTARTS: &str = "redis_client_restarts_total";
 /// `redis_client_restart_storms_total`: restart storms declared (more connections lost within
 /// the window than the restart intensity allows).
 pub const CLIENT_RESTART_STORMS: &str = "redis_client_restart_storms_total";
+/// `redis_client_failovers_total`: Sentinel failovers followed (the connection moved to the master
+/// the sentinels named).
+pub const CLIENT_FAILOVERS: &str = "redis_client_failovers_total";
 /// `redis_client_connect_attempts_total{outcome}`: connection attempts, `success` or `failure`.
 pub const CLIENT_CONNECT_ATTEMPTS: &str = "redis_client_connect_attempts_total";
 /// `redis_client_commands_total{command,outcome}`: callers' finished commands (health probes are
@@ -338,6 +341,7 @@ pub(crate) struct ClientMetrics {
     states: Vec<Gauge>,
     restarts: Counter,
     restart_storms: Counter,
+    failovers: Counter,
     connects: Vec<Counter>,
 }
 
@@ -351,6 +355,7 @@ impl ClientMetrics {
                 .collect(),
             restarts: r.counter(CLIENT_RESTARTS),
             restart_storms: r.counter(CLIENT_RESTART_STORMS),
+            failovers: r.counter(CLIENT_FAILOVERS),
             connects: r.counters(CLIENT_CONNECT_ATTEMPTS, "outcome", CONNECT_OUTCOMES),
         };
         m.set_state(&Availability::Connecting { attempt: 1 });
@@ -372,6 +377,11 @@ impl ClientMetrics {
     }
 
     /// A restart storm was declared.
+    /// A Sentinel failover was followed.
+    pub(crate) fn failover(&self) {
+        self.failovers.increment(1);
+    }
+
     pub(crate) fn storm(&self) {
         self.restart_storms.increment(1);
     }
@@ -634,6 +644,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Counter,
         None,
         "Restart storms: more Redis connections lost within the window than the restart intensity allows.",
+    ),
+    (
+        CLIENT_FAILOVERS,
+        Kind::Counter,
+        None,
+        "Sentinel failovers followed: the connection moved to the master the sentinels named.",
     ),
     (
         CLIENT_CONNECT_ATTEMPTS,

@@ -31,10 +31,11 @@ use crate::lane::{Lane, NotReady};
 use crate::metrics::{ClientMetrics, ConnectOutcome, HealthMetrics, Metrics, SharedRecorder};
 use crate::pubsub::{PubSub, PubSubShared, SubscriberReport, SubscriberWanted};
 use crate::route::{Route, RouteState, RouteWriter};
+use crate::sentinel::{SentinelShared, WatcherReport};
 use crate::topology::Topology;
 
 mod dedicated;
-use dedicated::Subscriber;
+use dedicated::{Subscriber, Watcher};
 
 /// What the supervisor and the public [`Supervisor`] share; written only by this module.
 pub(crate) struct Core {
@@ -51,6 +52,8 @@ pub(crate) struct Core {
     board: HealthBoard,
     /// The pub/sub registry and subscriber connection state.
     pubsub: Arc<PubSubShared>,
+    /// With Sentinel: what the watcher knows of the topology.
+    sentinel: Option<Arc<SentinelShared>>,
 }
 
 impl Core {
@@ -94,6 +97,10 @@ pub(crate) enum SupervisorMsg {
     SubscriberWanted,
     /// The backoff delay of a lost subscriber connection has passed.
     RestartSubscriber { generation: u64 },
+    /// From the sentinel watcher.
+    Watcher(WatcherReport),
+    /// The backoff delay of a failed sentinel watcher has passed.
+    RestartWatcher { generation: u64 },
     /// Close the connection (QUIT), stop the children, publish `Stopped`, stop.
     Shutdown(RpcReplyPort<()>),
 }
@@ -123,6 +130,7 @@ report_conversions! {
     ConnectionReport => Connection,
     HealthReport => Health,
     SubscriberReport => Subscriber,
+    WatcherReport => Watcher,
 }
 
 impl From<SubscriberWanted> for SupervisorMsg {
@@ -164,6 +172,8 @@ enum Class {
 /// A connection actor that finished its handshake.
 struct Connected {
     lane: Lane,
+    /// Where it is (the master, with Sentinel).
+    address: crate::config::NodeAddr,
     /// `redis_version` and `role` from its INFO, for `Up`.
     version: String,
     role: String,
@@ -200,6 +210,10 @@ pub(crate) struct SupervisorState {
     stopping: bool,
     /// The pub/sub subscriber actor and its restarts.
     subscriber: Subscriber,
+    /// The sentinel watcher (with Sentinel) and its restarts.
+    watcher: Watcher,
+    /// The master last connected to or named by the sentinels: a different one is a failover.
+    master: Option<crate::config::NodeAddr>,
 }
 
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
@@ -258,6 +272,7 @@ impl SupervisorState {
                 Availability::Up {
                     server_version: c.version.clone(),
                     role: c.role.clone(),
+                    address: c.address.to_string(),
                 },
                 Class::Up,
             ),
@@ -342,9 +357,18 @@ impl SupervisorActor {
         }
         let now = Instant::now();
         let storm_started = was_up.then(|| note_restart(state, now)).flatten();
-        let delay = state
-            .tracker
-            .on_failure(now, fastrand::f64(), state.storm.is_some());
+        // A failover moved the master: not a failure of ours, reconnect (to the new one) at once.
+        // (A node found not to be the master while connecting waits its backoff: the sentinels
+        // may not have switched yet.)
+        let moved = failure.kind == FailureKind::Failover
+            || (was_up && failure.kind == FailureKind::NotMaster);
+        let delay = if moved {
+            Duration::ZERO
+        } else {
+            state
+                .tracker
+                .on_failure(now, fastrand::f64(), state.storm.is_some())
+        };
         if let Some(t) = state.stable_timer.take() {
             t.abort();
         }
@@ -382,6 +406,7 @@ impl SupervisorActor {
             stats,
             lane,
             not_ready,
+            address,
         } = up;
         if !state.is_child(id) || state.stopping || state.core.handles.is_closed() {
             return;
@@ -396,6 +421,12 @@ impl SupervisorActor {
             ready = not_ready.is_none(),
             "redis connection up"
         );
+        if state.topology == Topology::Sentinel {
+            match state.master.clone() {
+                Some(known) if known != address => self.announce_failover(state, &known, &address),
+                _ => state.master = Some(address.clone()),
+            }
+        }
         let reason = match &not_ready {
             None => "connected".to_string(),
             Some(n) => format!("connected, but the server cannot serve yet: {}", n.message),
@@ -403,6 +434,7 @@ impl SupervisorActor {
         if let Some(child) = state.child.as_mut() {
             child.connected = Some(Connected {
                 lane,
+                address,
                 version: stats.version.clone(),
                 role: stats.role.clone(),
                 condition: not_ready.map_or(Condition::Ready, Condition::NotReady),
@@ -437,6 +469,9 @@ impl SupervisorActor {
         };
         let condition = match verdict {
             Verdict::Unhealthy(reason) => return self.replace(myself, state, reason),
+            Verdict::NotMaster(reason) => {
+                return self.replace_now(myself, state, FailureKind::NotMaster, reason);
+            }
             Verdict::Healthy => Condition::Ready,
             Verdict::Slow(why) => Condition::Slow(why),
             // No answer does not make a server that cannot serve look like it can.
@@ -464,10 +499,21 @@ impl SupervisorActor {
         state: &mut SupervisorState,
         reason: String,
     ) {
+        self.replace_now(myself, state, FailureKind::Unhealthy, reason);
+    }
+
+    /// Replaces the current connection (or attempt) now, for a reason of `kind`.
+    fn replace_now(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        kind: FailureKind,
+        reason: String,
+    ) {
         let Some(actor) = state.child.as_ref().map(|c| c.actor.clone()) else {
             return;
         };
-        let failure = ConnectionFailure::new(FailureKind::Unhealthy, reason.clone());
+        let failure = ConnectionFailure::new(kind, reason.clone());
         self.child_failed(myself, state, failure);
         actor.stop(Some(reason));
     }
@@ -594,6 +640,8 @@ impl Actor for SupervisorActor {
             stable_timer: None,
             stopping: false,
             subscriber: Subscriber::new(&config),
+            watcher: Watcher::new(&config),
+            master: None,
             core,
         })
     }
@@ -604,6 +652,9 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         self.start_health(&myself, state).await;
+        if state.core.sentinel.is_some() {
+            self.start_watcher(&myself, state).await;
+        }
         self.start_child(&myself, state).await;
         Ok(())
     }
@@ -650,6 +701,14 @@ impl Actor for SupervisorActor {
                     self.start_subscriber(&myself, state).await;
                 }
             }
+            SupervisorMsg::Watcher(WatcherReport::Master { master, switched }) => {
+                self.master_named(&myself, state, master, switched);
+            }
+            SupervisorMsg::RestartWatcher { generation } => {
+                if state.watcher.is_due(generation) && !state.stopping {
+                    self.start_watcher(&myself, state).await;
+                }
+            }
             SupervisorMsg::StableCheck { generation } => {
                 state.stable_timer = None;
                 let up = state.child.as_ref().is_some_and(|c| c.connected.is_some());
@@ -679,11 +738,15 @@ impl Actor for SupervisorActor {
         event: SupervisionEvent,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(id) = event.actor_cell().map(|c| c.get_id())
-            && state.subscriber.is(id)
-        {
-            self.subscriber_event(&myself, state, &event);
-            return Ok(());
+        if let Some(id) = event.actor_cell().map(|c| c.get_id()) {
+            if state.subscriber.is(id) {
+                self.subscriber_event(&myself, state, &event);
+                return Ok(());
+            }
+            if state.watcher.is(id) {
+                self.watcher_event(&myself, state, &event);
+                return Ok(());
+            }
         }
         match event {
             SupervisionEvent::ActorFailed(cell, err)
@@ -725,6 +788,7 @@ impl Actor for SupervisorActor {
         // must stop waiting.
         state.abort_timers();
         state.subscriber.abort_timer();
+        state.watcher.abort_timer();
         state.core.begin_shutdown();
         state.core.pubsub.close();
         if state.core.availability.current() != Availability::Stopped {
@@ -834,6 +898,8 @@ impl Supervisor {
         let core = Arc::new(Core {
             handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns, blocking),
             pubsub: PubSubShared::new(config.clone(), pubsub),
+            sentinel: (Topology::of(&config) == Topology::Sentinel)
+                .then(|| SentinelShared::new(config.clone())),
             config,
             route,
             availability: AvailabilityPublisher::new(Availability::Connecting { attempt: 1 }),
@@ -996,6 +1062,11 @@ impl Status {
     /// Whether the subscriber connection is up, and the live subscriptions.
     pub(crate) fn pubsub(&self) -> (bool, usize) {
         self.core.pubsub.report()
+    }
+
+    /// With Sentinel: the topology as the watcher last saw it.
+    pub(crate) fn sentinel(&self) -> Option<crate::sentinel::SentinelView> {
+        self.core.sentinel.as_ref().map(|s| s.view())
     }
 
     /// The blocking pool's open connections and commands running.

@@ -1,40 +1,60 @@
 //! Topology: how a connection actor finds the server it connects to. This is the one seam for
-//! the ways Redis is deployed — a standalone server today; Sentinel master resolution and the
-//! Cluster slot map plug in here — so the actors never branch on the deployment themselves.
+//! the ways Redis is deployed — a standalone server, or the master a set of sentinels names
+//! (`topology/sentinel.rs`); the Cluster slot map plugs in here too — so the actors never branch
+//! on the deployment themselves. Every connection (command, subscriber, blocking) locates its
+//! server here, so after a failover they all follow the same master.
 
-use crate::config::Config;
+use crate::config::{Config, NodeAddr};
 use crate::error::{ConnectionFailure, describe_connection_error};
+
+mod sentinel;
 
 /// Where a connection actor connects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Topology {
     /// One server at the configured address.
     Standalone,
+    /// The master the configured sentinels name.
+    Sentinel,
 }
 
 /// The server found for the next connection.
 pub(crate) struct Located {
     /// A redis-rs client for it (TLS and credentials applied).
     pub(crate) client: redis::Client,
-    /// `host:port`, for messages.
-    pub(crate) address: String,
+    /// Its address.
+    pub(crate) address: NodeAddr,
+    /// Whether the connection must check (with `ROLE`) that it reached a master: a sentinel's
+    /// answer may be a failover behind.
+    pub(crate) verify_master: bool,
 }
 
 impl Topology {
     /// The topology `config` describes.
-    pub(crate) fn of(_config: &Config) -> Self {
-        Topology::Standalone
+    pub(crate) fn of(config: &Config) -> Self {
+        if config.sentinels().is_empty() {
+            Topology::Standalone
+        } else {
+            Topology::Sentinel
+        }
     }
 
     /// Finds the server the next connection goes to.
     pub(crate) async fn locate(self, config: &Config) -> Result<Located, ConnectionFailure> {
-        match self {
-            Topology::Standalone => Ok(Located {
-                client: config
-                    .redis_client()
-                    .map_err(|e| describe_connection_error(&e))?,
-                address: format!("{}:{}", config.host(), config.port()),
-            }),
-        }
+        let address = match self {
+            Topology::Standalone => NodeAddr {
+                host: config.host().to_string(),
+                port: config.port(),
+            },
+            Topology::Sentinel => sentinel::locate_master(config).await?,
+        };
+        let client = config
+            .redis_client_at(&address.host, address.port)
+            .map_err(|e| describe_connection_error(&e))?;
+        Ok(Located {
+            client,
+            address,
+            verify_master: self == Topology::Sentinel,
+        })
     }
 }

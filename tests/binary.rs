@@ -74,3 +74,86 @@ async fn bad_configuration_exits_2_naming_the_variable() {
         assert!(!output.contains("hunter2-secret"), "{output}");
     }
 }
+
+/// With `REDIS_SENTINELS`, the binary finds the master through the sentinels and serves
+/// `/health*` and `/metrics` through a `SENTINEL FAILOVER`: `/health` names the new master, the
+/// failover is counted and logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_a_sentinel_failover() {
+    let topo = redis_supervisor::testing::SentinelTopology::start()
+        .await
+        .expect("sentinel topology");
+    let old = topo.master_addr().await.unwrap();
+    let sentinels: Vec<String> = topo
+        .sentinel_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let addr = listen_addr();
+    let mut child = binary("info", &[])
+        .env("REDIS_SENTINELS", sentinels.join(","))
+        .env("REDIS_SENTINEL_MASTER", topo.master_name())
+        .env("LISTEN_ADDR", addr.to_string())
+        .spawn()
+        .unwrap();
+    let body = wait_status(
+        addr,
+        "/health",
+        200,
+        &format!("\"address\":\"{old}\""),
+        &mut child,
+    )
+    .await;
+    assert!(body.contains("\"state\":\"up\""), "{body}");
+    let report = wait_status(
+        addr,
+        "/health/redis",
+        200,
+        "\"kind\":\"sentinel\"",
+        &mut child,
+    )
+    .await;
+    for s in &sentinels {
+        assert!(report.contains(s.as_str()), "{report}");
+    }
+
+    topo.failover().await.unwrap();
+    let new = topo
+        .wait_for_master_change(old, std::time::Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_status(
+        addr,
+        "/health",
+        200,
+        &format!("\"address\":\"{new}\""),
+        &mut child,
+    )
+    .await;
+    wait_status(
+        addr,
+        "/health/redis",
+        200,
+        &format!("\"master\":\"{new}\""),
+        &mut child,
+    )
+    .await;
+    wait_status(addr, "/health/ready", 200, "", &mut child).await;
+    let metrics = wait_status(
+        addr,
+        "/metrics",
+        200,
+        "redis_client_failovers_total",
+        &mut child,
+    )
+    .await;
+    assert!(
+        metrics.contains("redis_client_failovers_total{client=\"default\"} 1"),
+        "{metrics}"
+    );
+
+    sigterm(&child);
+    let (code, output) = exit_output(child).await;
+    assert_eq!(code, Some(0), "{output}");
+    assert!(output.contains("redis failover"), "{output}");
+}

@@ -335,7 +335,17 @@ fn bad_values(var: &str) -> &'static [&'static str] {
         "REDIS_RESTART_INTENSITY" => &["0", "abc", "10001", "4294967296"],
         "REDIS_MAX_ATTEMPTS" => &["-3", "abc", "1000001", "18446744073709551616"],
         "REDIS_MAX_WAITING" => &["0", "lots", "1000001", "18446744073709551616"],
-        "REDIS_USERNAME" | "REDIS_PASSWORD" | "REDIS_KEY_PREFIX" => &[],
+        "REDIS_PUBSUB_BUFFER" => &["0", "lots", "1000001", "18446744073709551616"],
+        "REDIS_BLOCKING_CONNECTIONS" => &["0", "many", "1025", "18446744073709551616"],
+        // Each entry must be host:port; a bad one is named whatever else is set.
+        "REDIS_SENTINELS" => &["a", "a:0", "a:70000", ":1", "::1:5", "a:1,b"],
+        // A master name without the sentinels' addresses.
+        "REDIS_SENTINEL_MASTER" => &["mymaster"],
+        "REDIS_USERNAME"
+        | "REDIS_PASSWORD"
+        | "REDIS_KEY_PREFIX"
+        | "REDIS_SENTINEL_USERNAME"
+        | "REDIS_SENTINEL_PASSWORD" => &[],
         ms if ms.ends_with("_MS") => MS_BAD,
         other => panic!("no invalid values listed for {other}: add them here"),
     }
@@ -392,6 +402,12 @@ fn variable_names_are_kept() {
         "REDIS_RESTART_WINDOW_MS",
         "REDIS_MAX_ATTEMPTS",
         "REDIS_MAX_WAITING",
+        "REDIS_PUBSUB_BUFFER",
+        "REDIS_BLOCKING_CONNECTIONS",
+        "REDIS_SENTINELS",
+        "REDIS_SENTINEL_MASTER",
+        "REDIS_SENTINEL_USERNAME",
+        "REDIS_SENTINEL_PASSWORD",
     ];
     let mut got = ENV_VARS.to_vec();
     want.sort_unstable();

@@ -77,21 +77,25 @@ async fn shutdown_signal() {
 
 /// Logs each availability event as one line.
 fn log_event(event: &redis_supervisor::AvailabilityEvent) {
-    if let EventKind::RestartStorm {
-        restarts,
-        window_ms,
-    } = event.kind
-    {
-        tracing::warn!(
+    match &event.kind {
+        EventKind::RestartStorm {
+            restarts,
+            window_ms,
+        } => tracing::warn!(
             state = event.state.name(),
             restarts,
             window_ms,
             reason = %event.reason,
             "redis restart storm; reconnect delay held at the cap"
-        );
-        return;
+        ),
+        EventKind::Failover { from, to } => tracing::warn!(
+            from = %from,
+            to = %to,
+            reason = %event.reason,
+            "redis failover; moving to the new master"
+        ),
+        _ => log_state(&event.state, &event.reason),
     }
-    log_state(&event.state, &event.reason);
 }
 
 /// Logs a state with its reason (and next retry, when down) as one line.
@@ -112,11 +116,13 @@ fn log_state(availability: &Availability, reason: &str) {
         Availability::Up {
             server_version,
             role,
+            address,
         } => tracing::info!(
             state,
             reason = %reason,
             server_version = %server_version,
             role = %role,
+            address = %address,
             "redis up"
         ),
         Availability::Connecting { attempt } => {

@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{ConfigError, MAX_DURATION, OfflinePolicy, Secret, env};
+use super::{ConfigError, MAX_DURATION, Nodes, OfflinePolicy, Secret, env};
 
 /// A value, the setting (or environment variable) it came from and the text to show for it in
 /// an error: what the user wrote, redacted when secret.
@@ -137,6 +137,8 @@ values! {
         env |v| Ok(Some(v.to_string()));
     Option<PathBuf>: show |p| p.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
         unset |p| p.as_deref().is_none_or(|p| p.as_os_str().is_empty()), env |v| Ok(Some(PathBuf::from(v.trim())));
+    Nodes: show ToString::to_string, unset Nodes::is_empty,
+        check |n| n.invalid().map_or(Ok(()), |why| Err(why.to_string())), env |v| Ok(Nodes::parse(v.split(',')));
     Option<Secret>: secret true, show |_| "***".into(), unset |s| s.as_ref().is_none_or(|s| s.expose().is_empty()),
         env |v| Ok(Some(Secret::new(v)));
 }
@@ -150,21 +152,25 @@ macro_rules! by_type {
     (get Option<String>) => { Option<&str> };
     (get Option<PathBuf>) => { Option<&Path> };
     (get Option<Secret>) => { Option<&Secret> };
+    (get Nodes) => { &Nodes };
     (get $($t:tt)+) => { $($t)+ };
     (view $e:expr; String) => { $e.as_str() };
     (view $e:expr; Option<String>) => { $e.as_deref() };
     (view $e:expr; Option<PathBuf>) => { $e.as_deref() };
     (view $e:expr; Option<Secret>) => { $e.as_ref() };
+    (view $e:expr; Nodes) => { &$e };
     (view $e:expr; $($t:tt)+) => { $e };
     (arg String) => { impl Into<String> };
     (arg Option<String>) => { impl Into<String> };
     (arg Option<Secret>) => { impl Into<String> };
     (arg Option<PathBuf>) => { impl Into<PathBuf> };
+    (arg Nodes) => { impl IntoIterator<Item = impl AsRef<str>> };
     (arg $($t:tt)+) => { $($t)+ };
     (conv $v:ident; String) => { $v.into() };
     (conv $v:ident; Option<String>) => { Some($v.into()) };
     (conv $v:ident; Option<PathBuf>) => { Some($v.into()) };
     (conv $v:ident; Option<Secret>) => { Some(Secret::new($v)) };
+    (conv $v:ident; Nodes) => { Nodes::parse($v) };
     (conv $v:ident; $($t:tt)+) => { $v };
 }
 

@@ -1,0 +1,521 @@
+//! Sentinel on real processes (`testing::SentinelTopology`: a master, a replica, three
+//! sentinels): the master is found through the sentinels and followed across a `SENTINEL
+//! FAILOVER`, a kill -9 and a SIGSTOP of the master, under 64 tasks of INCR, with
+//! `ok ≤ counter ≤ ok + ambiguous` on the new master; losing one sentinel, even the watched one,
+//! changes nothing; no sentinel at all is `Down` naming them.
+
+#[path = "support/helpers.rs"]
+mod helpers;
+#[path = "support/readiness_helpers.rs"]
+mod readiness_helpers;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use helpers::*;
+use readiness_helpers::sample;
+use redis_supervisor::testing::SentinelTopology;
+use redis_supervisor::{Availability, AvailabilityEvent, Config, Error, EventKind, Supervisor};
+use tokio::sync::Mutex;
+use tokio::time::Instant;
+
+/// Budget of one failover by the sentinels (observed: 0.5–3 s).
+const SETTLE: Duration = Duration::from_secs(20);
+
+fn sentinel_config(topo: &SentinelTopology, name: &str) -> Config {
+    let sentinels: Vec<String> = topo
+        .sentinel_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    Config::builder()
+        .name(name)
+        .sentinels(sentinels)
+        .sentinel_master(topo.master_name())
+        .backoff_base(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(400))
+        .build()
+        .expect("valid sentinel config")
+}
+
+/// Every availability event, with when it was received.
+#[derive(Clone)]
+struct Timeline(Arc<Mutex<Vec<(Instant, AvailabilityEvent)>>>);
+
+impl Timeline {
+    fn start(sup: &Supervisor) -> Timeline {
+        let log = Timeline(Arc::default());
+        let mut events = sup.subscribe();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                sink.0.lock().await.push((Instant::now(), e));
+            }
+        });
+        log
+    }
+
+    async fn events(&self) -> Vec<(Instant, AvailabilityEvent)> {
+        self.0.lock().await.clone()
+    }
+
+    /// When `Up` naming `address` was published, waiting for it.
+    async fn up_at(&self, address: SocketAddr) -> Instant {
+        let start = Instant::now();
+        loop {
+            let found = self
+                .events()
+                .await
+                .into_iter()
+                .find_map(|(at, e)| match e.state {
+                    Availability::Up { address: a, .. } if a == address.to_string() => Some(at),
+                    _ => None,
+                });
+            if let Some(at) = found {
+                return at;
+            }
+            assert!(
+                start.elapsed() < SETTLE,
+                "never Up on {address}: {:?}",
+                self.events().await
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// 64 tasks of INCR on one key: counts of ok and ambiguous answers, and when each success came.
+///
+/// With `replicated`, each INCR is followed, in the same pipeline on the same connection, by
+/// `WAIT 1 5`: an INCR counts as ok only once a replica has it, and one the master acknowledged
+/// but no replica confirmed counts as ambiguous: asynchronous replication may lose it in a
+/// failover (the old master keeps accepting writes until the sentinels demote it), which is
+/// Redis's doing, not the client's, and what `ok ≤ counter` must allow for. (`WAIT` holds its
+/// connection, so the 64 tasks' WAITs run one after another: 5 ms each keeps a round under the
+/// 500 ms deadline while no replica answers.) Without it every acknowledged INCR is ok, and
+/// only `counter ≤ ok + ambiguous` (nothing replayed) holds across a kill.
+struct Load {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    ambiguous: Arc<AtomicU64>,
+    /// When each INCR was acknowledged, and the port of the server that ran it.
+    successes: Arc<Mutex<Vec<(Instant, u16)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(sup: &Supervisor, replicated: bool) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicU64::new(0));
+        let ambiguous = Arc::new(AtomicU64::new(0));
+        let successes: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
+        let tasks = (0..64)
+            .map(|_| {
+                let r = sup.handle().with_timeout(Duration::from_millis(500));
+                let (stop, ok, ambiguous, successes) = (
+                    stop.clone(),
+                    ok.clone(),
+                    ambiguous.clone(),
+                    successes.clone(),
+                );
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let start = Instant::now();
+                        let mut pipe = redis::pipe();
+                        pipe.cmd("INCR").arg("counter");
+                        if replicated {
+                            pipe.cmd("WAIT").arg(1).arg(5);
+                        } else {
+                            pipe.cmd("ECHO").arg(1);
+                        }
+                        pipe.cmd("CONFIG").arg("GET").arg("port");
+                        type Reply = (i64, i64, HashMap<String, u16>);
+                        match r.pipeline::<Reply>(pipe).await {
+                            Ok((_, replicas, port)) => {
+                                let port = port.get("port").copied().unwrap_or(0);
+                                successes.lock().await.push((Instant::now(), port));
+                                let counted = if replicas >= 1 { &ok } else { &ambiguous };
+                                counted.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(e) if e.is_ambiguous() => {
+                                ambiguous.fetch_add(1, Ordering::Relaxed);
+                            }
+                            // Refused by a demoted master: the INCR did not run.
+                            Err(Error::Unavailable { .. }) => {}
+                            Err(e) if e.server_code() == Some("READONLY") => {}
+                            Err(Error::ShuttingDown) => break,
+                            Err(e) => panic!("INCR answered {e}"),
+                        }
+                        // One answer by the deadline, always (+ slack for a loaded machine).
+                        assert!(start.elapsed() < Duration::from_millis(1500), "INCR hung");
+                    }
+                })
+            })
+            .collect();
+        Load {
+            stop,
+            ok,
+            ambiguous,
+            successes,
+            tasks,
+        }
+    }
+
+    /// The first INCR acknowledged by the server at `on` after `t`.
+    async fn first_success_after(&self, t: Instant, on: SocketAddr) -> Instant {
+        let start = Instant::now();
+        loop {
+            let first = self
+                .successes
+                .lock()
+                .await
+                .iter()
+                .find(|(at, port)| *at > t && *port == on.port())
+                .map(|(at, _)| *at);
+            if let Some(at) = first {
+                return at;
+            }
+            assert!(
+                start.elapsed() < SETTLE,
+                "no INCR succeeded after the failover"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the tasks; (ok, ambiguous).
+    async fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("an INCR task panicked");
+        }
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.ambiguous.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Reads the counter on the master after the replica has what it acknowledged.
+async fn counter(sup: &Supervisor) -> u64 {
+    let r = sup.handle().with_timeout(Duration::from_secs(5));
+    let v: Option<u64> = r.get("counter").await.expect("GET counter");
+    v.unwrap_or(0)
+}
+
+/// How a fault moves the master.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    Failover,
+    Kill,
+    Pause,
+}
+
+/// The master is followed through `fault` under 64 tasks of INCR: the first write on the new
+/// master within 1 s of the sentinels naming it (+ the polling slack of the fixture), a
+/// `Failover` event, `Up` naming the new master, and `ok ≤ counter ≤ ok + ambiguous`.
+async fn follows_the_master(fault: Fault) {
+    let mut topo = SentinelTopology::start().await.expect("sentinel topology");
+    let old = topo.master_addr().await.expect("master");
+    let recorder = redis_supervisor::metrics::prometheus_builder().build_recorder();
+    let prometheus = recorder.handle();
+    let sup =
+        Supervisor::start_with_recorder(sentinel_config(&topo, "sentinel"), Arc::new(recorder))
+            .await
+            .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    match sup.availability() {
+        Availability::Up { address, role, .. } => {
+            assert_eq!(address, old.to_string());
+            assert_eq!(role, "master");
+        }
+        other => panic!("{other:?}"),
+    }
+    let timeline = Timeline::start(&sup);
+    // Acknowledged writes are lost by asynchronous replication when the master dies; a
+    // coordinated failover loses only those no replica had (see `Load`).
+    let replicated = matches!(fault, Fault::Failover);
+    let load = Load::start(&sup, replicated);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let faulted = Instant::now();
+    match fault {
+        Fault::Failover => topo.failover().await.expect("SENTINEL FAILOVER"),
+        Fault::Kill => {
+            topo.kill_master().await.expect("kill master");
+        }
+        Fault::Pause => {
+            topo.pause_master().await.expect("pause master");
+        }
+    }
+    let new = topo
+        .wait_for_master_change(old, SETTLE)
+        .await
+        .expect("the sentinels switch");
+    let named = Instant::now();
+    let first_write = load.first_success_after(named, new).await;
+    let up = timeline.up_at(new).await;
+    assert!(
+        first_write.saturating_duration_since(named) < Duration::from_millis(1500),
+        "{fault:?}: first write {:?} after the sentinels named {new} (fault {:?} before)",
+        first_write - named,
+        named - faulted,
+    );
+    eprintln!(
+        "{fault:?}: sentinels named {new} {} ms after the fault; first write on it {} ms later; Up published {} ms after they named it",
+        (named - faulted).as_millis(),
+        (first_write.saturating_duration_since(named)).as_millis(),
+        up.saturating_duration_since(named).as_millis(),
+    );
+    // Writes keep landing for a while on the new master.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (ok, ambiguous) = load.stop().await;
+    if let Fault::Pause = fault {
+        topo.resume(old).expect("resume the old master");
+    }
+    let events = timeline.events().await;
+    let failover = events.iter().find_map(|(_, e)| match &e.kind {
+        EventKind::Failover { from, to } => Some((from.clone(), to.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        failover,
+        Some((old.to_string(), new.to_string())),
+        "{fault:?}: {events:?}"
+    );
+    assert!(up >= named - Duration::from_secs(5));
+    let n = counter(&sup).await;
+    assert!(
+        n <= ok + ambiguous,
+        "{fault:?}: replayed? ok {ok}, ambiguous {ambiguous}, counter {n}"
+    );
+    if replicated {
+        eprintln!("{fault:?}: ok {ok}, ambiguous {ambiguous}, counter {n}");
+        assert!(ok > 0, "{fault:?}: no INCR was confirmed by a replica");
+        assert!(
+            ok <= n,
+            "{fault:?}: ok {ok}, ambiguous {ambiguous}, counter {n}"
+        );
+    } else {
+        eprintln!(
+            "{fault:?}: {} acknowledged INCRs lost to asynchronous replication \
+             (ok {ok}, ambiguous {ambiguous}, counter {n})",
+            ok.saturating_sub(n)
+        );
+    }
+    let followed = sample(
+        &prometheus.render(),
+        "redis_client_failovers_total",
+        &[("client", "sentinel")],
+    );
+    assert_eq!(followed, 1.0, "{fault:?}");
+    let (code, body) = serve_get(&sup, "/health/redis").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""kind":"sentinel""#), "{body}");
+    assert!(body.contains(&format!(r#""master":"{new}""#)), "{body}");
+    sup.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_failover_is_followed_under_load() {
+    follows_the_master(Fault::Failover).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_master_is_replaced_by_the_promoted_replica() {
+    follows_the_master(Fault::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_master_is_replaced_by_the_promoted_replica() {
+    follows_the_master(Fault::Pause).await;
+}
+
+/// Killing a sentinel, even the one watched, changes nothing for the client; the watcher moves
+/// to another and still follows the next failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_watched_sentinel_changes_nothing() {
+    let mut topo = SentinelTopology::start().await.expect("sentinel topology");
+    let sup = Supervisor::start(sentinel_config(&topo, "watched"))
+        .await
+        .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    let watching = || async {
+        let (_, body) = serve_get(&sup, "/health/redis").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["topology"]["watching"].as_str().map(str::to_string)
+    };
+    let start = Instant::now();
+    let first = loop {
+        if let Some(w) = watching().await {
+            break w;
+        }
+        assert!(start.elapsed() < SOON, "never watching a sentinel");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let timeline = Timeline::start(&sup);
+    let index = topo
+        .sentinel_addrs()
+        .iter()
+        .position(|a| a.to_string() == first)
+        .expect("watching a configured sentinel");
+    topo.kill_sentinel(index).await.unwrap();
+    let start = Instant::now();
+    loop {
+        if let Some(w) = watching().await
+            && w != first
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < SOON,
+            "the watcher never moved from {first}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(sup.availability().is_serving());
+    sup.handle().set("k", "v").await.unwrap();
+    // Nothing was published about the client's connection.
+    assert!(
+        timeline.events().await.is_empty(),
+        "{:?}",
+        timeline.events().await
+    );
+
+    let old = topo.master_addr().await.unwrap();
+    topo.failover().await.unwrap();
+    let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
+    timeline.up_at(new).await;
+    sup.handle().set("k", "v2").await.unwrap();
+    sup.shutdown().await;
+}
+
+/// No sentinel answers at start: `Down` with a reason naming each sentinel tried, retried with
+/// backoff; commands answer `Unavailable` by their deadline.
+#[tokio::test]
+async fn no_sentinel_reachable_is_down_naming_them() {
+    let (a, b) = (free_port(), free_port());
+    let config = Config::builder()
+        .sentinels([format!("127.0.0.1:{a}"), format!("127.0.0.1:{b}")])
+        .sentinel_master("mymaster")
+        .backoff_base(Duration::from_millis(20))
+        .backoff_max(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let sup = Supervisor::start(config).await.unwrap();
+    let mut events = sup.subscribe();
+    let seen = events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let down = seen.last().unwrap();
+    let Availability::Down { error, .. } = &down.state else {
+        unreachable!()
+    };
+    assert!(error.contains(&format!("127.0.0.1:{a}")), "{error}");
+    assert!(error.contains(&format!("127.0.0.1:{b}")), "{error}");
+    assert!(error.contains("mymaster"), "{error}");
+    // Retried with backoff: more attempts follow.
+    events_until(
+        &mut events,
+        |s| matches!(s, Availability::Connecting { attempt } if *attempt >= 3),
+    )
+    .await;
+    let err = sup
+        .handle()
+        .with_timeout(Duration::from_millis(100))
+        .get::<_, Option<String>>("k")
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err}");
+    sup.shutdown().await;
+}
+
+#[test]
+fn sentinel_settings_are_validated_by_name() {
+    let env = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup("", move |k| {
+            pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+        })
+    };
+    let err = env(&[("REDIS_SENTINELS", "127.0.0.1:26379")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("REDIS_SENTINEL_MASTER"), "{err}");
+    let err = env(&[("REDIS_SENTINEL_MASTER", "m")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("REDIS_SENTINEL_MASTER") && err.contains("REDIS_SENTINELS"),
+        "{err}"
+    );
+    let err = env(&[("REDIS_SENTINELS", "a:1,b"), ("REDIS_SENTINEL_MASTER", "m")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("REDIS_SENTINELS") && err.contains("\"b\""),
+        "{err}"
+    );
+    let err = env(&[
+        ("REDIS_SENTINELS", "a:1"),
+        ("REDIS_SENTINEL_MASTER", "m"),
+        ("REDIS_SENTINEL_PASSWORD", "hunter2"),
+    ])
+    .map(|c| format!("{c:?}"))
+    .unwrap();
+    assert!(!err.contains("hunter2"), "{err}");
+    let ok = env(&[
+        ("REDIS_SENTINELS", " a:1, [::1]:2 "),
+        ("REDIS_SENTINEL_MASTER", "m"),
+    ])
+    .unwrap();
+    assert_eq!(ok.sentinels().to_string(), "a:1,[::1]:2");
+    assert_eq!(ok.sentinel_master(), Some("m"));
+}
+
+/// A master demoted behind the sentinels' back (they are all gone, so no `+switch-master`
+/// comes) is noticed without any write: INFO says `role:slave`, and the connection is dropped
+/// rather than left serving stale reads; with no sentinel to name the new master it is `Down`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_demoted_behind_the_sentinels_back_is_left() {
+    let mut topo = SentinelTopology::start().await.expect("sentinel topology");
+    let master = topo.master_addr().await.unwrap();
+    let replica = *topo.data_addrs().iter().find(|a| **a != master).unwrap();
+    let config = Config::builder()
+        .sentinels(topo.sentinel_addrs().iter().map(|a| a.to_string()))
+        .sentinel_master(topo.master_name())
+        .info_interval(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sup = Supervisor::start(config).await.unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    for i in 0..3 {
+        topo.kill_sentinel(i).await.unwrap();
+    }
+    let run = |addr: SocketAddr, cmd: redis::Cmd| async move {
+        let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = cmd.query_async(&mut c).await.unwrap();
+    };
+    run(
+        replica,
+        redis::cmd("REPLICAOF").arg("NO").arg("ONE").clone(),
+    )
+    .await;
+    let demote = redis::cmd("REPLICAOF")
+        .arg(replica.ip().to_string())
+        .arg(replica.port())
+        .clone();
+    run(master, demote).await;
+    let mut events = sup.subscribe();
+    let seen = events_until(&mut events, |s| !s.is_serving()).await;
+    let left = seen.last().unwrap();
+    assert!(
+        left.reason.contains("slave") || left.reason.contains("replica"),
+        "{left:?}"
+    );
+    sup.shutdown().await;
+}
