@@ -361,6 +361,12 @@ async fn losing_the_watched_sentinel_changes_nothing() {
         .iter()
         .position(|a| a.to_string() == first)
         .expect("watching a configured sentinel");
+    // Another sentinel killed (and brought back): the watcher stays where it is.
+    let other = (index + 1) % 3;
+    topo.kill_sentinel(other).await.unwrap();
+    sup.handle().set("k", "v0").await.unwrap();
+    assert_eq!(watching().await.as_deref(), Some(first.as_str()));
+    topo.restart_node(topo.sentinel_addrs()[other]).await.unwrap();
     topo.kill_sentinel(index).await.unwrap();
     let start = Instant::now();
     loop {
@@ -517,5 +523,125 @@ async fn a_master_demoted_behind_the_sentinels_back_is_left() {
         left.reason.contains("slave") || left.reason.contains("replica"),
         "{left:?}"
     );
+    sup.shutdown().await;
+}
+
+/// Sentinels and data nodes with credentials of their own: each side gets its own, and neither
+/// password shows in `Debug`, `/health/redis` or an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinels_and_data_nodes_have_their_own_credentials() {
+    use redis_supervisor::testing::Credentials;
+    const DATA: &str = "data-Distinctive-pw1";
+    const SENTINEL: &str = "sentinel-Distinctive-pw2";
+    let topo = SentinelTopology::builder()
+        .data_auth(Credentials::with_user("app", DATA))
+        .sentinel_auth(Credentials::with_password(SENTINEL))
+        .start()
+        .await
+        .expect("sentinel topology with credentials");
+    let sentinels: Vec<String> = topo
+        .sentinel_addrs()
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    let config = |sentinel_password: &str| {
+        Config::builder()
+            .sentinels(sentinels.clone())
+            .sentinel_master(topo.master_name())
+            .username("app")
+            .password(DATA)
+            .sentinel_password(sentinel_password)
+            .backoff_max(Duration::from_millis(200))
+            .build()
+            .unwrap()
+    };
+    let sup = Supervisor::start(config(SENTINEL)).await.unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    sup.handle().set("k", "v").await.unwrap();
+    let shown = format!(
+        "{:?} {}",
+        sup.config(),
+        serve_get(&sup, "/health/redis").await.1
+    );
+    assert!(
+        !shown.contains(DATA) && !shown.contains(SENTINEL),
+        "{shown}"
+    );
+    sup.shutdown().await;
+
+    // The wrong sentinel password: Down, naming the sentinels and why, never the password.
+    let sup = Supervisor::start(config("wrong-Distinctive-pw3"))
+        .await
+        .unwrap();
+    let mut events = sup.subscribe();
+    let seen = events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    let text = format!("{:?}", seen.last().unwrap());
+    assert!(text.contains(&sentinels[0]), "{text}");
+    assert!(text.to_lowercase().contains("auth"), "{text}");
+    assert!(!text.contains("Distinctive"), "{text}");
+    sup.shutdown().await;
+}
+
+/// Pub/sub and blocking commands follow the master too: a subscription reads `Resubscribed`
+/// and then what is published on the new master; a BLPOP after the failover pops there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_and_blocking_follow_the_master() {
+    use redis_supervisor::pubsub::PubSubEvent;
+    let topo = SentinelTopology::start().await.expect("sentinel topology");
+    let sup = Supervisor::start(sentinel_config(&topo, "dedicated"))
+        .await
+        .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    let redis = sup.handle();
+    let mut sub = sup.pubsub().subscribe(&["news"]).await.unwrap();
+    let none: Option<(String, String)> = redis
+        .blpop(&["jobs"], Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(none.is_none());
+    let old = topo.master_addr().await.unwrap();
+    let timeline = Timeline::start(&sup);
+    topo.failover().await.unwrap();
+    let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
+    timeline.up_at(new).await;
+    let event = tokio::time::timeout(SOON, sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(event, PubSubEvent::Resubscribed { .. }),
+        "{event:?}"
+    );
+    // Published on the new master (the handle is there now) and received.
+    let start = Instant::now();
+    let reached = loop {
+        let n = redis.publish("news", "after").await.unwrap();
+        if n == 1 {
+            break n;
+        }
+        assert!(
+            start.elapsed() < SOON,
+            "the subscriber never moved to {new}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(reached, 1);
+    let event = tokio::time::timeout(SOON, sub.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(&event, PubSubEvent::Message(m) if m.payload == b"after"),
+        "{event:?}"
+    );
+    redis
+        .cmd::<i64>(redis::cmd("RPUSH").arg("jobs").arg("j").clone())
+        .await
+        .unwrap();
+    let job: Option<(String, String)> = redis
+        .blpop(&["jobs"], Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(job, Some(("jobs".into(), "j".into())));
     sup.shutdown().await;
 }
