@@ -437,8 +437,12 @@ impl Member {
                 bus_port.0.to_string(),
                 "--cluster-announce-ip".to_owned(),
                 super::HOST.to_owned(),
-                "--repl-diskless-sync-delay".to_owned(),
-                "0".to_owned(),
+                // A file-based sync: after a diskless one Redis 7.0 can leave a linked
+                // replica unfed for up to a second (see the Sentinel fixture).
+                "--repl-diskless-sync".to_owned(),
+                "no".to_owned(),
+                "--rdb-del-sync-files".to_owned(),
+                "yes".to_owned(),
             ];
             match RedisServer::start_with_args(args).await {
                 Ok(server) => return Ok(Member { server, bus_port }),

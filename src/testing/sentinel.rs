@@ -9,8 +9,21 @@
 //! To keep tests short the sentinels run with small timers: `down-after-milliseconds` and
 //! `failover-timeout` come from the [builder](SentinelTopologyBuilder) (1 s and 3 s by default), and after
 //! every (re)start the fixture sends `SENTINEL DEBUG info-period 1000 ping-period 500 ask-period 500
-//! publish-period 500 tilt-period 5000` (the defaults are 10 s, 1 s, 1 s, 2 s and 30 s). Data nodes run
-//! with `repl-diskless-sync-delay 0`, so a replica syncs at once instead of after 5 s.
+//! publish-period 500 tilt-period 5000` (the defaults are 10 s, 1 s, 1 s, 2 s and 30 s).
+//!
+//! Data nodes sync replicas through a file (`repl-diskless-sync no`, which also starts the sync at once,
+//! without the 5 s `repl-diskless-sync-delay`), and delete that file once it has served
+//! (`rdb-del-sync-files yes`, so that persistence stays off). Redis 7's default diskless sync streams
+//! the snapshot over the socket and then sends the replica nothing more until the replica's next
+//! `REPLCONF ACK` after the master has reaped its fork child; the first ACK, sent right after loading,
+//! often comes before that (the child is reaped by a 100 ms cron, later under CPU load), and the next
+//! one only a second later. Meanwhile both sides look healthy (`master_link_status:up` on the replica,
+//! `state=online` on the master) while the replica has none of the master's writes. With a file sync
+//! the master streams as soon as the file is sent, so a replica whose link is up is fed.
+//!
+//! The `wait_*` helpers do not rely on that alone: a replica counts as settled only once it has
+//! applied a message published on the master just before (see
+//! [`wait_until_agreed`](SentinelTopology::wait_until_agreed)).
 //!
 //! Failover helpers drive the topology and the `wait_*` helpers poll it, with real-time deadlines, until
 //! it has settled: [`wait_until_agreed`](SentinelTopology::wait_until_agreed) is the check to call before
@@ -49,6 +62,15 @@ const DEFAULT_QUORUM: u32 = 2;
 const SENTINELS: usize = 3;
 /// How long [`SentinelTopologyBuilder::start`] waits for the sentinels to find each other and the replica.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`SentinelTopology::restart_node`] waits for a restarted replica to apply its master's stream.
+const REJOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one streaming check waits for the replica to apply the message just published on the master
+/// (a fed replica takes well under a millisecond; the next round publishes again).
+const STREAM_WAIT: Duration = Duration::from_millis(250);
+/// Pause between two looks at the replica's offset within one streaming check.
+const STREAM_POLL: Duration = Duration::from_millis(5);
+/// The channel of the streaming check's message: `PUBLISH` is replicated but leaves no key behind.
+const STREAM_CHANNEL: &str = "__redis_supervisor_fixture__:replication-check";
 /// Longest accepted duration option (down-after, failover timeout, cluster node timeout).
 const MAX_OPTION: Duration = Duration::from_secs(24 * 60 * 60);
 /// Connect / read / write timeout of one query to a node; a node silent for longer counts as unreachable.
@@ -225,7 +247,8 @@ impl SentinelTopologyBuilder {
 
     /// Starts the master, the replica and the three sentinels, and waits (up to 30 s) until the topology
     /// is agreed (see [`SentinelTopology::wait_until_agreed`]): the sentinels know each other and the
-    /// replica, and the replica's link is up.
+    /// replica, the replica's link is up, and it applies the master's replication stream (what is
+    /// written on the master from then on reaches it).
     ///
     /// # Errors
     ///
@@ -282,11 +305,14 @@ impl SentinelTopologyBuilder {
 
     /// The extra `redis-server` arguments of a data node; `replica_of` adds `--replicaof`.
     fn data_args(&self, replica_of: Option<SocketAddr>) -> Vec<String> {
+        // A file sync, not a diskless one: see the module documentation.
         let mut args: Vec<String> = [
             "--replica-announce-ip",
             HOST,
-            "--repl-diskless-sync-delay",
-            "0",
+            "--repl-diskless-sync",
+            "no",
+            "--rdb-del-sync-files",
+            "yes",
         ]
         .map(String::from)
         .into();
@@ -587,19 +613,28 @@ impl SentinelTopology {
     ///
     /// A data node comes back as a replica of the master the sentinels report (or as a master, when they
     /// report this very node or none answers), so that it does not wait for the sentinels to reconfigure
-    /// it. A sentinel comes back with its rewritten `sentinel.conf` (its id, epochs and the nodes it
-    /// knows) and gets its short timers again.
+    /// it. As a replica of a running data node of this topology, it is waited for (up to 30 s) until its
+    /// link is up and it applies that master's replication stream, as in
+    /// [`wait_until_agreed`](Self::wait_until_agreed) (the sentinels may not list it yet). A sentinel comes
+    /// back with its rewritten `sentinel.conf` (its id, epochs and the nodes it knows) and gets its short
+    /// timers again.
     ///
     /// # Errors
     ///
     /// [`FixtureError::InvalidArg`] if `addr` is no node of this topology; else as
-    /// [`RedisServer::restart`], plus [`FixtureError::Command`] if a sentinel refuses its timers.
+    /// [`RedisServer::restart`], plus [`FixtureError::Command`] if a sentinel refuses its timers and
+    /// [`FixtureError::Timeout`] if a restarted replica does not apply its master's stream in time (e.g.
+    /// because that master is paused).
     pub async fn restart_node(&mut self, addr: SocketAddr) -> Result<(), FixtureError> {
         match self.find(addr)? {
             Node::Data(i) => {
                 let master = self.master_addr().await.ok().filter(|m| *m != addr);
                 let args = self.options.data_args(master);
-                self.data[i].restart_with_args(args).await
+                self.data[i].restart_with_args(args).await?;
+                match master {
+                    Some(master) => self.wait_until_replicating(addr, master).await,
+                    None => Ok(()),
+                }
             }
             Node::Sentinel(i) => {
                 let auth = self.options.sentinel_auth.clone();
@@ -642,7 +677,11 @@ impl SentinelTopology {
     /// - that node is one of the data nodes and says `role:master` in `INFO replication`;
     /// - every other data node says `role:slave` of that master with `master_link_status:up`, and every
     ///   sentinel lists it as a healthy replica of that master (flags `slave`, link `ok`): a
-    ///   [`failover`](Self::failover) can be asked for at once.
+    ///   [`failover`](Self::failover) can be asked for at once;
+    /// - every such replica applies the master's replication stream: the fixture publishes a message on
+    ///   the master (`PUBLISH` on a channel of its own, which is replicated and leaves no key behind) and
+    ///   the replica reaches the master's replication offset after it, in the same replication history
+    ///   (`master_replid`). A linked replica is not always fed: see the module documentation.
     ///
     /// # Errors
     ///
@@ -676,6 +715,31 @@ impl SentinelTopology {
             );
         }
         out
+    }
+
+    /// Waits (up to [`REJOIN_TIMEOUT`]) until the data node at `replica` is a linked replica of the data
+    /// node at `master` and applies its replication stream; returns at once when either is not running.
+    async fn wait_until_replicating(
+        &self,
+        replica: SocketAddr,
+        master: SocketAddr,
+    ) -> Result<(), FixtureError> {
+        let probe = self.probe();
+        let running = |addr: SocketAddr| probe.data.iter().find(|d| d.addr == addr).cloned();
+        let (Some(replica), Some(master)) = (running(replica), running(master)) else {
+            return Ok(());
+        };
+        let what = format!(
+            "{} replicating from {} (link up, stream applied)",
+            replica.addr, master.addr
+        );
+        poll_until(&what, REJOIN_TIMEOUT, move || {
+            let info =
+                info_replication(&replica).map_err(|err| format!("{}: {err}", replica.addr))?;
+            check_linked(&info, replica.addr, master.addr)?;
+            check_streaming(&master, &replica)
+        })
+        .await
     }
 
     /// Which node listens on `addr`.
@@ -819,26 +883,12 @@ impl Probe {
                 Err(QueryError::Unreachable(_)) => continue,
                 Err(QueryError::Failed(why)) => return Err(format!("{}: {why}", node.addr)),
             };
-            let field = |key: &str| info.get(key).map_or("?", String::as_str);
-            let port = master.port().to_string();
-            if field("role") != "slave"
-                || field("master_host") != HOST
-                || field("master_port") != port
-                || field("master_link_status") != "up"
-            {
-                return Err(format!(
-                    "{} is not a linked replica of {master} (role {}, master {}:{}, link {})",
-                    node.addr,
-                    field("role"),
-                    field("master_host"),
-                    field("master_port"),
-                    field("master_link_status")
-                ));
-            }
+            check_linked(&info, node.addr, master)?;
             for (sentinel, replicas) in &views {
                 check_replica_entry(replicas, node.addr, master)
                     .map_err(|why| format!("sentinel {sentinel}: {why}"))?;
             }
+            check_streaming(master_node, node)?;
         }
         Ok(master)
     }
@@ -874,6 +924,81 @@ impl Probe {
         let replicas = query(sentinel, &cmd).map_err(at)?;
         Ok((sentinel.addr, replicas))
     }
+}
+
+/// Checks that `info` (the `INFO replication` of the data node at `node`) says it is a replica of
+/// `master` with its link up.
+fn check_linked(
+    info: &HashMap<String, String>,
+    node: SocketAddr,
+    master: SocketAddr,
+) -> Result<(), String> {
+    let field = |key: &str| info.get(key).map_or("?", String::as_str);
+    let port = master.port().to_string();
+    if field("role") == "slave"
+        && field("master_host") == HOST
+        && field("master_port") == port
+        && field("master_link_status") == "up"
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "{node} is not a linked replica of {master} (role {}, master {}:{}, link {})",
+            field("role"),
+            field("master_host"),
+            field("master_port"),
+            field("master_link_status")
+        ))
+    }
+}
+
+/// Checks that `replica` applies the replication stream of `master` now: publishes a message on the
+/// master, reads the master's replication id and offset after it, and waits (up to [`STREAM_WAIT`])
+/// until the replica, in the same history, has processed (`slave_repl_offset`) that far.
+///
+/// A replica whose link is up may still get nothing (after a diskless sync, until its next ack), and
+/// its offset then matches the master's until the master writes again: the message is that write.
+fn check_streaming(master: &Endpoint, replica: &Endpoint) -> Result<(), String> {
+    let on_master = |err: redis::RedisError| format!("master {}: {err}", master.addr);
+    let mut conn = connect(master).map_err(|err| format!("master {}: {err}", master.addr))?;
+    let mut publish = redis::cmd("PUBLISH");
+    publish.arg(STREAM_CHANNEL).arg("is the replica fed?");
+    publish.query::<i64>(&mut conn).map_err(on_master)?;
+    let mut cmd = redis::cmd("INFO");
+    cmd.arg("replication");
+    let info = parse_info(&cmd.query::<String>(&mut conn).map_err(on_master)?);
+    let replid = info
+        .get("master_replid")
+        .ok_or_else(|| format!("master {}: no master_replid in INFO", master.addr))?;
+    let target = offset(&info, "master_repl_offset")
+        .ok_or_else(|| format!("master {}: no master_repl_offset in INFO", master.addr))?;
+    let deadline = Instant::now() + STREAM_WAIT;
+    loop {
+        let info = info_replication(replica).map_err(|err| format!("{}: {err}", replica.addr))?;
+        let applied = offset(&info, "slave_repl_offset");
+        if info.get("master_replid") == Some(replid) && applied.is_some_and(|o| o >= target) {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            let field = |key: &str| info.get(key).map_or("?", String::as_str);
+            return Err(format!(
+                "{} does not apply the replication stream of {}: after {STREAM_WAIT:?} it has read \
+                 offset {} and applied {} of {target} (replication id {}, master's {replid}; link {})",
+                replica.addr,
+                master.addr,
+                field("slave_read_repl_offset"),
+                field("slave_repl_offset"),
+                field("master_replid"),
+                field("master_link_status"),
+            ));
+        }
+        std::thread::sleep(STREAM_POLL);
+    }
+}
+
+/// A replication offset field of an `INFO replication` reply.
+fn offset(info: &HashMap<String, String>, key: &str) -> Option<i64> {
+    info.get(key).and_then(|value| value.parse().ok())
 }
 
 /// Checks that a sentinel's replica table lists `replica` as a healthy replica of `master`.
@@ -994,24 +1119,35 @@ impl SentinelProcess {
 
     /// Sends the short timers of [`SENTINEL_DEBUG`].
     async fn set_timers(&self, auth: Option<Credentials>) -> Result<(), FixtureError> {
-        let endpoint = Endpoint {
-            addr: loopback(self.port),
-            auth,
-        };
-        run_blocking(move || {
-            let mut cmd = redis::cmd("SENTINEL");
-            cmd.arg("DEBUG");
-            for (param, value) in SENTINEL_DEBUG {
-                cmd.arg(param).arg(value);
+        // A sentinel that just started can be slow to answer on a loaded machine: retry until
+        // the start-up deadline rather than failing the whole topology on one slow reply.
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let endpoint = Endpoint {
+                addr: loopback(self.port),
+                auth: auth.clone(),
+            };
+            let sent = run_blocking(move || {
+                let mut cmd = redis::cmd("SENTINEL");
+                cmd.arg("DEBUG");
+                for (param, value) in SENTINEL_DEBUG {
+                    cmd.arg(param).arg(value);
+                }
+                query::<String>(&endpoint, &cmd)
+                    .map(drop)
+                    .map_err(|err| FixtureError::Command {
+                        node: endpoint.addr.to_string(),
+                        detail: format!("SENTINEL DEBUG: {err}"),
+                    })
+            })
+            .await?;
+            match sent {
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                other => return other,
             }
-            query::<String>(&endpoint, &cmd)
-                .map(drop)
-                .map_err(|err| FixtureError::Command {
-                    node: endpoint.addr.to_string(),
-                    detail: format!("SENTINEL DEBUG: {err}"),
-                })
-        })
-        .await?
+        }
     }
 
     /// Spawns the sentinel and waits until it answers `PING` or `deadline` passes (as
@@ -1358,6 +1494,28 @@ mod tests {
             );
         }
         assert!(SentinelTopology::builder().validate().is_ok());
+    }
+
+    #[test]
+    fn a_linked_replica_has_the_role_the_master_and_the_link_up() {
+        let master = loopback(7000);
+        let info = |text: &str| parse_info(text);
+        let linked =
+            "role:slave\r\nmaster_host:127.0.0.1\r\nmaster_port:7000\r\nmaster_link_status:up\r\n";
+        assert!(check_linked(&info(linked), loopback(7001), master).is_ok());
+        let down = linked.replace("status:up", "status:down");
+        let why = check_linked(&info(&down), loopback(7001), master).unwrap_err();
+        assert!(why.contains("link down"), "{why}");
+        assert!(check_linked(&info(linked), loopback(7001), loopback(7002)).is_err());
+        assert!(check_linked(&info("role:master\r\n"), loopback(7001), master).is_err());
+        assert_eq!(
+            offset(&info("slave_repl_offset:42\r\n"), "slave_repl_offset"),
+            Some(42)
+        );
+        assert_eq!(
+            offset(&info("slave_repl_offset:x\r\n"), "slave_repl_offset"),
+            None
+        );
     }
 
     #[test]
