@@ -385,6 +385,7 @@ EXPECT = [
     'redis_client_blocking_connections == 0',
     'redis_client_blocking_in_use == 0',
     'redis_client_failovers_total == 0',
+    'redis_client_lane_up{lane="0"} == 1',
 ]
 expectations = []
 if os.environ.get("CHECK_METRICS_EXPECT") == "1":

@@ -48,6 +48,8 @@ pub const MAX_RESTART_INTENSITY: u32 = 10_000;
 pub const MAX_ATTEMPTS_BOUND: u32 = 1_000_000;
 /// The largest [`Config::max_waiting`]: 1 000 000.
 pub const MAX_WAITING_BOUND: usize = 1_000_000;
+/// The largest [`Config::lanes`]: 16.
+pub const MAX_LANES: usize = 16;
 /// The largest [`Config::pubsub_buffer`]: 1 000 000 events per subscription.
 pub const MAX_PUBSUB_BUFFER: usize = 1_000_000;
 /// The largest [`Config::blocking_connections`]: 1 024.
@@ -264,6 +266,9 @@ settings! {
     /// Commands that may wait for the connection at once; more get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_WAITING_BOUND`]).
     max_waiting: usize = pub DEFAULT_MAX_WAITING = 10_000, env "REDIS_MAX_WAITING", default "10 000",
         check |n| count(*n, MAX_WAITING_BOUND as u64);
+    /// Connections (lanes) commands are spread over, each supervised alone; a command goes to the one with the fewest outstanding (1 to [`MAX_LANES`]; see the README's Lanes section for the default).
+    lanes: usize = pub DEFAULT_LANES = 1, env "REDIS_LANES", default "1",
+        check |n| count(*n, MAX_LANES as u64);
     /// Events one pub/sub [`Subscription`](crate::pubsub::Subscription) buffers for its reader; beyond it messages are dropped for that subscription alone and reported as [`Lagged`](crate::pubsub::PubSubEvent::Lagged) (1 to [`MAX_PUBSUB_BUFFER`]).
     pubsub_buffer: usize = pub DEFAULT_PUBSUB_BUFFER = 1_024, env "REDIS_PUBSUB_BUFFER", default "1 024",
         check |n| count(*n, MAX_PUBSUB_BUFFER as u64);

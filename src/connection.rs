@@ -63,6 +63,8 @@ pub(crate) enum ConnectionMsg {
 pub(crate) struct ConnectionArgs {
     pub(crate) config: Arc<Config>,
     pub(crate) topology: Topology,
+    /// Which of the supervisor's lanes this connection serves.
+    pub(crate) lane: usize,
     /// Where to report (the supervisor, seen through a port of this actor's own type).
     pub(crate) report: DerivedActorRef<ConnectionReport>,
 }
@@ -114,7 +116,7 @@ impl Actor for ConnectionActor {
     ) -> Result<(), ActorProcessingErr> {
         let config = state.args.config.clone();
         let limit = config.connect_timeout();
-        let attempt = connect(&config, state.args.topology, &myself);
+        let attempt = connect(&config, state.args.topology, state.args.lane, &myself);
         let (conn, stats, not_ready, address) =
             tokio::time::timeout(limit, attempt).await.map_err(|_| {
                 ConnectionFailure::new(
@@ -132,7 +134,8 @@ impl Actor for ConnectionActor {
             // The actor being gone means the connection is already being replaced.
             let _ = lane_actor.cast(ConnectionMsg::Lane(event));
         });
-        let lane = Lane::new(conn, myself.get_id(), port);
+        let counted = config.lanes() > 1;
+        let lane = Lane::new(conn, myself.get_id(), state.args.lane, counted, port);
         state.lane = Some(lane.clone());
         // The supervisor checks the id: a stale "up" from a connection that already failed is
         // ignored.
@@ -226,6 +229,7 @@ type Handshake = (
 async fn connect(
     config: &Config,
     topology: Topology,
+    lane: usize,
     actor: &ActorRef<ConnectionMsg>,
 ) -> Result<Handshake, ConnectionFailure> {
     let located = topology.locate(config).await?;
@@ -248,9 +252,11 @@ async fn connect(
         .await
         .map_err(|e| describe_connection_error(&e))?;
     let mut setname = redis::cmd("CLIENT");
-    setname
-        .arg("SETNAME")
-        .arg(format!("redis-supervisor:{}", config.name()));
+    let name = match config.lanes() {
+        1 => format!("redis-supervisor:{}", config.name()),
+        _ => format!("redis-supervisor:{}:lane{lane}", config.name()),
+    };
+    setname.arg("SETNAME").arg(name);
     optional_reply(setname.query_async::<Value>(&mut conn).await)?;
     let info = optional_reply(redis::cmd("INFO").query_async::<String>(&mut conn).await)?;
     if located.verify_master {

@@ -8,7 +8,7 @@
 //!
 //! | situation | what happens |
 //! |---|---|
-//! | connection up | handed to the connection at once; concurrent calls pipeline on one socket |
+//! | connection up | handed to the connection at once (with several lanes, the one with the fewest commands outstanding); concurrent calls pipeline on it |
 //! | connection down or server not ready, policy `wait` | waits for a ready connection until the deadline, then [`Error::Unavailable`] |
 //! | connection down or server not ready, policy `fail-fast` | [`Error::Unavailable`] at once |
 //! | refused with `LOADING`, `MASTERDOWN` or `BUSY` | the command did not run: it waits (as above) for the server to be ready and is sent again; the refusal never reaches the caller (a pipeline is not sent again: part of it may have run, so a refused command in it comes back as [`Error::Server`]) |
@@ -214,12 +214,8 @@ impl Need<'_> {
     /// The lane of `state` (published as `version`) if it satisfies this need.
     fn lane_in<'s>(&self, state: &'s RouteState, version: u64) -> Option<&'s Lane> {
         match state {
-            RouteState::Serving(lane)
-                if Some(lane.id()) != self.avoid
-                    && self.after.is_none_or(|v| version > v)
-                    && lane.is_open() =>
-            {
-                Some(lane)
+            RouteState::Serving(lanes) if self.after.is_none_or(|v| version > v) => {
+                lanes.pick(self.avoid)
             }
             _ => None,
         }

@@ -17,6 +17,7 @@
 //! The health actor is the one writer of the probe metrics, `redis_up`, the server gauges and
 //! the `/health/redis` snapshot.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -115,11 +116,8 @@ pub(crate) struct HealthArgs {
 pub(crate) struct HealthState {
     args: HealthArgs,
     timers: Vec<JoinHandle<()>>,
-    /// The connection the failure count belongs to.
-    target: Option<ActorId>,
-    /// Consecutive probes of `target` that got no answer.
-    failures: u32,
-    ping: Request,
+    /// Consecutive probes without an answer, per connection probed last time.
+    failures: HashMap<ActorId, u32>,
     info: Request,
 }
 
@@ -184,23 +182,48 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
 }
 
 impl HealthState {
-    /// The connection to probe now, resetting the failure count when it is a new one.
-    fn target(&mut self) -> Option<Lane> {
-        let lane = self.args.route.load().state.probe_target().cloned();
-        let id = lane.as_ref().map(Lane::id);
-        if self.target != id {
-            self.target = id;
-            self.failures = 0;
-        }
-        lane
+    /// The connections to probe now (every serving lane, or the one that cannot serve yet);
+    /// failure counts of connections no longer there are forgotten.
+    fn targets(&mut self) -> Vec<Lane> {
+        let lanes = self.args.route.load().state.probe_targets().to_vec();
+        self.failures
+            .retain(|id, _| lanes.iter().any(|l| l.id() == *id));
+        lanes
     }
 
-    /// One `PING` probe, recorded and judged.
-    async fn probe_once(&mut self, lane: &Lane) -> Verdict {
+    /// The first target, for INFO (every lane reaches the same server).
+    fn target(&mut self) -> Option<Lane> {
+        self.targets().into_iter().next()
+    }
+
+    /// One `PING` probe on every lane at once (so N lanes keep the detection bound), each
+    /// recorded and judged.
+    async fn probe_all(&mut self, lanes: Vec<Lane>) -> Vec<(ActorId, Verdict)> {
+        let timeout = self.args.config.health_timeout();
+        let probes: Vec<_> = lanes
+            .into_iter()
+            .map(|lane| {
+                tokio::spawn(async move {
+                    let ping = Request::raw(redis::cmd("PING"));
+                    let start = Instant::now();
+                    let outcome = probe(&lane, &ping, timeout).await;
+                    (lane.id(), outcome, start.elapsed())
+                })
+            })
+            .collect();
+        let mut verdicts = Vec::with_capacity(probes.len());
+        for p in probes {
+            // A probe task cannot panic; a cancelled one (runtime shutting down) says nothing.
+            if let Ok((id, outcome, took)) = p.await {
+                verdicts.push((id, self.judge(id, outcome, took)));
+            }
+        }
+        verdicts
+    }
+
+    /// Records and judges one probe of connection `id`.
+    fn judge(&mut self, id: ActorId, outcome: Probe, took: Duration) -> Verdict {
         let config = self.args.config.clone();
-        let start = Instant::now();
-        let outcome = probe(lane, &self.ping, config.health_timeout()).await;
-        let took = start.elapsed();
         let metrics = self.args.metrics.clone();
         let answered = !matches!(outcome, Probe::NoAnswer { busy: false, .. });
         metrics.set_up(answered);
@@ -217,10 +240,10 @@ impl HealthState {
             Probe::NoAnswer {
                 reason,
                 busy: false,
-            } => self.failed(reason),
+            } => self.failed(id, reason),
         };
         if !matches!(verdict, Verdict::Failing(_) | Verdict::Unhealthy(_)) {
-            self.failures = 0;
+            self.failures.remove(&id);
         }
         let (outcome, round_trip) = match &verdict {
             Verdict::Healthy => (ProbeOutcome::Ok, Some(took)),
@@ -238,12 +261,13 @@ impl HealthState {
         verdict
     }
 
-    /// Counts one probe without an answer; K in a row is the verdict "unhealthy".
-    fn failed(&mut self, reason: String) -> Verdict {
-        self.failures = self.failures.saturating_add(1);
+    /// Counts one probe of `id` without an answer; K in a row is the verdict "unhealthy".
+    fn failed(&mut self, id: ActorId, reason: String) -> Verdict {
+        let failures = self.failures.entry(id).or_insert(0);
+        *failures = failures.saturating_add(1);
         let k = self.args.config.health_failures();
-        if self.failures >= k {
-            self.failures = 0;
+        if *failures >= k {
+            self.failures.remove(&id);
             Verdict::Unhealthy(format!("{k} consecutive health probes failed ({reason})"))
         } else {
             Verdict::Failing(format!("health probe failed: {reason}"))
@@ -303,9 +327,7 @@ impl Actor for HealthActor {
         Ok(HealthState {
             args,
             timers: Vec::new(),
-            target: None,
-            failures: 0,
-            ping: Request::raw(redis::cmd("PING")),
+            failures: HashMap::new(),
             info: Request::raw(redis::cmd("INFO")),
         })
     }
@@ -346,14 +368,10 @@ impl Actor for HealthActor {
         match msg {
             HealthMsg::Probe => {
                 // Nothing to probe while down: the supervisor is already reconnecting.
-                if let Some(lane) = state.target() {
-                    let verdict = state.probe_once(&lane).await;
-                    let report = HealthReport {
-                        id: lane.id(),
-                        verdict,
-                    };
+                let lanes = state.targets();
+                for (id, verdict) in state.probe_all(lanes).await {
                     // A gone supervisor is stopping this actor anyway.
-                    let _ = state.args.report.send_message(report);
+                    let _ = state.args.report.send_message(HealthReport { id, verdict });
                 }
             }
             HealthMsg::Info => {
@@ -362,8 +380,7 @@ impl Actor for HealthActor {
                 }
             }
             HealthMsg::Connected { id, stats } => {
-                state.target = Some(id);
-                state.failures = 0;
+                state.failures.remove(&id);
                 state.record_stats(stats);
             }
             HealthMsg::Lost(failure) => {

@@ -104,6 +104,25 @@ pub struct RedisReport {
     pub blocking: BlockingReport,
     /// How the server is found: standalone, or the master named by Sentinel.
     pub topology: TopologyReport,
+    /// Each lane ([`Config::lanes`](crate::Config::lanes) of them), in order.
+    pub lanes: Vec<LaneReport>,
+}
+
+/// One lane in `/health/redis`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct LaneReport {
+    /// Its number, from 0.
+    pub lane: usize,
+    /// `connecting`, `up`, `not_ready` or `down`.
+    pub state: &'static str,
+    /// The server it is connected to (`host:port`).
+    pub address: Option<String>,
+    /// Why it was last lost (secret-free).
+    pub last_error: Option<String>,
+    /// Commands outstanding on it now (counted with more than one lane only).
+    pub outstanding: usize,
+    /// Commands answered on its current connection (counted with more than one lane only).
+    pub served: u64,
 }
 
 /// The topology part of `/health/redis`.
@@ -225,6 +244,19 @@ async fn redis_report(State(status): State<Status>) -> Response {
                 limit: status.config().blocking_connections(),
             }
         },
+        lanes: status
+            .lanes()
+            .into_iter()
+            .enumerate()
+            .map(|(lane, l)| LaneReport {
+                lane,
+                state: l.state,
+                address: l.address,
+                last_error: l.last_error,
+                outstanding: l.outstanding,
+                served: l.served,
+            })
+            .collect(),
         topology: match status.sentinel() {
             Some(view) => TopologyReport {
                 kind: "sentinel",

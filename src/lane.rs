@@ -7,7 +7,7 @@
 //! transport, a "cannot serve yet" refusal); the supervisor publishes it in the route.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use ractor::ActorId;
 use redis::Value;
@@ -72,6 +72,23 @@ pub(crate) enum ExecError {
     Reply(redis::RedisError),
 }
 
+/// One command outstanding on a counted lane, until it is answered (or abandoned).
+struct Outstanding<'a>(&'a LaneShared);
+
+impl<'a> Outstanding<'a> {
+    fn enter(shared: &'a LaneShared) -> Self {
+        shared.outstanding.fetch_add(1, Ordering::Relaxed);
+        Outstanding(shared)
+    }
+}
+
+impl Drop for Outstanding<'_> {
+    fn drop(&mut self) {
+        self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
+        self.0.served.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// The port a lane reports through (to its connection actor).
 pub(crate) type LanePort = Box<dyn Fn(LaneEvent) + Send + Sync>;
 
@@ -79,6 +96,14 @@ pub(crate) type LanePort = Box<dyn Fn(LaneEvent) + Send + Sync>;
 struct LaneShared {
     /// The connection actor's id: identifies this connection.
     id: ActorId,
+    /// Which of the supervisor's lanes this connection serves (0 with one lane).
+    index: usize,
+    /// Whether commands are counted (only with more than one lane: the count picks the lane).
+    counted: bool,
+    /// Commands handed to this connection and not answered yet (when `counted`).
+    outstanding: AtomicUsize,
+    /// Commands answered on this connection (when `counted`).
+    served: AtomicU64,
     /// False once the connection is closing or broken: no new command is written on it.
     open: AtomicBool,
     /// Set by the health actor while a probe waits: replies then record that they came.
@@ -107,12 +132,23 @@ impl std::fmt::Debug for Lane {
 }
 
 impl Lane {
-    /// A new open lane on `conn`, owned by the connection actor `id`, reporting to `port`.
-    pub(crate) fn new(conn: MultiplexedConnection, id: ActorId, port: LanePort) -> Self {
+    /// A new open lane `index` on `conn`, owned by the connection actor `id`, reporting to
+    /// `port`; `counted` when the supervisor runs more than one lane.
+    pub(crate) fn new(
+        conn: MultiplexedConnection,
+        id: ActorId,
+        index: usize,
+        counted: bool,
+        port: LanePort,
+    ) -> Self {
         Lane {
             conn,
             shared: Arc::new(LaneShared {
                 id,
+                index,
+                counted,
+                outstanding: AtomicUsize::new(0),
+                served: AtomicU64::new(0),
                 open: AtomicBool::new(true),
                 watching: AtomicBool::new(false),
                 heard: AtomicBool::new(false),
@@ -124,6 +160,21 @@ impl Lane {
     /// The owning connection actor's id.
     pub(crate) fn id(&self) -> ActorId {
         self.shared.id
+    }
+
+    /// Which of the supervisor's lanes this is.
+    pub(crate) fn index(&self) -> usize {
+        self.shared.index
+    }
+
+    /// Commands outstanding on it now (0 when not counted: one lane).
+    pub(crate) fn outstanding(&self) -> usize {
+        self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Commands answered on it so far (0 when not counted: one lane).
+    pub(crate) fn served(&self) -> u64 {
+        self.shared.served.load(Ordering::Relaxed)
     }
 
     /// True while new commands may be written on this connection.
@@ -156,6 +207,8 @@ impl Lane {
     /// Runs `request` on this connection from the caller's task and classifies the result. A
     /// broken transport is reported once (and closes the lane); a refusal is reported each time.
     pub(crate) async fn run(&mut self, request: &Request) -> Result<Value, ExecError> {
+        let shared: &LaneShared = &self.shared;
+        let _counted = shared.counted.then(|| Outstanding::enter(shared));
         let result = match (request.as_cmd(), request.as_pipeline()) {
             (Some(cmd), _) => self.conn.send_packed_command(cmd).await,
             (None, Some(pipe)) => pipe.query_async::<Value>(&mut self.conn).await,

@@ -41,14 +41,14 @@
 //! | routes | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
 //! | patterns | [`cache`], [`ratelimit`] (`patterns/`) | built only on [`RedisHandle`]: the JSON cache (single-flight loads, SCAN invalidation) and the GCRA rate limiter with its tower layer, each with its namespace and degradation policy |
 //! | patterns | [`session`], [`presence`], [`lock`] (`patterns/`) | built only on [`RedisHandle`], one Lua script per operation (`patterns/script.rs`): sessions with CSPRNG ids, a per-user index and atomic `revoke_all` (and a tower-sessions store behind the feature); presence on the server's clock; single-instance locks with fencing tokens |
-//! | supervisor | [`supervisor`] | the supervisor actor (restarts, backoff, availability: its one writer) and the public [`Supervisor`] |
+//! | supervisor | [`supervisor`] | the supervisor actor (one connection actor per lane, each restarted alone with its own backoff; availability of the lanes together, `supervisor/lanes.rs`: its one writer) and the public [`Supervisor`] |
 //! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
 //! | dedicated connections | [`pubsub`], `blocking` | the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, its registry, restoration, probes; supervised from `supervisor/dedicated.rs`) and each subscription's bounded buffer; the blocking pool (one dedicated connection per blocking command, `CLIENT UNBLOCK` at shutdown), used by `handle/blocking.rs` |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
 //! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
 //! | topology | `topology` | how a connection finds its server: standalone, or the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`); Cluster plugs in here |
 //! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): follows `+switch-master` on one sentinel at a time and reports the master; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
-//! | route | `route` | the published route: the live lane, or why there is none (written by the supervisor only) |
+//! | route | `route` | the published route: the serving lanes (a command takes the one with the fewest outstanding), or why there are none (written by the supervisor only) |
 //! | lane | `lane` | one live connection as callers see it: redis-rs's queue, open state, reply evidence |
 //! | requests | `request` | a command or pipeline with its label: the one command-name decoder |
 //! | observability | [`metrics`] | metric names, label sets, the handles (grouped by the one module that writes each) |

@@ -45,6 +45,9 @@ pub const CLIENT_RESTART_STORMS: &str = "redis_client_restart_storms_total";
 /// `redis_client_failovers_total`: Sentinel failovers followed (the connection moved to the master
 /// the sentinels named).
 pub const CLIENT_FAILOVERS: &str = "redis_client_failovers_total";
+/// `redis_client_lane_up{lane}`: 1 while lane `lane`'s connection is up (`Config::lanes` of them,
+/// `lane` = 0, 1, …), else 0.
+pub const CLIENT_LANE_UP: &str = "redis_client_lane_up";
 /// `redis_client_connect_attempts_total{outcome}`: connection attempts, `success` or `failure`.
 pub const CLIENT_CONNECT_ATTEMPTS: &str = "redis_client_connect_attempts_total";
 /// `redis_client_commands_total{command,outcome}`: callers' finished commands (health probes are
@@ -316,7 +319,9 @@ pub(crate) struct Metrics {
 impl Metrics {
     /// Describes and registers every metric for `client`, in `recorder` when given, else in the
     /// global recorder (a no-op when none is installed).
-    pub(crate) fn new(client: &str, recorder: Option<SharedRecorder>) -> Self {
+    /// Every handle of a supervisor named `client` with `lanes` lanes, registered in
+    /// `recorder` (or the global one).
+    pub(crate) fn new(client: &str, lanes: usize, recorder: Option<SharedRecorder>) -> Self {
         let registry = Registry {
             client: client.to_string().into(),
             recorder,
@@ -324,7 +329,7 @@ impl Metrics {
         registry.with(|| {
             describe_all();
             Metrics {
-                client: ClientMetrics::new(&registry),
+                client: ClientMetrics::new(&registry, lanes),
                 commands: CommandMetrics::new(&registry),
                 health: HealthMetrics::new(&registry),
                 patterns: PatternMetrics::new(&registry),
@@ -343,10 +348,11 @@ pub(crate) struct ClientMetrics {
     restart_storms: Counter,
     failovers: Counter,
     connects: Vec<Counter>,
+    lanes_up: Vec<Gauge>,
 }
 
 impl ClientMetrics {
-    fn new(r: &Registry) -> Self {
+    fn new(r: &Registry, lanes: usize) -> Self {
         let m = ClientMetrics {
             up: r.gauge(CLIENT_UP),
             states: Availability::NAMES
@@ -356,6 +362,13 @@ impl ClientMetrics {
             restarts: r.counter(CLIENT_RESTARTS),
             restart_storms: r.counter(CLIENT_RESTART_STORMS),
             failovers: r.counter(CLIENT_FAILOVERS),
+            lanes_up: (0..lanes)
+                .map(|i| {
+                    let g = metrics::gauge!(CLIENT_LANE_UP, "client" => r.client.clone(), "lane" => i.to_string());
+                    g.set(0.0);
+                    g
+                })
+                .collect(),
             connects: r.counters(CLIENT_CONNECT_ATTEMPTS, "outcome", CONNECT_OUTCOMES),
         };
         m.set_state(&Availability::Connecting { attempt: 1 });
@@ -377,6 +390,13 @@ impl ClientMetrics {
     }
 
     /// A restart storm was declared.
+    /// Lane `lane`'s connection came up (`true`) or was lost.
+    pub(crate) fn lane_up(&self, lane: usize, up: bool) {
+        if let Some(g) = self.lanes_up.get(lane) {
+            g.set(if up { 1.0 } else { 0.0 });
+        }
+    }
+
     /// A Sentinel failover was followed.
     pub(crate) fn failover(&self) {
         self.failovers.increment(1);
@@ -646,6 +666,12 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         "Restart storms: more Redis connections lost within the window than the restart intensity allows.",
     ),
     (
+        CLIENT_LANE_UP,
+        Kind::Gauge,
+        None,
+        "1 while the lane's connection is up, else 0 (one series per lane).",
+    ),
+    (
         CLIENT_FAILOVERS,
         Kind::Counter,
         None,
@@ -856,7 +882,7 @@ mod tests {
     fn every_series_exists_at_zero_with_help() {
         let recorder = prometheus_builder().build_recorder();
         let handle = recorder.handle();
-        let _m = Metrics::new("t", Some(Arc::new(recorder)));
+        let _m = Metrics::new("t", 1, Some(Arc::new(recorder)));
         let text = handle.render();
         for name in [
             CLIENT_UP,
@@ -896,7 +922,7 @@ mod tests {
     fn info_into_gauges() {
         let recorder = prometheus_builder().build_recorder();
         let handle = recorder.handle();
-        let m = Metrics::new("info", Some(Arc::new(recorder)));
+        let m = Metrics::new("info", 1, Some(Arc::new(recorder)));
         m.health
             .set_server(&ServerStats::parse(crate::info::tests::INFO));
         let text = handle.render();

@@ -1,5 +1,6 @@
-//! The published route: where callers' commands go right now — the live connection's [`Lane`],
-//! or why there is none. The supervisor is the one writer ([`RouteWriter`]); every command reads
+//! The published route: where callers' commands go right now — the serving connections'
+//! [`Lane`]s ([`Lanes::pick`] takes the open one with the fewest commands outstanding), or why
+//! there are none. The supervisor is the one writer ([`RouteWriter`]); every command reads
 //! it ([`Route::load`], lock-free) and the health actor finds its probe target in it.
 //!
 //! The route is not a second, hand-synchronised copy of [`Availability`]: the supervisor
@@ -16,11 +17,38 @@ use crate::availability::Availability;
 use crate::error::FailureKind;
 use crate::lane::Lane;
 
+/// The lanes that serve now (at least one), in lane order.
+#[derive(Clone)]
+pub(crate) struct Lanes(Arc<[Lane]>);
+
+impl Lanes {
+    /// `None` for no lanes.
+    pub(crate) fn of(lanes: &[Lane]) -> Option<Lanes> {
+        (!lanes.is_empty()).then(|| Lanes(Arc::from(lanes)))
+    }
+
+    /// Every serving lane.
+    pub(crate) fn all(&self) -> &[Lane] {
+        &self.0
+    }
+
+    /// The open lane with the fewest commands outstanding, other than `avoid`; ties go to the
+    /// lowest lane (one lane: that lane, nothing counted).
+    #[inline]
+    pub(crate) fn pick(&self, avoid: Option<ractor::ActorId>) -> Option<&Lane> {
+        let usable = |l: &&Lane| Some(l.id()) != avoid && l.is_open();
+        match &*self.0 {
+            [only] => Some(only).filter(usable),
+            many => many.iter().filter(usable).min_by_key(|l| l.outstanding()),
+        }
+    }
+}
+
 /// Where commands go.
 #[derive(Clone)]
 pub(crate) enum RouteState {
-    /// `Up` or `Degraded`: write on this lane.
-    Serving(Lane),
+    /// `Up` or `Degraded`: write on one of these lanes.
+    Serving(Lanes),
     /// `Connecting`, `Down` or `NotReady`: wait (per the offline policy) until the deadline.
     /// `lane` is the connected server that cannot serve yet (the health actor keeps checking it).
     Waiting {
@@ -41,9 +69,11 @@ pub(crate) enum RouteState {
 }
 
 impl RouteState {
-    /// The route for availability `state` (about `lane`, when connected), given the route it
-    /// replaces (which keeps `since` and the last failure's reason across non-serving states).
-    pub(crate) fn derive(state: &Availability, lane: Option<&Lane>, previous: &RouteState) -> Self {
+    /// The route for availability `state` (about `lanes`: the serving ones, or the connected
+    /// one that cannot serve yet), given the route it replaces (which keeps `since` and the
+    /// last failure's reason across non-serving states).
+    pub(crate) fn derive(state: &Availability, lanes: &[Lane], previous: &RouteState) -> Self {
+        let lane = lanes.first();
         let (since, last) = match previous.why() {
             Some((since, reason, kind)) => (since, Some((reason.clone(), kind))),
             None => (SystemTime::now(), None),
@@ -55,8 +85,8 @@ impl RouteState {
             kind,
         };
         match state {
-            Availability::Up { .. } | Availability::Degraded { .. } => match lane {
-                Some(lane) => RouteState::Serving(lane.clone()),
+            Availability::Up { .. } | Availability::Degraded { .. } => match Lanes::of(lanes) {
+                Some(lanes) => RouteState::Serving(lanes),
                 None => waiting(None, Arc::from("no connection"), FailureKind::NotConnected),
             },
             Availability::NotReady { reason, kind } => {
@@ -97,12 +127,12 @@ impl RouteState {
         }
     }
 
-    /// The connection to probe: the serving lane, or a connected server that cannot serve yet.
-    pub(crate) fn probe_target(&self) -> Option<&Lane> {
+    /// The connections to probe: the serving lanes, or a connected server that cannot serve yet.
+    pub(crate) fn probe_targets(&self) -> &[Lane] {
         match self {
-            RouteState::Serving(lane) => Some(lane),
-            RouteState::Waiting { lane, .. } => lane.as_ref(),
-            RouteState::Closed { .. } | RouteState::Stopped => None,
+            RouteState::Serving(lanes) => lanes.all(),
+            RouteState::Waiting { lane, .. } => lane.as_slice(),
+            RouteState::Closed { .. } | RouteState::Stopped => &[],
         }
     }
 }

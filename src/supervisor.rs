@@ -35,6 +35,7 @@ use crate::sentinel::{SentinelShared, WatcherReport};
 use crate::topology::Topology;
 
 mod dedicated;
+mod lanes;
 use dedicated::{Subscriber, Watcher};
 
 /// What the supervisor and the public [`Supervisor`] share; written only by this module.
@@ -54,13 +55,52 @@ pub(crate) struct Core {
     pubsub: Arc<PubSubShared>,
     /// With Sentinel: what the watcher knows of the topology.
     sentinel: Option<Arc<SentinelShared>>,
+    /// Each lane's state for `/health/redis` (written by the supervisor actor only).
+    lanes: std::sync::Mutex<Vec<LaneStatus>>,
+}
+
+/// One lane as `/health/redis` shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct LaneStatus {
+    /// `connecting`, `up`, `not_ready` or `down`.
+    pub(crate) state: &'static str,
+    /// The server it is connected to.
+    pub(crate) address: Option<String>,
+    /// Why it was last lost.
+    pub(crate) last_error: Option<String>,
+    /// Commands outstanding and answered on its current connection (with more than one lane).
+    pub(crate) outstanding: usize,
+    pub(crate) served: u64,
+}
+
+impl Core {
+    fn lane_status(&self, lane: usize, state: &'static str, address: Option<String>) {
+        if let Ok(mut lanes) = self.lanes.lock()
+            && let Some(l) = lanes.get_mut(lane)
+        {
+            l.state = state;
+            if address.is_some() || state != "up" {
+                l.address = address;
+            }
+        }
+    }
+
+    fn lane_failed(&self, lane: usize, error: &str) {
+        if let Ok(mut lanes) = self.lanes.lock()
+            && let Some(l) = lanes.get_mut(lane)
+        {
+            l.state = "down";
+            l.address = None;
+            l.last_error = Some(error.to_string());
+        }
+    }
 }
 
 impl Core {
     /// Publishes a transition: the route derived from it (about `lane`), the state gauges, then
     /// the watch and the event. Once shutdown has begun only `Down`, `GaveUp` and `Stopped` are
     /// still published: availability never says `Up` again.
-    fn publish(&self, state: Availability, reason: impl Into<String>, lane: Option<&Lane>) {
+    fn publish(&self, state: Availability, reason: impl Into<String>, lanes: &[Lane]) {
         let terminal = matches!(
             state,
             Availability::Down { .. } | Availability::GaveUp { .. } | Availability::Stopped
@@ -68,10 +108,24 @@ impl Core {
         if self.handles.is_closed() && !terminal {
             return;
         }
-        let route = RouteState::derive(&state, lane, &self.route.current().state);
+        let route = RouteState::derive(&state, lanes, &self.route.current().state);
         self.route.set(route);
         self.metrics.set_state(&state);
         self.availability.publish(state, reason);
+    }
+
+    /// The serving lanes changed but not what availability says (a lane back while another is
+    /// still down): the route only.
+    fn set_lanes(&self, lanes: &[Lane]) {
+        let state = self.availability.current();
+        if self.handles.is_closed() || !state.is_serving() {
+            return;
+        }
+        self.route.set(RouteState::derive(
+            &state,
+            lanes,
+            &self.route.current().state,
+        ));
     }
 
     /// Shutdown begins: no new commands, waiting ones answer `ShuttingDown`.
@@ -87,10 +141,12 @@ pub(crate) enum SupervisorMsg {
     Connection(ConnectionReport),
     /// From the health actor.
     Health(HealthReport),
-    /// The backoff delay of generation `generation` has passed: start a new connection.
-    Reconnect { generation: u64 },
-    /// A connection that came up during a restart storm may have been stable long enough.
-    StableCheck { generation: u64 },
+    /// The backoff delay of lane `lane`'s generation `generation` has passed: start a new
+    /// connection for it.
+    Reconnect { lane: usize, generation: u64 },
+    /// A connection (of lane `lane`) that came up during a restart storm may have been stable
+    /// long enough.
+    StableCheck { lane: usize, generation: u64 },
     /// From the subscriber actor.
     Subscriber(SubscriberReport),
     /// The first subscription wants the subscriber connection.
@@ -164,6 +220,8 @@ enum Condition {
 enum Class {
     Up,
     Storm,
+    /// Some lanes down (how many), the others serving.
+    LanesDown(usize),
     Slow,
     Failing,
     NotReady(FailureKind),
@@ -178,8 +236,6 @@ struct Connected {
     version: String,
     role: String,
     condition: Condition,
-    /// What was last published for this connection.
-    published: Option<Class>,
 }
 
 /// The current connection actor and how far it got.
@@ -189,23 +245,56 @@ struct Child {
     connected: Option<Connected>,
 }
 
-/// State of the supervisor actor.
-pub(crate) struct SupervisorState {
-    core: Arc<Core>,
-    topology: Topology,
-    tracker: RestartTracker,
-    intensity: RestartIntensity,
-    /// While a restart storm lasts: its description.
-    storm: Option<String>,
+/// One lane: its connection actor (if any) and its own backoff.
+struct Slot {
     child: Option<Child>,
-    /// The health actor (restarted if it fails).
-    health: Option<ActorRef<HealthMsg>>,
-    /// Bumped by every lost connection: a timer armed for an older generation is stale.
+    tracker: RestartTracker,
+    /// Bumped by every loss of this lane: a timer armed for an older generation is stale.
     generation: u64,
     /// The pending reconnect, after the backoff delay.
     reconnect_timer: Option<Timer>,
     /// The pending check that a connection made during a storm stayed up for the stable period.
     stable_timer: Option<Timer>,
+    /// Why this lane was last lost.
+    last_failure: Option<String>,
+}
+
+impl Slot {
+    fn new(config: &Config) -> Self {
+        Slot {
+            child: None,
+            tracker: RestartTracker::new(config.backoff(), config.stable_period()),
+            generation: 0,
+            reconnect_timer: None,
+            stable_timer: None,
+            last_failure: None,
+        }
+    }
+
+    fn connected(&self) -> Option<&Connected> {
+        self.child.as_ref().and_then(|c| c.connected.as_ref())
+    }
+
+    /// Connected, and its server can serve.
+    fn serving(&self) -> Option<&Connected> {
+        self.connected()
+            .filter(|c| !matches!(c.condition, Condition::NotReady(_)))
+    }
+}
+
+/// State of the supervisor actor.
+pub(crate) struct SupervisorState {
+    core: Arc<Core>,
+    topology: Topology,
+    intensity: RestartIntensity,
+    /// While a restart storm lasts: its description.
+    storm: Option<String>,
+    /// The lanes (`Config::lanes` of them), each with its connection actor.
+    slots: Vec<Slot>,
+    /// What serving state was last published, and on which lanes.
+    published: Option<(Class, Vec<ActorId>)>,
+    /// The health actor (restarted if it fails).
+    health: Option<ActorRef<HealthMsg>>,
     /// Set when `Shutdown` is handled: no further attempt.
     stopping: bool,
     /// The pub/sub subscriber actor and its restarts.
@@ -219,69 +308,55 @@ pub(crate) struct SupervisorState {
 type Timer = JoinHandle<Result<(), ractor::MessagingErr<SupervisorMsg>>>;
 
 impl SupervisorState {
+    /// The lane whose connection actor is `id`.
+    fn slot_of(&self, id: ActorId) -> Option<usize> {
+        self.slots
+            .iter()
+            .position(|s| s.child.as_ref().is_some_and(|c| c.actor.get_id() == id))
+    }
+
     fn connected(&mut self, id: ActorId) -> Option<&mut Connected> {
-        self.child
+        let i = self.slot_of(id)?;
+        self.slots[i]
+            .child
             .as_mut()
-            .filter(|c| c.actor.get_id() == id)
             .and_then(|c| c.connected.as_mut())
     }
 
     fn is_child(&self, id: ActorId) -> bool {
-        self.child.as_ref().is_some_and(|c| c.actor.get_id() == id)
+        self.slot_of(id).is_some()
+    }
+
+    /// True while some lane serves.
+    fn any_serving(&self) -> bool {
+        self.slots.iter().any(|s| s.serving().is_some())
     }
 
     fn abort_timers(&mut self) {
-        for t in [self.reconnect_timer.take(), self.stable_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            t.abort();
+        for slot in &mut self.slots {
+            for t in [slot.reconnect_timer.take(), slot.stable_timer.take()]
+                .into_iter()
+                .flatten()
+            {
+                t.abort();
+            }
         }
     }
 
-    /// Publishes the connected server's state (`Up`, `Degraded` or `NotReady`) if its class
-    /// changed since the last publication.
+    /// Publishes the connected lanes' state (`Up`, `Degraded` or `NotReady`) if its class
+    /// changed since the last publication; the route alone if only the serving lanes changed.
+    /// With no lane connected, the `Down` or `Connecting` published stands.
     fn publish_connected(&mut self, reason: &str) {
-        let storm = self.storm.clone();
-        let Some(c) = self.child.as_mut().and_then(|c| c.connected.as_mut()) else {
+        let Some((state, class, lanes)) = lanes::aggregate(self) else {
             return;
         };
-        let (state, class) = match (&c.condition, storm) {
-            // A server that cannot serve is not serving, storm or not.
-            (Condition::NotReady(n), _) => (
-                Availability::NotReady {
-                    reason: n.message.clone(),
-                    kind: n.kind,
-                },
-                Class::NotReady(n.kind),
-            ),
-            (_, Some(storm)) => (Availability::Degraded { reason: storm }, Class::Storm),
-            (Condition::Slow(why), None) => (
-                Availability::Degraded {
-                    reason: why.clone(),
-                },
-                Class::Slow,
-            ),
-            (Condition::Failing(why), None) => (
-                Availability::Degraded {
-                    reason: why.clone(),
-                },
-                Class::Failing,
-            ),
-            (Condition::Ready, None) => (
-                Availability::Up {
-                    server_version: c.version.clone(),
-                    role: c.role.clone(),
-                    address: c.address.to_string(),
-                },
-                Class::Up,
-            ),
-        };
-        if c.published == Some(class) {
-            return;
+        let ids: Vec<ActorId> = lanes.iter().map(Lane::id).collect();
+        match &self.published {
+            Some((c, on)) if *c == class && *on == ids => return,
+            Some((c, _)) if *c == class => self.core.set_lanes(&lanes),
+            _ => self.core.publish(state, reason, &lanes),
         }
-        c.published = Some(class);
-        self.core.publish(state, reason, Some(&c.lane));
+        self.published = Some((class, ids));
     }
 }
 
@@ -289,34 +364,44 @@ impl SupervisorState {
 pub(crate) struct SupervisorActor;
 
 impl SupervisorActor {
-    /// Starts a connection actor (it connects in its own task; the supervisor does not wait).
-    async fn start_child(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-        let connecting = Availability::Connecting {
-            attempt: state.tracker.attempt().saturating_add(1),
-        };
-        // The first attempt is the state the supervisor started in: publish it once.
-        if state.core.availability.current() != connecting {
-            state.core.publish(connecting, "connecting", None);
+    /// Starts lane `lane`'s connection actor (it connects in its own task; the supervisor does
+    /// not wait).
+    async fn start_child(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        lane: usize,
+    ) {
+        // While another lane serves, this one connecting changes nothing callers see; while none
+        // does, lane 0's attempts tell the outage (one stream of events, as with one lane).
+        if !state.any_serving() && lane == 0 {
+            let connecting = Availability::Connecting {
+                attempt: state.slots[lane].tracker.attempt().saturating_add(1),
+            };
+            // The first attempt is the state the supervisor started in: publish it once.
+            if state.core.availability.current() != connecting {
+                state.core.publish(connecting, "connecting", &[]);
+                state.published = None;
+            }
         }
+        state.core.lane_status(lane, "connecting", None);
         let args = ConnectionArgs {
             config: state.core.config.clone(),
             topology: state.topology,
+            lane,
             report: myself.get_derived(),
         };
         match ConnectionActor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
             Ok((actor, _join)) => {
-                state.child = Some(Child {
+                state.slots[lane].child = Some(Child {
                     actor,
                     connected: None,
                 });
             }
             Err(e) => {
                 let message = format!("connection actor did not start: {e}");
-                self.child_failed(
-                    myself,
-                    state,
-                    ConnectionFailure::new(FailureKind::Other, message),
-                );
+                let failure = ConnectionFailure::new(FailureKind::Other, message);
+                self.child_failed(myself, state, lane, failure);
             }
         }
     }
@@ -337,61 +422,89 @@ impl SupervisorActor {
         }
     }
 
-    /// The current connection (or attempt) failed: publish `Down` (or `GaveUp`) and schedule
-    /// the next attempt.
+    /// Lane `lane`'s connection (or attempt) failed: publish `Down` (or `GaveUp`) — or, while
+    /// other lanes serve, `Degraded` naming how many are down — and schedule its next attempt.
     fn child_failed(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
+        lane: usize,
         failure: ConnectionFailure,
     ) {
-        let was_up = state.child.take().is_some_and(|c| c.connected.is_some());
+        let served_before = state.any_serving();
+        let slot = &mut state.slots[lane];
+        let was_up = slot.child.take().is_some_and(|c| c.connected.is_some());
+        slot.last_failure = Some(failure.message.clone());
         if state.stopping {
             return;
         }
+        state.core.metrics.lane_up(lane, false);
+        state.core.lane_failed(lane, &failure.message);
         if !was_up {
             state.core.metrics.connect(ConnectOutcome::Failure);
         }
-        if let Some(health) = &state.health {
+        let others_serve = state.any_serving();
+        if let Some(health) = &state.health
+            && !others_serve
+        {
             let _ = health.cast(HealthMsg::Lost(failure.clone()));
         }
         let now = Instant::now();
-        let storm_started = was_up.then(|| note_restart(state, now)).flatten();
+        let storm_started = was_up.then(|| note_restart(state, lane, now)).flatten();
         // A failover moved the master: not a failure of ours, reconnect (to the new one) at once.
         // (A node found not to be the master while connecting waits its backoff: the sentinels
         // may not have switched yet.)
         let moved = failure.kind == FailureKind::Failover
             || (was_up && failure.kind == FailureKind::NotMaster);
+        let storming = state.storm.is_some();
+        let slot = &mut state.slots[lane];
         let delay = if moved {
             Duration::ZERO
         } else {
-            state
-                .tracker
-                .on_failure(now, fastrand::f64(), state.storm.is_some())
+            slot.tracker.on_failure(now, fastrand::f64(), storming)
         };
-        if let Some(t) = state.stable_timer.take() {
+        if let Some(t) = slot.stable_timer.take() {
             t.abort();
         }
-        if gave_up(state, &failure) {
-            return;
+        if others_serve {
+            // The others keep serving: `Degraded`, "k of n lanes down".
+            state.publish_connected(&failure.message);
+            if let Some((text, restarts, window)) = storm_started {
+                publish_storm(state, text, restarts, window);
+            }
+        } else if lane == 0 || served_before {
+            // This loss ended service, or it is lane 0's attempt during an outage: `Down` (the
+            // other lanes' attempts meanwhile publish nothing: one stream of events).
+            if gave_up(state, lane, &failure) {
+                // Final: no lane tries again.
+                state.stopping = true;
+                state.abort_timers();
+                for child in state.slots.iter_mut().filter_map(|s| s.child.take()) {
+                    child.actor.stop(Some("gave up".into()));
+                }
+                return;
+            }
+            publish_down(state, &failure, delay, storm_started);
+            state.published = None;
         }
-        publish_down(state, &failure, delay, storm_started);
-        self.schedule_reconnect(myself, state, delay);
+        self.schedule_reconnect(myself, state, lane, delay);
     }
 
     fn schedule_reconnect(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
+        lane: usize,
         delay: Duration,
     ) {
-        state.generation = state.generation.wrapping_add(1);
-        let generation = state.generation;
-        if let Some(t) = state.reconnect_timer.take() {
+        let slot = &mut state.slots[lane];
+        slot.generation = slot.generation.wrapping_add(1);
+        let generation = slot.generation;
+        if let Some(t) = slot.reconnect_timer.take() {
             t.abort();
         }
-        state.reconnect_timer =
-            Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { generation }));
+        slot.reconnect_timer =
+            Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { lane, generation }));
     }
 
     /// Connection `id` finished its handshake.
@@ -408,11 +521,15 @@ impl SupervisorActor {
             not_ready,
             address,
         } = up;
-        if !state.is_child(id) || state.stopping || state.core.handles.is_closed() {
+        let Some(index) = state.slot_of(id) else {
+            return;
+        };
+        if state.stopping || state.core.handles.is_closed() {
             return;
         }
-        state.tracker.on_up(Instant::now());
+        state.slots[index].tracker.on_up(Instant::now());
         state.core.metrics.connect(ConnectOutcome::Success);
+        state.core.metrics.lane_up(index, true);
         tracing::debug!(
             client = %state.core.config.name(),
             state = "up",
@@ -431,14 +548,36 @@ impl SupervisorActor {
             None => "connected".to_string(),
             Some(n) => format!("connected, but the server cannot serve yet: {}", n.message),
         };
-        if let Some(child) = state.child.as_mut() {
+        // The first lane back after an outage: the server answers again, so the other lanes'
+        // failures belong to the outage. They are forgotten, and the lanes waiting out a
+        // backoff reconnect now.
+        if !state.any_serving() && not_ready.is_none() {
+            for lane in 0..state.slots.len() {
+                let slot = &mut state.slots[lane];
+                if lane == index || slot.connected().is_some() {
+                    continue;
+                }
+                slot.last_failure = None;
+                if slot.child.is_none() {
+                    self.schedule_reconnect(myself, state, lane, Duration::ZERO);
+                }
+            }
+        }
+        let shown = if not_ready.is_some() {
+            "not_ready"
+        } else {
+            "up"
+        };
+        state
+            .core
+            .lane_status(index, shown, Some(address.to_string()));
+        if let Some(child) = state.slots[index].child.as_mut() {
             child.connected = Some(Connected {
                 lane,
                 address,
                 version: stats.version.clone(),
                 role: stats.role.clone(),
                 condition: not_ready.map_or(Condition::Ready, Condition::NotReady),
-                published: None,
             });
         }
         if let Some(health) = &state.health {
@@ -446,10 +585,16 @@ impl SupervisorActor {
         }
         state.publish_connected(&reason);
         if state.storm.is_some() {
-            let generation = state.generation;
+            let slot = &mut state.slots[index];
+            let generation = slot.generation;
             let period = state.core.config.stable_period();
-            state.stable_timer =
-                Some(myself.send_after(period, move || SupervisorMsg::StableCheck { generation }));
+            slot.stable_timer =
+                Some(
+                    myself.send_after(period, move || SupervisorMsg::StableCheck {
+                        lane: index,
+                        generation,
+                    }),
+                );
         }
     }
 
@@ -468,9 +613,9 @@ impl SupervisorActor {
             return;
         };
         let condition = match verdict {
-            Verdict::Unhealthy(reason) => return self.replace(myself, state, reason),
+            Verdict::Unhealthy(reason) => return self.replace(myself, state, id, reason),
             Verdict::NotMaster(reason) => {
-                return self.replace_now(myself, state, FailureKind::NotMaster, reason);
+                return self.replace_lane(myself, state, id, FailureKind::NotMaster, reason);
             }
             Verdict::Healthy => Condition::Ready,
             Verdict::Slow(why) => Condition::Slow(why),
@@ -491,18 +636,34 @@ impl SupervisorActor {
         state.publish_connected(&reason);
     }
 
-    /// The health actor found the connection silent: replace it now (its termination event
+    /// The health actor found connection `id` silent: replace it now (its termination event
     /// arrives later and is then stale).
     fn replace(
         &self,
         myself: &ActorRef<SupervisorMsg>,
         state: &mut SupervisorState,
+        id: ActorId,
         reason: String,
     ) {
-        self.replace_now(myself, state, FailureKind::Unhealthy, reason);
+        self.replace_lane(myself, state, id, FailureKind::Unhealthy, reason);
     }
 
-    /// Replaces the current connection (or attempt) now, for a reason of `kind`.
+    /// Replaces connection `id` (or attempt) now, for a reason of `kind`.
+    fn replace_lane(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: ActorId,
+        kind: FailureKind,
+        reason: String,
+    ) {
+        let Some(lane) = state.slot_of(id) else {
+            return;
+        };
+        self.replace_slot(myself, state, lane, kind, reason);
+    }
+
+    /// Replaces every lane's connection (or attempt) now, for a reason of `kind`.
     fn replace_now(
         &self,
         myself: &ActorRef<SupervisorMsg>,
@@ -510,11 +671,24 @@ impl SupervisorActor {
         kind: FailureKind,
         reason: String,
     ) {
-        let Some(actor) = state.child.as_ref().map(|c| c.actor.clone()) else {
+        for lane in 0..state.slots.len() {
+            self.replace_slot(myself, state, lane, kind, reason.clone());
+        }
+    }
+
+    fn replace_slot(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        lane: usize,
+        kind: FailureKind,
+        reason: String,
+    ) {
+        let Some(actor) = state.slots[lane].child.as_ref().map(|c| c.actor.clone()) else {
             return;
         };
         let failure = ConnectionFailure::new(kind, reason.clone());
-        self.child_failed(myself, state, failure);
+        self.child_failed(myself, state, lane, failure);
         actor.stop(Some(reason));
     }
 
@@ -529,7 +703,7 @@ impl SupervisorActor {
                 .await;
         }
         self.stop_subscriber(state).await;
-        if let Some(child) = state.child.take() {
+        for child in state.slots.iter_mut().filter_map(|s| s.child.take()) {
             let _ = child
                 .actor
                 .call(ConnectionMsg::Quit, Some(Duration::from_secs(1)))
@@ -540,14 +714,18 @@ impl SupervisorActor {
                 .await;
         }
         tracing::debug!(client = %state.core.config.name(), state = "stopped", "redis supervisor stopped");
-        state.core.publish(Availability::Stopped, "shutdown", None);
+        state.core.publish(Availability::Stopped, "shutdown", &[]);
     }
 }
 
 /// Records a lost connection against the restart intensity; returns the storm's description,
 /// restarts and window when this loss starts a restart storm.
-fn note_restart(state: &mut SupervisorState, now: Instant) -> Option<(String, u32, Duration)> {
-    if state.tracker.is_stable(now) {
+fn note_restart(
+    state: &mut SupervisorState,
+    lane: usize,
+    now: Instant,
+) -> Option<(String, u32, Duration)> {
+    if state.slots[lane].tracker.is_stable(now) {
         state.intensity.reset();
         state.storm = None;
     }
@@ -566,8 +744,8 @@ fn note_restart(state: &mut SupervisorState, now: Instant) -> Option<(String, u3
 }
 
 /// With a maximum of attempts configured and reached: publish `GaveUp` (final) and say so.
-fn gave_up(state: &SupervisorState, failure: &ConnectionFailure) -> bool {
-    let attempts = state.tracker.attempt();
+fn gave_up(state: &SupervisorState, lane: usize, failure: &ConnectionFailure) -> bool {
+    let attempts = state.slots[lane].tracker.attempt();
     let Some(max) = state.core.config.max_attempts() else {
         return false;
     };
@@ -581,7 +759,7 @@ fn gave_up(state: &SupervisorState, failure: &ConnectionFailure) -> bool {
         error: reason.clone(),
         attempts,
     };
-    state.core.publish(gave_up, text, None);
+    state.core.publish(gave_up, text, &[]);
     true
 }
 
@@ -605,16 +783,23 @@ fn publish_down(
         kind: failure.kind,
         retry_in: delay,
     };
-    core.publish(down.clone(), failure.message.clone(), None);
+    core.publish(down, failure.message.clone(), &[]);
     if let Some((text, restarts, window)) = storm_started {
-        tracing::warn!(client = %core.config.name(), restarts, "redis restart storm");
-        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
-        let notice = EventKind::RestartStorm {
-            restarts,
-            window_ms,
-        };
-        core.availability.publish_kind(down, text, notice);
+        publish_storm(state, text, restarts, window);
     }
+}
+
+/// Publishes the restart-storm notice (with the state it happens in).
+fn publish_storm(state: &SupervisorState, text: String, restarts: u32, window: Duration) {
+    let core = &state.core;
+    tracing::warn!(client = %core.config.name(), restarts, "redis restart storm");
+    let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+    let notice = EventKind::RestartStorm {
+        restarts,
+        window_ms,
+    };
+    core.availability
+        .publish_kind(core.availability.current(), text, notice);
 }
 
 impl Actor for SupervisorActor {
@@ -630,14 +815,11 @@ impl Actor for SupervisorActor {
         let config = core.config.clone();
         Ok(SupervisorState {
             topology: Topology::of(&config),
-            tracker: RestartTracker::new(config.backoff(), config.stable_period()),
             intensity: RestartIntensity::new(config.restart_intensity(), config.restart_window()),
             storm: None,
-            child: None,
+            slots: (0..config.lanes()).map(|_| Slot::new(&config)).collect(),
+            published: None,
             health: None,
-            generation: 0,
-            reconnect_timer: None,
-            stable_timer: None,
             stopping: false,
             subscriber: Subscriber::new(&config),
             watcher: Watcher::new(&config),
@@ -655,7 +837,9 @@ impl Actor for SupervisorActor {
         if state.core.sentinel.is_some() {
             self.start_watcher(&myself, state).await;
         }
-        self.start_child(&myself, state).await;
+        for lane in 0..state.slots.len() {
+            self.start_child(&myself, state, lane).await;
+        }
         Ok(())
     }
 
@@ -666,17 +850,17 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            SupervisorMsg::Reconnect { generation } => {
+            SupervisorMsg::Reconnect { lane, generation } => {
                 let closed = state.core.handles.is_closed();
-                if generation == state.generation
-                    && !state.stopping
-                    && !closed
-                    && state.child.is_none()
-                {
-                    state.reconnect_timer = None;
+                let due = state
+                    .slots
+                    .get(lane)
+                    .is_some_and(|s| s.generation == generation && s.child.is_none());
+                if due && !state.stopping && !closed {
+                    state.slots[lane].reconnect_timer = None;
                     state.core.restarts.fetch_add(1, Ordering::Relaxed);
                     state.core.metrics.restarted();
-                    self.start_child(&myself, state).await;
+                    self.start_child(&myself, state, lane).await;
                 }
             }
             SupervisorMsg::Connection(ConnectionReport::Up(up)) => {
@@ -709,13 +893,16 @@ impl Actor for SupervisorActor {
                     self.start_watcher(&myself, state).await;
                 }
             }
-            SupervisorMsg::StableCheck { generation } => {
-                state.stable_timer = None;
-                let up = state.child.as_ref().is_some_and(|c| c.connected.is_some());
-                if generation == state.generation
+            SupervisorMsg::StableCheck { lane, generation } => {
+                let Some(slot) = state.slots.get_mut(lane) else {
+                    return Ok(());
+                };
+                slot.stable_timer = None;
+                let up = slot.connected().is_some();
+                if generation == slot.generation
                     && up
                     && state.storm.is_some()
-                    && state.tracker.is_stable(Instant::now())
+                    && slot.tracker.is_stable(Instant::now())
                 {
                     state.storm = None;
                     state.intensity.reset();
@@ -760,12 +947,16 @@ impl Actor for SupervisorActor {
             }
             SupervisionEvent::ActorFailed(cell, err) if state.is_child(cell.get_id()) => {
                 let failure = ConnectionFailure::from_actor_error(err.as_ref());
-                self.child_failed(&myself, state, failure);
+                if let Some(lane) = state.slot_of(cell.get_id()) {
+                    self.child_failed(&myself, state, lane, failure);
+                }
             }
             SupervisionEvent::ActorTerminated(cell, _, reason) if state.is_child(cell.get_id()) => {
                 let reason = reason.unwrap_or_else(|| "connection actor stopped".to_string());
                 let failure = ConnectionFailure::new(FailureKind::Other, reason);
-                self.child_failed(&myself, state, failure);
+                if let Some(lane) = state.slot_of(cell.get_id()) {
+                    self.child_failed(&myself, state, lane, failure);
+                }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 tracing::debug!(actor = %cell.get_id(), error = %err, "stale connection actor failed");
@@ -794,7 +985,7 @@ impl Actor for SupervisorActor {
         if state.core.availability.current() != Availability::Stopped {
             state
                 .core
-                .publish(Availability::Stopped, "supervisor stopped", None);
+                .publish(Availability::Stopped, "supervisor stopped", &[]);
         }
         Ok(())
     }
@@ -892,12 +1083,23 @@ impl Supervisor {
             patterns,
             pubsub,
             blocking,
-        } = Metrics::new(config.name(), recorder);
+        } = Metrics::new(config.name(), config.lanes(), recorder);
         let config = Arc::new(config);
         let (route, reader) = RouteWriter::new();
         let core = Arc::new(Core {
             handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns, blocking),
             pubsub: PubSubShared::new(config.clone(), pubsub),
+            lanes: std::sync::Mutex::new(
+                (0..config.lanes())
+                    .map(|_| LaneStatus {
+                        state: "connecting",
+                        address: None,
+                        last_error: None,
+                        outstanding: 0,
+                        served: 0,
+                    })
+                    .collect(),
+            ),
             sentinel: (Topology::of(&config) == Topology::Sentinel)
                 .then(|| SentinelShared::new(config.clone())),
             config,
@@ -994,7 +1196,7 @@ impl Supervisor {
     /// it is called, availability never says `Up` again. Idempotent.
     pub async fn shutdown(&self) {
         let lane = match &self.core.route.current().state {
-            RouteState::Serving(lane) => Some(lane.clone()),
+            RouteState::Serving(lanes) => lanes.all().first().cloned(),
             _ => None,
         };
         self.core.begin_shutdown();
@@ -1062,6 +1264,25 @@ impl Status {
     /// Whether the subscriber connection is up, and the live subscriptions.
     pub(crate) fn pubsub(&self) -> (bool, usize) {
         self.core.pubsub.report()
+    }
+
+    /// Each lane's state, with the commands outstanding on it and answered (serving lanes).
+    pub(crate) fn lanes(&self) -> Vec<LaneStatus> {
+        let mut lanes = self
+            .core
+            .lanes
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        if let RouteState::Serving(serving) = &self.core.route.current().state {
+            for lane in serving.all() {
+                if let Some(l) = lanes.get_mut(lane.index()) {
+                    l.outstanding = lane.outstanding();
+                    l.served = lane.served();
+                }
+            }
+        }
+        lanes
     }
 
     /// With Sentinel: the topology as the watcher last saw it.

@@ -335,6 +335,7 @@ fn bad_values(var: &str) -> &'static [&'static str] {
         "REDIS_RESTART_INTENSITY" => &["0", "abc", "10001", "4294967296"],
         "REDIS_MAX_ATTEMPTS" => &["-3", "abc", "1000001", "18446744073709551616"],
         "REDIS_MAX_WAITING" => &["0", "lots", "1000001", "18446744073709551616"],
+        "REDIS_LANES" => &["0", "two", "17", "18446744073709551616"],
         "REDIS_PUBSUB_BUFFER" => &["0", "lots", "1000001", "18446744073709551616"],
         "REDIS_BLOCKING_CONNECTIONS" => &["0", "many", "1025", "18446744073709551616"],
         // Each entry must be host:port; a bad one is named whatever else is set.
@@ -402,6 +403,7 @@ fn variable_names_are_kept() {
         "REDIS_RESTART_WINDOW_MS",
         "REDIS_MAX_ATTEMPTS",
         "REDIS_MAX_WAITING",
+        "REDIS_LANES",
         "REDIS_PUBSUB_BUFFER",
         "REDIS_BLOCKING_CONNECTIONS",
         "REDIS_SENTINELS",

@@ -119,7 +119,7 @@ mod tests {
     fn every_dedicated_series_exists_at_zero_with_help() {
         let recorder = prometheus_builder().build_recorder();
         let handle = recorder.handle();
-        let _m = Metrics::new("d", Some(Arc::new(recorder)));
+        let _m = Metrics::new("d", 1, Some(Arc::new(recorder)));
         let text = handle.render();
         for name in [
             PUBSUB_UP,

@@ -198,7 +198,7 @@ mod tests {
     fn every_pattern_series_exists_at_zero_with_help() {
         let recorder = prometheus_builder().build_recorder();
         let handle = recorder.handle();
-        let _m = Metrics::new("p", Some(Arc::new(recorder)));
+        let _m = Metrics::new("p", 1, Some(Arc::new(recorder)));
         let text = handle.render();
         let labelled = [
             (CLIENT_DEGRADED_OPS, "op", DEGRADED_OPS),

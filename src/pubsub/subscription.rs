@@ -359,7 +359,11 @@ mod tests {
     use crate::metrics::{Metrics, prometheus_builder};
 
     fn metrics() -> Metrics {
-        Metrics::new("q", Some(Arc::new(prometheus_builder().build_recorder())))
+        Metrics::new(
+            "q",
+            1,
+            Some(Arc::new(prometheus_builder().build_recorder())),
+        )
     }
 
     fn msg(n: u32) -> Message {

@@ -226,19 +226,21 @@ impl SupervisorActor {
             self.announce_failover(state, &from, &master);
         }
         state.master = Some(master.clone());
-        let on = state
-            .child
-            .as_ref()
-            .and_then(|c| c.connected.as_ref())
-            .map(|c| c.address.clone());
-        match on {
-            Some(from) if from != master => self.failover(myself, state, from, master),
-            Some(_) => {}
-            None if switched && state.child.is_none() => {
-                // Waiting out a backoff for a master that has just been replaced: go now.
-                self.schedule_reconnect(myself, state, Duration::ZERO);
+        let elsewhere = state
+            .slots
+            .iter()
+            .filter_map(|s| s.connected())
+            .map(|c| c.address.clone())
+            .find(|a| *a != master);
+        if let Some(from) = elsewhere {
+            self.failover(myself, state, from, master);
+        } else if switched {
+            // Lanes waiting out a backoff for a master that has just been replaced: go now.
+            for lane in 0..state.slots.len() {
+                if state.slots[lane].child.is_none() {
+                    self.schedule_reconnect(myself, state, lane, Duration::ZERO);
+                }
             }
-            None => {}
         }
     }
 
