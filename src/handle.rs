@@ -51,6 +51,8 @@ use crate::request::Request;
 use crate::route::{Route, RouteState};
 
 mod blocking;
+mod bulk;
+use bulk::BigReplies;
 
 /// A deadline this far away stands for "no deadline" (`with_timeout(Duration::MAX)`).
 const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
@@ -115,6 +117,8 @@ pub(crate) struct HandleCore {
     patterns: PatternMetrics,
     /// The dedicated connections for blocking commands.
     blocking: BlockingPool,
+    /// With more than one lane: which commands bring back big replies.
+    bulk: Option<BigReplies>,
 }
 
 impl HandleCore {
@@ -127,6 +131,7 @@ impl HandleCore {
     ) -> Arc<Self> {
         Arc::new(HandleCore {
             blocking: BlockingPool::new(config.clone(), blocking),
+            bulk: (config.lanes() > 1).then(BigReplies::new),
             config,
             route,
             gate: Gate {
@@ -208,6 +213,8 @@ struct Need<'a> {
     after: Option<u64>,
     /// That refusal, to report if nothing changes in time.
     refusal: Option<&'a NotReady>,
+    /// Its last reply was big: the bulk lane, if it serves.
+    bulk: bool,
 }
 
 impl Need<'_> {
@@ -215,7 +222,7 @@ impl Need<'_> {
     fn lane_in<'s>(&self, state: &'s RouteState, version: u64) -> Option<&'s Lane> {
         match state {
             RouteState::Serving(lanes) if self.after.is_none_or(|v| version > v) => {
-                lanes.pick(self.avoid)
+                lanes.pick(self.avoid, self.bulk)
             }
             _ => None,
         }
@@ -689,7 +696,13 @@ impl RedisHandle {
         // Why an earlier attempt may have run (its connection was lost with it in flight).
         let mut lost: Option<String> = None;
         let mut refusal: Option<NotReady> = None;
-        let mut need = Need::default();
+        let bulk = self.core.bulk.as_ref();
+        let slot = bulk.and_then(|_| BigReplies::slot(request));
+        let big = matches!((bulk, slot), (Some(b), Some(s)) if b.is_big(s));
+        let mut need = Need {
+            bulk: big,
+            ..Need::default()
+        };
         loop {
             need.refusal = refusal.as_ref();
             let (mut lane, version, waited) = match self.lane(deadline, need).await {
@@ -699,10 +712,15 @@ impl RedisHandle {
             if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
-            let outcome = deadline::within(start, deadline, lane.run(request)).await;
+            let outcome = deadline::within(start, deadline, lane.run(request, big)).await;
             let lane_id = lane.id();
             match outcome {
-                Some(Ok(value)) => return Ok(value),
+                Some(Ok(value)) => {
+                    if let (Some(b), Some(s)) = (bulk, slot) {
+                        b.record(s, &value);
+                    }
+                    return Ok(value);
+                }
                 Some(Err(ExecError::Reply(e))) => return Err(from_reply_error(e)),
                 // It did not run: wait for the server to be ready, then send it again.
                 Some(Err(ExecError::Refused(not_ready))) => {
@@ -710,6 +728,7 @@ impl RedisHandle {
                         avoid: None,
                         after: Some(version),
                         refusal: None,
+                        bulk: big,
                     };
                     refusal = Some(not_ready);
                 }
@@ -725,6 +744,7 @@ impl RedisHandle {
                         avoid: Some(lane_id),
                         after: None,
                         refusal: None,
+                        bulk: big,
                     };
                 }
                 // Handed over, no reply in time: it may have run.

@@ -163,7 +163,7 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
     }
     lane.listen();
     let mut lane_ = lane.clone();
-    let outcome = tokio::time::timeout(timeout, lane_.run(request)).await;
+    let outcome = tokio::time::timeout(timeout, lane_.run(request, false)).await;
     let heard = lane.heard();
     match outcome {
         Ok(Ok(value)) => Probe::Answered(value),

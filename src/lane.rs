@@ -73,17 +73,23 @@ pub(crate) enum ExecError {
 }
 
 /// One command outstanding on a counted lane, until it is answered (or abandoned).
-struct Outstanding<'a>(&'a LaneShared);
+struct Outstanding<'a>(&'a LaneShared, bool);
 
 impl<'a> Outstanding<'a> {
-    fn enter(shared: &'a LaneShared) -> Self {
+    fn enter(shared: &'a LaneShared, heavy: bool) -> Self {
         shared.outstanding.fetch_add(1, Ordering::Relaxed);
-        Outstanding(shared)
+        if heavy {
+            shared.heavy.fetch_add(1, Ordering::Relaxed);
+        }
+        Outstanding(shared, heavy)
     }
 }
 
 impl Drop for Outstanding<'_> {
     fn drop(&mut self) {
+        if self.1 {
+            self.0.heavy.fetch_sub(1, Ordering::Relaxed);
+        }
         self.0.outstanding.fetch_sub(1, Ordering::Relaxed);
         self.0.served.fetch_add(1, Ordering::Relaxed);
     }
@@ -104,6 +110,8 @@ struct LaneShared {
     outstanding: AtomicUsize,
     /// Commands answered on this connection (when `counted`).
     served: AtomicU64,
+    /// Of `outstanding`, those whose last reply was big (see `handle/bulk.rs`).
+    heavy: AtomicUsize,
     /// False once the connection is closing or broken: no new command is written on it.
     open: AtomicBool,
     /// Set by the health actor while a probe waits: replies then record that they came.
@@ -149,6 +157,7 @@ impl Lane {
                 counted,
                 outstanding: AtomicUsize::new(0),
                 served: AtomicU64::new(0),
+                heavy: AtomicUsize::new(0),
                 open: AtomicBool::new(true),
                 watching: AtomicBool::new(false),
                 heard: AtomicBool::new(false),
@@ -170,6 +179,11 @@ impl Lane {
     /// Commands outstanding on it now (0 when not counted: one lane).
     pub(crate) fn outstanding(&self) -> usize {
         self.shared.outstanding.load(Ordering::Relaxed)
+    }
+
+    /// Big-reply commands outstanding on it now (0 when not counted: one lane).
+    pub(crate) fn heavy(&self) -> usize {
+        self.shared.heavy.load(Ordering::Relaxed)
     }
 
     /// Commands answered on it so far (0 when not counted: one lane).
@@ -206,9 +220,11 @@ impl Lane {
 
     /// Runs `request` on this connection from the caller's task and classifies the result. A
     /// broken transport is reported once (and closes the lane); a refusal is reported each time.
-    pub(crate) async fn run(&mut self, request: &Request) -> Result<Value, ExecError> {
+    /// `heavy`: its last reply was big (counted apart, so small commands keep off this lane
+    /// while it is delivering one).
+    pub(crate) async fn run(&mut self, request: &Request, heavy: bool) -> Result<Value, ExecError> {
         let shared: &LaneShared = &self.shared;
-        let _counted = shared.counted.then(|| Outstanding::enter(shared));
+        let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
         let result = match (request.as_cmd(), request.as_pipeline()) {
             (Some(cmd), _) => self.conn.send_packed_command(cmd).await,
             (None, Some(pipe)) => pipe.query_async::<Value>(&mut self.conn).await,

@@ -32,16 +32,32 @@ impl Lanes {
         &self.0
     }
 
-    /// The open lane with the fewest commands outstanding, other than `avoid`; ties go to the
-    /// lowest lane (one lane: that lane, nothing counted).
+    /// The lane for a command, other than `avoid`. One lane: that lane, nothing counted. More:
+    /// the open lane with the fewest commands outstanding (ties to the lowest), where a lane
+    /// delivering a big reply counts as full — so small commands keep off it — and a command
+    /// whose last reply was big (`bulk`) goes to the bulk lane (the last serving one) while it
+    /// is open, so big replies share one lane instead of spreading over all of them.
     #[inline]
-    pub(crate) fn pick(&self, avoid: Option<ractor::ActorId>) -> Option<&Lane> {
+    pub(crate) fn pick(&self, avoid: Option<ractor::ActorId>, bulk: bool) -> Option<&Lane> {
         let usable = |l: &&Lane| Some(l.id()) != avoid && l.is_open();
         match &*self.0 {
             [only] => Some(only).filter(usable),
-            many => many.iter().filter(usable).min_by_key(|l| l.outstanding()),
+            [.., last] if bulk && usable(&last) => Some(last),
+            many => fewest(many, avoid),
         }
     }
+}
+
+/// A lane delivering a big reply counts as this many commands outstanding.
+const HEAVY: usize = 1 << 20;
+
+/// The open lane of `lanes` with the fewest commands outstanding (big replies weighing
+/// [`HEAVY`]), other than `avoid`.
+fn fewest(lanes: &[Lane], avoid: Option<ractor::ActorId>) -> Option<&Lane> {
+    lanes
+        .iter()
+        .filter(|l| Some(l.id()) != avoid && l.is_open())
+        .min_by_key(|l| l.outstanding() + l.heavy() * HEAVY)
 }
 
 /// Where commands go.

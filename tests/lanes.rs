@@ -207,3 +207,69 @@ async fn all_lanes_down_is_down() {
     sup.handle().set("k", "v").await.unwrap();
     sup.shutdown().await;
 }
+
+/// Big replies share the bulk lane (the last): after its first big reply a command goes there,
+/// and while that lane delivers one, small commands take the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_replies_go_to_the_bulk_lane() {
+    let srv = server().await;
+    let sup = supervisor_with(&srv, |b| {
+        b.name("bulk")
+            .lanes(2)
+            .command_timeout(Duration::from_secs(10))
+    })
+    .await;
+    until_lanes(&sup, &["up", "up"]).await;
+    let r = sup.handle();
+    r.set("big", vec![b'x'; 1 << 20]).await.unwrap();
+    r.set("small", "v").await.unwrap();
+    let served = |report: &serde_json::Value| -> Vec<u64> {
+        report["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["served"].as_u64().unwrap())
+            .collect()
+    };
+    let before = served(&report(&sup).await);
+    for _ in 0..20 {
+        let v: Vec<u8> = r.get("big").await.unwrap();
+        assert_eq!(v.len(), 1 << 20);
+    }
+    let after = served(&report(&sup).await);
+    assert!(
+        after[1] - before[1] >= 19,
+        "big GETs on the bulk lane: {before:?} -> {after:?}"
+    );
+    // Small GETs beside a loop of big ones: most go to the other lane.
+    let big = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            for _ in 0..50 {
+                let _: Vec<u8> = r.get("big").await.unwrap();
+            }
+        })
+    };
+    let small: Vec<_> = (0..8)
+        .map(|_| {
+            let r = r.clone();
+            tokio::spawn(async move {
+                for _ in 0..200 {
+                    let v: Option<String> = r.get("small").await.unwrap();
+                    assert_eq!(v.as_deref(), Some("v"));
+                }
+            })
+        })
+        .collect();
+    for t in small {
+        t.await.unwrap();
+    }
+    big.await.unwrap();
+    let end = served(&report(&sup).await);
+    let (lane0, lane1) = (end[0] - after[0], (end[1] - after[1]).saturating_sub(50));
+    assert!(
+        lane0 > lane1,
+        "small GETs: lane 0 {lane0}, bulk lane {lane1}"
+    );
+    sup.shutdown().await;
+}

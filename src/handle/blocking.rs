@@ -271,6 +271,7 @@ impl RedisHandle {
                         avoid: None,
                         after: Some(version),
                         refusal: None,
+                        bulk: false,
                     };
                     refusal = Some(not_ready);
                 }
