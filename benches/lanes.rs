@@ -9,8 +9,9 @@
 //!    second `MultiplexedConnection`. Reported: the small GETs' p50/p99 alone and with the big
 //!    ones, and with ÷ alone. Target: with 2 lanes, p50 with the big GETs ≤ 3 × p50 alone.
 //! 2. **Throughput**: GET of 64-byte values over 10 000 keys at C = 1/16/64/256 tasks sharing
-//!    one client, `RedisHandle` with lanes = 1, 2, 4 beside a raw `MultiplexedConnection`
-//!    (ratios to raw, as `benches/throughput.rs` reports them).
+//!    one client, `RedisHandle` with lanes = 1, 2, 4 beside a raw `MultiplexedConnection` and
+//!    the peers, redis-rs `ConnectionManager` and fred 10 (one client, defaults, RESP3) (ratios
+//!    to raw, as `benches/throughput.rs` reports them).
 //!
 //! ```text
 //! cargo bench --bench lanes                      # full: 7 + 5 rounds, writes benches/results/lanes.md
@@ -38,8 +39,10 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Options, Table, si};
+use fred::bytes::Bytes;
+use fred::prelude::{ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
-use redis::aio::MultiplexedConnection;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{Config, RedisHandle, Supervisor};
 
@@ -101,6 +104,8 @@ impl Hol {
 enum Kind {
     Raw,
     Lanes(usize),
+    Manager,
+    Fred,
 }
 
 impl Kind {
@@ -108,6 +113,8 @@ impl Kind {
         match self {
             Kind::Raw => "raw MultiplexedConnection".to_string(),
             Kind::Lanes(n) => format!("RedisHandle, lanes = {n}"),
+            Kind::Manager => "redis-rs ConnectionManager".to_string(),
+            Kind::Fred => "fred 10".to_string(),
         }
     }
 }
@@ -117,6 +124,8 @@ impl Kind {
 enum Client {
     Handle(RedisHandle),
     Raw(MultiplexedConnection),
+    Manager(ConnectionManager),
+    Fred(fred::clients::Client),
 }
 
 impl Client {
@@ -124,6 +133,12 @@ impl Client {
         match self {
             Client::Handle(h) => h.get(key).await.map_err(err),
             Client::Raw(c) => redis::cmd("GET").arg(key).query_async(c).await.map_err(err),
+            Client::Manager(c) => redis::cmd("GET").arg(key).query_async(c).await.map_err(err),
+            Client::Fred(c) => c
+                .get::<Option<Bytes>, _>(key)
+                .await
+                .map(|v| v.map(|b| b.to_vec()))
+                .map_err(err),
         }
     }
 }
@@ -635,9 +650,23 @@ async fn run(opts: &Options) -> Result<(), String> {
         }
     }
 
-    // Part 2.
+    // Part 2, with the peers.
+    let manager =
+        ConnectionManager::new_with_config(client.clone(), ConnectionManagerConfig::new())
+            .await
+            .map_err(err)?;
+    let fred = {
+        let mut config = fred::prelude::Config::from_url(&url).map_err(err)?;
+        config.version = fred::types::RespVersion::RESP3;
+        let fred = fred::prelude::Builder::from_config(config)
+            .build()
+            .map_err(err)?;
+        fred.init().await.map_err(err)?;
+        fred
+    };
     let mut kinds = vec![Kind::Raw];
     kinds.extend(lanes.iter().map(|&n| Kind::Lanes(n)));
+    kinds.extend([Kind::Manager, Kind::Fred]);
     let mut results: Results = BTreeMap::new();
     for round in 0..if do_tp { tp_rounds } else { 0 } {
         let mut order = kinds.clone();
@@ -647,6 +676,8 @@ async fn run(opts: &Options) -> Result<(), String> {
                 let client = match kind {
                     Kind::Raw => Client::Raw(raw_a.clone()),
                     Kind::Lanes(n) => Client::Handle(handles[&n].clone()),
+                    Kind::Manager => Client::Manager(manager.clone()),
+                    Kind::Fred => Client::Fred(fred.clone()),
                 };
                 let s = measure(&client, c, &keys, &tp_timing)
                     .await
