@@ -8,8 +8,8 @@
 //! `HealthReport`) that convert into its message type; it never `call`s a child that could
 //! call it back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
@@ -57,6 +57,8 @@ pub(crate) struct Core {
     sentinel: Option<Arc<SentinelShared>>,
     /// Each lane's state for `/health/redis` (written by the supervisor actor only).
     lanes: std::sync::Mutex<Vec<LaneStatus>>,
+    /// Orders publications against the start of shutdown (see `publish`).
+    publishing: std::sync::Mutex<()>,
 }
 
 /// One lane as `/health/redis` shows it.
@@ -105,6 +107,12 @@ impl Core {
             state,
             Availability::Down { .. } | Availability::GaveUp { .. } | Availability::Stopped
         );
+        // Held across the check and the publication, and by `begin_shutdown` across the close:
+        // a state that is not terminal is either published before shutdown began or not at all.
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if self.handles.is_closed() && !terminal {
             return;
         }
@@ -130,6 +138,10 @@ impl Core {
 
     /// Shutdown begins: no new commands, waiting ones answer `ShuttingDown`.
     fn begin_shutdown(&self) {
+        let _publishing = self
+            .publishing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         self.handles.close();
         self.route.set(RouteState::Stopped);
     }
@@ -1089,6 +1101,7 @@ impl Supervisor {
         let core = Arc::new(Core {
             handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns, blocking),
             pubsub: PubSubShared::new(config.clone(), pubsub),
+            publishing: std::sync::Mutex::new(()),
             lanes: std::sync::Mutex::new(
                 (0..config.lanes())
                     .map(|_| LaneStatus {
