@@ -495,24 +495,7 @@ impl RedisServer {
 
     /// Sends `signal` to the child's own pid (never to a group).
     fn signal(&self, signal: libc::c_int) -> Result<(), FixtureError> {
-        let pid = self.pid().ok_or(FixtureError::NotRunning)?;
-        let pid = libc::pid_t::try_from(pid)
-            .ok()
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| {
-                FixtureError::Signal(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("refusing to signal pid {pid}"),
-                ))
-            })?;
-        // SAFETY: kill(2) has no memory-safety preconditions. `pid` is positive (a single process, never
-        // a group) and belongs to our own child, which is not reaped yet, so it cannot have been reused.
-        let rc = unsafe { libc::kill(pid, signal) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(FixtureError::Signal(io::Error::last_os_error()))
-        }
+        signal_child(self.pid(), signal)
     }
 }
 
@@ -630,6 +613,29 @@ fn read_from(path: &Path, offset: u64) -> String {
     };
     let start = usize::try_from(offset).map_or(bytes.len(), |o| o.min(bytes.len()));
     String::from_utf8_lossy(&bytes[start..]).into_owned()
+}
+
+/// Sends `signal` to our own unreaped child `pid` (never to a group): the one place the fixtures
+/// signal a process.
+pub(crate) fn signal_child(pid: Option<u32>, signal: libc::c_int) -> Result<(), FixtureError> {
+    let pid = pid.ok_or(FixtureError::NotRunning)?;
+    let pid = libc::pid_t::try_from(pid)
+        .ok()
+        .filter(|pid| *pid > 0)
+        .ok_or_else(|| {
+            FixtureError::Signal(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("refusing to signal pid {pid}"),
+            ))
+        })?;
+    // SAFETY: kill(2) has no memory-safety preconditions. `pid` is positive (a single process, never
+    // a group) and belongs to our own child, which is not reaped yet, so it cannot have been reused.
+    let rc = unsafe { libc::kill(pid, signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(FixtureError::Signal(io::Error::last_os_error()))
+    }
 }
 
 #[cfg(test)]

@@ -1245,24 +1245,7 @@ impl SentinelProcess {
 
     /// Sends `signal` to the child's own pid (never to a group).
     fn signal(&self, signal: libc::c_int) -> Result<(), FixtureError> {
-        let pid = self.pid().ok_or(FixtureError::NotRunning)?;
-        let pid = libc::pid_t::try_from(pid)
-            .ok()
-            .filter(|pid| *pid > 0)
-            .ok_or_else(|| {
-                FixtureError::Signal(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("refusing to signal pid {pid}"),
-                ))
-            })?;
-        // SAFETY: kill(2) has no memory-safety preconditions. `pid` is positive (a single process, never
-        // a group) and belongs to our own child, which is not reaped yet, so it cannot have been reused.
-        let rc = unsafe { libc::kill(pid, signal) };
-        if rc == 0 {
-            Ok(())
-        } else {
-            Err(FixtureError::Signal(io::Error::last_os_error()))
-        }
+        super::signal_child(self.pid(), signal)
     }
 
     /// The end of the log file and of standard error.
