@@ -249,10 +249,9 @@ impl BlockingPool {
         }
         drop(idle);
         let ids: Vec<i64> = lock(&self.busy).values().copied().collect();
-        let Some(lane) = lane else {
+        let Some(mut conn) = lane.and_then(|l| l.connection()) else {
             return;
         };
-        let mut conn = lane.connection();
         for id in ids {
             let mut unblock = redis::cmd("CLIENT");
             unblock.arg("UNBLOCK").arg(id).arg("ERROR");

@@ -280,6 +280,10 @@ settings! {
     sentinel_username: Option<String> = None, env "REDIS_SENTINEL_USERNAME", default "none";
     /// Password for the sentinels (kept as a [`Secret`]; the data nodes use [`password`](Config::password)).
     sentinel_password: Option<Secret> = None, env "REDIS_SENTINEL_PASSWORD", default "none";
+    /// Redis Cluster seed nodes (`host:port,host:port`, each port explicit): commands are routed by slot across the cluster these nodes belong to (the URL's host and port are then unused; its credentials, database 0 and TLS apply to every node). Not with [`sentinels`](Config::sentinels).
+    cluster_nodes: Nodes = Nodes::EMPTY, env "REDIS_CLUSTER_NODES", default "none";
+    /// With [`cluster_nodes`](Config::cluster_nodes): read-only commands (`GET`, `MGET`, `EXISTS`, …) may be served by replicas (which can be behind their primary); the health actor then probes the replicas too.
+    cluster_read_from_replicas: bool = false, env "REDIS_CLUSTER_READ_FROM_REPLICAS", default "`false`";
     /// Dedicated connections for blocking commands (`BLPOP` & co.), opened on demand; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
     blocking_connections: usize = pub DEFAULT_BLOCKING_CONNECTIONS = 16, env "REDIS_BLOCKING_CONNECTIONS", default "16",
         check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
@@ -432,6 +436,38 @@ impl Config {
         self.client(&addr.host, addr.port, conn, user, password)
     }
 
+    /// The redis-rs cluster client for [`cluster_nodes`](Config::cluster_nodes): credentials and
+    /// TLS as for a standalone server, RESP3, and none of redis-rs's own retries or response
+    /// timeout — the crate follows redirects itself and bounds every command by its deadline,
+    /// so a request whose connection dropped is never re-sent behind the caller's back.
+    pub(crate) fn cluster_client(&self) -> redis::RedisResult<redis::cluster::ClusterClient> {
+        let mut seeds = Vec::with_capacity(self.s.cluster_nodes.len());
+        for node in self.s.cluster_nodes.iter() {
+            let conn = redis::RedisConnectionInfo::default();
+            let s = &self.s;
+            let client = self.client(
+                &node.host,
+                node.port,
+                conn,
+                s.username.as_deref(),
+                s.password.as_ref(),
+            )?;
+            seeds.push(client.get_connection_info().clone());
+        }
+        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
+            .retries(0)
+            .connection_timeout(self.s.connect_timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3);
+        if self.s.cluster_read_from_replicas {
+            builder =
+                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
+        }
+        if let Some(certificates) = self.certificates.clone() {
+            builder = builder.certs(certificates);
+        }
+        builder.build()
+    }
+
     fn client(
         &self,
         host: &str,
@@ -465,6 +501,35 @@ impl Config {
             None => redis::Client::open(info),
         }
     }
+}
+
+/// Cluster seed nodes exclude sentinels (a cluster fails over by itself) and a database other
+/// than 0 (a cluster has only database 0); the read-from-replicas switch needs seed nodes.
+fn cluster_alone(layer: &Layer, s: &Settings) -> Result<(), ConfigError> {
+    let Some(given) = &layer.cluster_nodes else {
+        if let Some(read) = layer
+            .cluster_read_from_replicas
+            .as_ref()
+            .filter(|_| s.cluster_read_from_replicas)
+        {
+            return Err(read.error(
+                "reading from replicas needs cluster seed nodes (REDIS_CLUSTER_NODES or .cluster_nodes([..]))",
+            ));
+        }
+        return Ok(());
+    };
+    if layer.sentinels.is_some() {
+        return Err(given.error(
+            "cluster seed nodes and sentinels exclude each other: a cluster fails over by itself",
+        ));
+    }
+    if s.db != 0 {
+        return Err(given.error(format!(
+            "a cluster has only database 0, but database {} is configured",
+            s.db
+        )));
+    }
+    Ok(())
 }
 
 /// Sentinels and a master name come together: the error names the one missing (as the other was
@@ -544,6 +609,7 @@ impl ConfigBuilder {
             )))?;
         }
         sentinel_pair(&layer, &s)?;
+        cluster_alone(&layer, &s)?;
         let certificates = tls::certificates(&layer, s.tls)?;
         s.max_attempts = s.max_attempts.filter(|n| *n > 0);
         s.tls_insecure_skip_verify &= s.tls;

@@ -21,8 +21,8 @@ use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::info::ServerStats;
-use crate::lane::{Lane, LaneEvent, NotReady};
-use crate::topology::Topology;
+use crate::lane::{Conn, Lane, LaneEvent, NotReady};
+use crate::topology::{Topology, cluster};
 
 /// How long QUIT may take during shutdown.
 const QUIT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -199,8 +199,7 @@ impl Actor for ConnectionActor {
             ConnectionMsg::Quit(reply) => {
                 state.closing = true;
                 state.close();
-                if let Some(lane) = state.lane.take() {
-                    let mut conn = lane.connection();
+                if let Some(mut conn) = state.lane.take().and_then(|l| l.connection()) {
                     let quit = redis::cmd("QUIT");
                     let _ =
                         tokio::time::timeout(QUIT_TIMEOUT, conn.send_packed_command(&quit)).await;
@@ -215,12 +214,7 @@ impl Actor for ConnectionActor {
 
 /// What a finished handshake yields: the connection, its INFO, whether it cannot serve yet, and
 /// where it is.
-type Handshake = (
-    MultiplexedConnection,
-    ServerStats,
-    Option<NotReady>,
-    crate::config::NodeAddr,
-);
+type Handshake = (Conn, ServerStats, Option<NotReady>, crate::config::NodeAddr);
 
 /// Opens the connection and performs the handshake: TLS (when configured), HELLO 3 with AUTH
 /// and SELECT (by redis-rs), then CLIENT SETNAME, INFO and the ready check (`PING`). A user
@@ -232,6 +226,9 @@ async fn connect(
     lane: usize,
     actor: &ActorRef<ConnectionMsg>,
 ) -> Result<Handshake, ConnectionFailure> {
+    if topology == Topology::Cluster {
+        return connect_cluster(config).await;
+    }
     let located = topology.locate(config).await?;
     let push_actor = actor.clone();
     let async_config = redis::AsyncConnectionConfig::new()
@@ -265,11 +262,59 @@ async fn connect(
     let not_ready = ready_check(&mut conn).await?;
     tracing::debug!(address = %located.address, ready = not_ready.is_none(), "redis handshake done");
     Ok((
-        conn,
+        Conn::Node(conn),
         ServerStats::parse(info.as_deref().unwrap_or("")),
         not_ready,
         located.address,
     ))
+}
+
+/// Opens the cluster connection (redis-rs's cluster client: the seed nodes, then the slot map)
+/// and checks that the cluster serves every slot (`CLUSTER INFO` says `cluster_state:ok`); INFO
+/// from one node fills the server gauges. The address reported is the first seed node.
+async fn connect_cluster(config: &Config) -> Result<Handshake, ConnectionFailure> {
+    use redis::aio::ConnectionLike;
+    let mut conn = cluster::connect(config).await?;
+    let info = optional_reply(
+        conn.req_packed_command(&redis::cmd("INFO"))
+            .await
+            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into)),
+    )?;
+    let mut cluster_info = redis::cmd("CLUSTER");
+    cluster_info.arg("INFO");
+    let state = optional_reply(
+        conn.req_packed_command(&cluster_info)
+            .await
+            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into)),
+    )?;
+    let not_ready = state.as_deref().and_then(cluster_not_ready);
+    let address = config
+        .cluster_nodes()
+        .iter()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| crate::config::NodeAddr {
+            host: config.host().to_string(),
+            port: config.port(),
+        });
+    tracing::debug!(seeds = %config.cluster_nodes(), ready = not_ready.is_none(), "redis cluster handshake done");
+    Ok((
+        Conn::Cluster(conn),
+        ServerStats::parse(info.as_deref().unwrap_or("")),
+        not_ready,
+        address,
+    ))
+}
+
+/// The cluster cannot serve every slot when `CLUSTER INFO` says `cluster_state:fail`.
+pub(crate) fn cluster_not_ready(cluster_info: &str) -> Option<NotReady> {
+    let state = cluster_info
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("cluster_state:"))?;
+    (state.trim() != "ok").then(|| NotReady {
+        kind: FailureKind::ClusterDown,
+        message: format!("CLUSTERDOWN cluster_state:{}", state.trim()),
+    })
 }
 
 /// `ROLE` must say `master`: a sentinel's answer can be a failover behind (a demoted master is a

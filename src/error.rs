@@ -94,6 +94,19 @@ pub enum Error {
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
+    /// On a Redis Cluster, a multi-key command whose keys hash to different slots (the server
+    /// refused it with `CROSSSLOT`: it did not run). Give the keys a common hash tag —
+    /// `{user:42}:cart` and `{user:42}:orders` share a slot. `MGET`, `DEL`, `EXISTS`, `UNLINK`,
+    /// `TOUCH` and `MSET` never get this: they are split per slot and recombined (see the
+    /// README's Cluster section).
+    #[error("the keys of {command} hash to different cluster slots: {}; give them a common {{hash tag}}", keys.join(", "))]
+    CrossSlot {
+        /// The command name, e.g. `SUNIONSTORE`.
+        command: String,
+        /// Its key arguments with their slots, e.g. `cart:1 (slot 5049)` (at most 8).
+        keys: Vec<String>,
+    },
+
     /// A connection-level failure that is none of the above (e.g. a transport error reported for a
     /// command that had not been sent).
     #[error("redis connection error: {0}")]
@@ -305,6 +318,9 @@ pub enum FailureKind {
     /// The sentinels switched the master (`+switch-master`): the connection to the old one was
     /// replaced at once. Not a failure of the connection.
     Failover,
+    /// A Redis Cluster cannot serve every slot (`cluster_state:fail`, or `CLUSTERDOWN`
+    /// replies): a shard has no reachable primary, so its slots wait for a failover.
+    ClusterDown,
     /// Anything else (I/O errors, protocol errors, an unexpected handshake reply).
     Other,
 }
@@ -326,6 +342,7 @@ impl FailureKind {
             Self::Busy => "busy",
             Self::NotMaster => "not_master",
             Self::Failover => "failover",
+            Self::ClusterDown => "cluster_down",
             Self::Other => "other",
         }
     }
@@ -341,13 +358,17 @@ impl FailureKind {
             "MASTERDOWN" => Some(Self::MasterDown),
             "BUSY" => Some(Self::Busy),
             "READONLY" => Some(Self::NotMaster),
+            "CLUSTERDOWN" => Some(Self::ClusterDown),
             _ => None,
         }
     }
 
     /// True for the kinds of a server that answers but cannot serve yet.
     pub fn is_not_ready(self) -> bool {
-        matches!(self, Self::Loading | Self::MasterDown | Self::Busy)
+        matches!(
+            self,
+            Self::Loading | Self::MasterDown | Self::Busy | Self::ClusterDown
+        )
     }
 }
 

@@ -42,7 +42,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::blocking::{BlockingPool, blocking_time};
-use crate::config::{Config, OfflinePolicy};
+use crate::config::{Config, NodeAddr, OfflinePolicy};
 use crate::deadline;
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::lane::{ExecError, Lane, NotReady};
@@ -658,6 +658,30 @@ impl RedisHandle {
         self.run(Request::pipeline(pipe), true).await
     }
 
+    /// The nodes a walk of the keyspace (`SCAN`) must visit: `[None]` (the one server) unless
+    /// on a cluster, where it is every primary (from `CLUSTER SLOTS`), each walked alone.
+    pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<NodeAddr>>, Error> {
+        if self.core.config.cluster_nodes().is_empty() {
+            return Ok(vec![None]);
+        }
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let reply: Value = self.run(Request::raw(slots), true).await?;
+        let (shards, _) = crate::topology::cluster::shards(&reply);
+        Ok(shards.into_iter().map(|s| Some(s.primary)).collect())
+    }
+
+    /// Like [`cmd`](Self::cmd) (`replay_safe`: [`cmd_idempotent`](Self::cmd_idempotent)), on
+    /// the cluster node `node` when given (a `SCAN` step of [`scan_targets`](Self::scan_targets)).
+    pub(crate) async fn cmd_at<RV: FromRedisValue>(
+        &self,
+        node: Option<&NodeAddr>,
+        cmd: redis::Cmd,
+        replay_safe: bool,
+    ) -> Result<RV, Error> {
+        self.run(Request::raw(cmd).at(node), replay_safe).await
+    }
+
     async fn query<RV: FromRedisValue>(
         &self,
         cmd: redis::Cmd,
@@ -677,7 +701,8 @@ impl RedisHandle {
         let result = self
             .deliver(&request, replay_safe, start)
             .await
-            .and_then(convert);
+            .and_then(convert)
+            .map_err(|e| cross_slot(e, &request));
         self.core
             .metrics
             .command(request.label(), Outcome::of(&result), start.elapsed());
@@ -712,7 +737,8 @@ impl RedisHandle {
             if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
-            let outcome = deadline::within(start, deadline, lane.run(request, big)).await;
+            let run = lane.run(request, big, replay_safe && lost.is_none(), deadline);
+            let outcome = deadline::within(start, deadline, run).await;
             let lane_id = lane.id();
             match outcome {
                 Some(Ok(value)) => {
@@ -733,7 +759,9 @@ impl RedisHandle {
                     refusal = Some(not_ready);
                 }
                 Some(Err(ExecError::Transport(reason))) => {
-                    if !replay_safe || lost.is_some() {
+                    // A cluster lane already sent a replay-safe command again itself (one
+                    // node's lost connection does not replace the cluster connection).
+                    if !replay_safe || lost.is_some() || lane.is_cluster() {
                         return Err(Error::Ambiguous {
                             command: request.name(),
                             reason,
@@ -857,6 +885,34 @@ pub(crate) fn unavailable(route: &RouteState, refusal: Option<&NotReady>) -> Err
         since,
         reason,
         kind,
+    }
+}
+
+/// A `CROSSSLOT` refusal as [`Error::CrossSlot`], naming the command's key arguments (the
+/// arguments after its name, at most 8) with their slots; any other error as it is.
+fn cross_slot(error: Error, request: &Request) -> Error {
+    let (Error::Server { code, .. }, Some(cmd)) = (&error, request.as_cmd()) else {
+        return error;
+    };
+    if code != "CROSSSLOT" {
+        return error;
+    }
+    let keys = cmd
+        .args_iter()
+        .skip(1)
+        .filter_map(|a| match a {
+            redis::Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        })
+        .take(8)
+        .map(|key| {
+            let slot = crate::topology::cluster::key_slot(key);
+            format!("{} (slot {slot})", String::from_utf8_lossy(key))
+        })
+        .collect();
+    Error::CrossSlot {
+        command: request.name(),
+        keys,
     }
 }
 

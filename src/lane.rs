@@ -12,11 +12,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use ractor::ActorId;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
+use redis::cluster_async::ClusterConnection;
+use tokio::time::Instant;
 
 use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::request::Request;
+
+mod cluster;
+
+/// The connection under a lane: one server's multiplexed connection, or redis-rs's cluster
+/// client (which holds one per node and routes by slot).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Node(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
 
 /// What callers saw on a lane, reported to the connection actor that owns it.
 #[derive(Debug)]
@@ -126,7 +138,7 @@ struct LaneShared {
 /// A live connection as callers see it (published in the route). Cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Lane {
-    conn: MultiplexedConnection,
+    conn: Conn,
     shared: Arc<LaneShared>,
 }
 
@@ -143,7 +155,7 @@ impl Lane {
     /// A new open lane `index` on `conn`, owned by the connection actor `id`, reporting to
     /// `port`; `counted` when the supervisor runs more than one lane.
     pub(crate) fn new(
-        conn: MultiplexedConnection,
+        conn: Conn,
         id: ActorId,
         index: usize,
         counted: bool,
@@ -213,22 +225,60 @@ impl Lane {
         self.shared.heard.load(Ordering::Acquire)
     }
 
-    /// The multiplexed connection, for the owner's own commands (QUIT).
-    pub(crate) fn connection(&self) -> MultiplexedConnection {
-        self.conn.clone()
+    /// The single server's connection, for the owner's own commands (QUIT, CLIENT UNBLOCK);
+    /// `None` on a cluster.
+    pub(crate) fn connection(&self) -> Option<MultiplexedConnection> {
+        match &self.conn {
+            Conn::Node(conn) => Some(conn.clone()),
+            Conn::Cluster(_) => None,
+        }
+    }
+
+    /// The cluster connection, for the health actor's per-node probes; `None` for one server.
+    pub(crate) fn cluster(&self) -> Option<ClusterConnection> {
+        match &self.conn {
+            Conn::Cluster(conn) => Some(conn.clone()),
+            Conn::Node(_) => None,
+        }
+    }
+
+    /// True when this lane is a cluster connection: a transport error on it is one node's,
+    /// and a replay-safe command was already sent again on it (see `lane/cluster.rs`).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     /// Runs `request` on this connection from the caller's task and classifies the result. A
     /// broken transport is reported once (and closes the lane); a refusal is reported each time.
     /// `heavy`: its last reply was big (counted apart, so small commands keep off this lane
-    /// while it is delivering one).
-    pub(crate) async fn run(&mut self, request: &Request, heavy: bool) -> Result<Value, ExecError> {
+    /// while it is delivering one). On a cluster, redirects are followed and a replay-safe
+    /// command whose node connection dropped is sent once more, within `deadline`.
+    pub(crate) async fn run(
+        &mut self,
+        request: &Request,
+        heavy: bool,
+        replay_safe: bool,
+        deadline: Instant,
+    ) -> Result<Value, ExecError> {
         let shared: &LaneShared = &self.shared;
         let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
-        let result = match (request.as_cmd(), request.as_pipeline()) {
-            (Some(cmd), _) => self.conn.send_packed_command(cmd).await,
-            (None, Some(pipe)) => pipe.query_async::<Value>(&mut self.conn).await,
-            (None, None) => Ok(Value::Nil),
+        let result = match &mut self.conn {
+            Conn::Node(conn) => match (request.as_cmd(), request.as_pipeline()) {
+                (Some(cmd), _) => conn.send_packed_command(cmd).await,
+                (None, Some(pipe)) => pipe.query_async::<Value>(conn).await,
+                (None, None) => Ok(Value::Nil),
+            },
+            Conn::Cluster(conn) => {
+                let result = cluster::run(conn, request, replay_safe, deadline).await;
+                // One node's lost connection is not the cluster connection's: nothing is
+                // reported; a reply proves the cluster answers.
+                if shared.watching.load(Ordering::Acquire)
+                    && !matches!(result, Err(ExecError::Transport(_)))
+                {
+                    shared.heard.store(true, Ordering::Release);
+                }
+                return result;
+            }
         };
         let shared = &*self.shared;
         if let Err(err) = &result

@@ -1,6 +1,7 @@
 //! What a caller asks a connection to run: one command or a pipeline, with its metric label.
 //! The one place a command's name is decoded from its bytes (for labels and error messages).
 
+use crate::config::NodeAddr;
 use crate::metrics::CommandLabel;
 
 /// A command or pipeline, ready to be written.
@@ -8,6 +9,9 @@ use crate::metrics::CommandLabel;
 pub(crate) struct Request {
     body: Body,
     label: CommandLabel,
+    /// On a cluster: the node it must run on (a keyspace walk visits each primary), instead of
+    /// the node its keys' slot names.
+    node: Option<Box<NodeAddr>>,
 }
 
 #[derive(Debug)]
@@ -30,6 +34,7 @@ impl Request {
         Self {
             body: Body::Cmd(cmd),
             label,
+            node: None,
         }
     }
 
@@ -49,6 +54,7 @@ impl Request {
         Self {
             body: Body::Pipeline(pipe),
             label,
+            node: None,
         }
     }
 
@@ -57,7 +63,19 @@ impl Request {
         Self {
             body: Body::Pipeline(pipe),
             label,
+            node: None,
         }
+    }
+
+    /// This request, to run on the cluster node `node` (ignored on one server).
+    pub(crate) fn at(mut self, node: Option<&NodeAddr>) -> Self {
+        self.node = node.map(|n| Box::new(n.clone()));
+        self
+    }
+
+    /// The cluster node it must run on, if one was named.
+    pub(crate) fn node(&self) -> Option<&NodeAddr> {
+        self.node.as_deref()
     }
 
     /// The metric label.

@@ -1,12 +1,14 @@
 //! Topology: how a connection actor finds the server it connects to. This is the one seam for
 //! the ways Redis is deployed — a standalone server, or the master a set of sentinels names
-//! (`topology/sentinel.rs`); the Cluster slot map plugs in here too — so the actors never branch
-//! on the deployment themselves. Every connection (command, subscriber, blocking) locates its
+//! (`topology/sentinel.rs`), or a Redis Cluster (`topology/cluster.rs`: the command connection is
+//! redis-rs's cluster client, routing by slot) — so the actors never branch on the deployment
+//! themselves. Every connection (command, subscriber, blocking) locates its
 //! server here, so after a failover they all follow the same master.
 
 use crate::config::{Config, NodeAddr};
 use crate::error::{ConnectionFailure, describe_connection_error};
 
+pub(crate) mod cluster;
 mod sentinel;
 
 /// Where a connection actor connects.
@@ -16,6 +18,10 @@ pub(crate) enum Topology {
     Standalone,
     /// The master the configured sentinels name.
     Sentinel,
+    /// The Redis Cluster the configured seed nodes belong to. The command connection routes by
+    /// slot ([`cluster::connect`]); a connection that needs one node (the subscriber) takes the
+    /// first seed node that answers.
+    Cluster,
 }
 
 /// The server found for the next connection.
@@ -32,7 +38,9 @@ pub(crate) struct Located {
 impl Topology {
     /// The topology `config` describes.
     pub(crate) fn of(config: &Config) -> Self {
-        if config.sentinels().is_empty() {
+        if !config.cluster_nodes().is_empty() {
+            Topology::Cluster
+        } else if config.sentinels().is_empty() {
             Topology::Standalone
         } else {
             Topology::Sentinel
@@ -47,6 +55,7 @@ impl Topology {
                 port: config.port(),
             },
             Topology::Sentinel => sentinel::locate_master(config).await?,
+            Topology::Cluster => cluster::any_node(config).await?,
         };
         let client = config
             .redis_client_at(&address.host, address.port)
