@@ -165,6 +165,14 @@ pub enum EventKind {
         /// The new master, `host:port`.
         to: String,
     },
+    /// A Redis Cluster changed shape, as the health probes saw it: a replica promoted, slots
+    /// moved between primaries, a node joined or left. Published with the state at that moment;
+    /// the cluster connection follows by itself (redis-rs's slot map), so nothing is replaced.
+    ClusterChanged {
+        /// The new shape, one entry per shard in slot order: `primary slots [replicas …]`,
+        /// e.g. `127.0.0.1:7000 0-5460 replicas 127.0.0.1:7003`.
+        shards: Vec<String>,
+    },
 }
 
 /// One transition of [`Availability`], or a notice about it ([`EventKind`]).

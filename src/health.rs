@@ -35,6 +35,8 @@ use crate::route::Route;
 
 pub use crate::info::ServerStats;
 
+mod cluster;
+
 /// What `/health/redis` reports besides the availability state.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct HealthSnapshot {
@@ -44,6 +46,39 @@ pub(crate) struct HealthSnapshot {
     pub(crate) stats: Option<ServerStats>,
     /// Why the connection was last lost, its kind, and when.
     pub(crate) last_error: Option<(String, FailureKind, SystemTime)>,
+    /// On a cluster: every node of the last probe, primaries first.
+    pub(crate) cluster: Vec<NodeHealth>,
+}
+
+/// One cluster node as the last probe found it (for `/health/redis`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct NodeHealth {
+    /// `host:port`.
+    pub(crate) node: String,
+    /// `primary` or `replica`.
+    pub(crate) role: &'static str,
+    /// The slots its shard serves (`0-5460,10923`).
+    pub(crate) slots: String,
+    /// Whether it answered the probe.
+    pub(crate) up: bool,
+    /// Its probe's round trip, when it answered.
+    pub(crate) ping: Option<Duration>,
+    /// Why not, when it did not.
+    pub(crate) error: Option<String>,
+}
+
+impl NodeHealth {
+    /// How many slots `slots` names.
+    pub(crate) fn slot_count(&self) -> u32 {
+        self.slots
+            .split(',')
+            .filter_map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                let (a, b) = (a.parse::<u32>().ok()?, b.parse::<u32>().ok()?);
+                Some(b.saturating_sub(a) + 1)
+            })
+            .sum()
+    }
 }
 
 /// The `/health/redis` snapshot: written only by the health actor, read by anyone.
@@ -79,6 +114,13 @@ pub(crate) enum Verdict {
     /// With Sentinel, INFO says the server is a replica now (demoted by a failover the watcher
     /// has not reported): replace the connection with one to the master.
     NotMaster(String),
+    /// On a cluster: some slots are not served (their primary does not answer, or they have
+    /// none), or a replica that reads use does not answer; the rest serves. Why, naming the
+    /// slots and nodes.
+    Partial(String),
+    /// On a cluster: its shape changed since the last probe (a failover, slots moved, a node
+    /// joined or left). A notice, not a judgement: each shard as `primary slots [replicas]`.
+    Reshaped(Vec<String>),
 }
 
 /// What the health actor tells its supervisor.
@@ -119,6 +161,8 @@ pub(crate) struct HealthState {
     /// Consecutive probes without an answer, per connection probed last time.
     failures: HashMap<ActorId, u32>,
     info: Request,
+    /// On a cluster: its shape at the last probe that read it.
+    shape: Option<Vec<String>>,
 }
 
 /// The health actor.
@@ -163,7 +207,8 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
     }
     lane.listen();
     let mut lane_ = lane.clone();
-    let outcome = tokio::time::timeout(timeout, lane_.run(request, false)).await;
+    let deadline = crate::handle::deadline_after(Instant::now(), timeout);
+    let outcome = tokio::time::timeout(timeout, lane_.run(request, false, false, deadline)).await;
     let heard = lane.heard();
     match outcome {
         Ok(Ok(value)) => Probe::Answered(value),
@@ -203,20 +248,48 @@ impl HealthState {
         let probes: Vec<_> = lanes
             .into_iter()
             .map(|lane| {
+                let replicas = self.args.config.cluster_read_from_replicas();
                 tokio::spawn(async move {
-                    let ping = Request::raw(redis::cmd("PING"));
                     let start = Instant::now();
+                    if lane.is_cluster() {
+                        let (outcome, view) = cluster::probe(&lane, timeout, replicas).await;
+                        return (lane.id(), outcome, start.elapsed(), view);
+                    }
+                    let ping = Request::raw(redis::cmd("PING"));
                     let outcome = probe(&lane, &ping, timeout).await;
-                    (lane.id(), outcome, start.elapsed())
+                    (lane.id(), outcome, start.elapsed(), None)
                 })
             })
             .collect();
         let mut verdicts = Vec::with_capacity(probes.len());
         for p in probes {
             // A probe task cannot panic; a cancelled one (runtime shutting down) says nothing.
-            if let Ok((id, outcome, took)) = p.await {
+            let Ok((id, outcome, took, view)) = p.await else {
+                continue;
+            };
+            let Some(view) = view else {
                 verdicts.push((id, self.judge(id, outcome, took)));
+                continue;
+            };
+            // A cluster: its shape first (a change is a notice), then its verdict.
+            let shape = view.shape();
+            if self.shape.as_ref().is_some_and(|old| *old != shape) {
+                verdicts.push((id, Verdict::Reshaped(shape.clone())));
             }
+            self.shape = Some(shape);
+            self.args.metrics.set_cluster(&view.nodes, view.covered);
+            let verdict = match view.problem() {
+                Some(verdict) => {
+                    self.failures.remove(&id);
+                    let rtt = view.slowest();
+                    self.args.metrics.set_up(view.nodes.iter().any(|n| n.up));
+                    self.args.metrics.probe(ProbeOutcome::Slow, rtt);
+                    verdict
+                }
+                None => self.judge(id, outcome, took),
+            };
+            self.args.board.update(|s| s.cluster = view.nodes);
+            verdicts.push((id, verdict));
         }
         verdicts
     }
@@ -249,10 +322,12 @@ impl HealthState {
             Verdict::Healthy => (ProbeOutcome::Ok, Some(took)),
             Verdict::Slow(_) => (ProbeOutcome::Slow, Some(took)),
             Verdict::NotReady(_) => (ProbeOutcome::NotReady, Some(took)),
-            // (`NotMaster` comes from INFO, never from a probe.)
-            Verdict::Failing(_) | Verdict::Unhealthy(_) | Verdict::NotMaster(_) => {
-                (ProbeOutcome::Failed, None)
-            }
+            // (`NotMaster` comes from INFO, `Partial` and `Reshaped` from a cluster probe.)
+            Verdict::Partial(_) => (ProbeOutcome::Slow, Some(took)),
+            Verdict::Failing(_)
+            | Verdict::Unhealthy(_)
+            | Verdict::NotMaster(_)
+            | Verdict::Reshaped(_) => (ProbeOutcome::Failed, None),
         };
         metrics.probe(outcome, round_trip);
         if let Some(took) = round_trip {
@@ -329,6 +404,7 @@ impl Actor for HealthActor {
             timers: Vec::new(),
             failures: HashMap::new(),
             info: Request::raw(redis::cmd("INFO")),
+            shape: None,
         })
     }
 

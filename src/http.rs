@@ -126,16 +126,36 @@ pub struct LaneReport {
 }
 
 /// The topology part of `/health/redis`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TopologyReport {
-    /// `standalone` or `sentinel`.
+    /// `standalone`, `sentinel` or `cluster`.
     pub kind: &'static str,
-    /// The master (`host:port`): the configured server, or the one the sentinels named last.
+    /// The master (`host:port`): the configured server, or the one the sentinels named last;
+    /// absent on a cluster (see `nodes`).
     pub master: Option<String>,
     /// With Sentinel: every sentinel known (configured, then discovered).
     pub sentinels: Vec<String>,
     /// With Sentinel: the sentinel the watcher follows now.
     pub watching: Option<String>,
+    /// On a cluster: every node of the last health probe, primaries first.
+    pub nodes: Vec<ClusterNodeReport>,
+}
+
+/// One Redis Cluster node in `/health/redis`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClusterNodeReport {
+    /// `host:port`.
+    pub node: String,
+    /// `primary` or `replica`.
+    pub role: &'static str,
+    /// The slots of its shard, e.g. `0-5460`.
+    pub slots: String,
+    /// Whether it answered the last probe.
+    pub up: bool,
+    /// That probe's round trip, in milliseconds.
+    pub ping_ms: Option<f64>,
+    /// Why it did not answer (secret-free).
+    pub error: Option<String>,
 }
 
 /// The pub/sub part of `/health/redis`.
@@ -258,11 +278,30 @@ async fn redis_report(State(status): State<Status>) -> Response {
             })
             .collect(),
         topology: match status.sentinel() {
+            _ if !status.config().cluster_nodes().is_empty() => TopologyReport {
+                kind: "cluster",
+                master: None,
+                sentinels: Vec::new(),
+                watching: None,
+                nodes: snapshot
+                    .cluster
+                    .iter()
+                    .map(|n| ClusterNodeReport {
+                        node: n.node.clone(),
+                        role: n.role,
+                        slots: n.slots.clone(),
+                        up: n.up,
+                        ping_ms: n.ping.map(|d| d.as_secs_f64() * 1000.0),
+                        error: n.error.clone(),
+                    })
+                    .collect(),
+            },
             Some(view) => TopologyReport {
                 kind: "sentinel",
                 master: view.master.map(|m| m.to_string()),
                 sentinels: view.known.iter().map(ToString::to_string).collect(),
                 watching: view.watching.map(|w| w.to_string()),
+                nodes: Vec::new(),
             },
             None => TopologyReport {
                 kind: "standalone",
@@ -273,6 +312,7 @@ async fn redis_report(State(status): State<Status>) -> Response {
                 )),
                 sentinels: Vec::new(),
                 watching: None,
+                nodes: Vec::new(),
             },
         },
     };

@@ -45,6 +45,19 @@ pub const CLIENT_RESTART_STORMS: &str = "redis_client_restart_storms_total";
 /// `redis_client_failovers_total`: Sentinel failovers followed (the connection moved to the master
 /// the sentinels named).
 pub const CLIENT_FAILOVERS: &str = "redis_client_failovers_total";
+/// `redis_client_cluster_node_up{node}`: on a Redis Cluster, 1 while the node (`host:port`)
+/// answered the last health probe, else 0; one series per node probed (every primary, and
+/// every replica when reads use them). A node that left the cluster reads 0 from then on.
+pub const CLIENT_CLUSTER_NODE_UP: &str = "redis_client_cluster_node_up";
+/// `redis_client_cluster_node_ping_seconds{node}`: on a Redis Cluster, the round trip of the
+/// node's last answered health probe.
+pub const CLIENT_CLUSTER_NODE_PING: &str = "redis_client_cluster_node_ping_seconds";
+/// `redis_client_cluster_slots_served`: on a Redis Cluster, the slots (of 16 384) whose primary
+/// answered the last health probe; 0 when not a cluster.
+pub const CLIENT_CLUSTER_SLOTS_SERVED: &str = "redis_client_cluster_slots_served";
+/// `redis_client_cluster_changes_total`: changes of the cluster's shape seen by the health
+/// probes (a failover, slots moved, a node joined or left).
+pub const CLIENT_CLUSTER_CHANGES: &str = "redis_client_cluster_changes_total";
 /// `redis_client_lane_up{lane}`: 1 while lane `lane`'s connection is up (`Config::lanes` of them,
 /// `lane` = 0, 1, …), else 0.
 pub const CLIENT_LANE_UP: &str = "redis_client_lane_up";
@@ -347,6 +360,7 @@ pub(crate) struct ClientMetrics {
     restarts: Counter,
     restart_storms: Counter,
     failovers: Counter,
+    cluster_changes: Counter,
     connects: Vec<Counter>,
     lanes_up: Vec<Gauge>,
 }
@@ -362,6 +376,7 @@ impl ClientMetrics {
             restarts: r.counter(CLIENT_RESTARTS),
             restart_storms: r.counter(CLIENT_RESTART_STORMS),
             failovers: r.counter(CLIENT_FAILOVERS),
+            cluster_changes: r.counter(CLIENT_CLUSTER_CHANGES),
             lanes_up: (0..lanes)
                 .map(|i| {
                     let g = metrics::gauge!(CLIENT_LANE_UP, "client" => r.client.clone(), "lane" => i.to_string());
@@ -400,6 +415,11 @@ impl ClientMetrics {
     /// A Sentinel failover was followed.
     pub(crate) fn failover(&self) {
         self.failovers.increment(1);
+    }
+
+    /// The cluster's shape changed.
+    pub(crate) fn cluster_changed(&self) {
+        self.cluster_changes.increment(1);
     }
 
     pub(crate) fn storm(&self) {
@@ -497,6 +517,9 @@ pub(crate) struct HealthMetrics {
     probes: Vec<Counter>,
     server: ServerMetrics,
     instance: Mutex<Option<InstanceLabels>>,
+    slots_served: Gauge,
+    /// Per cluster node: `up` and `ping` gauges, created when the node is first probed.
+    nodes: Mutex<Vec<(String, Gauge, Gauge)>>,
 }
 
 impl HealthMetrics {
@@ -518,7 +541,49 @@ impl HealthMetrics {
                 expired_keys: r.counter(SERVER_EXPIRED_KEYS),
             },
             instance: Mutex::new(None),
+            slots_served: r.gauge(CLIENT_CLUSTER_SLOTS_SERVED),
+            nodes: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Sets the cluster gauges from one probe: each node's `up` and round trip (nodes no longer
+    /// probed drop to 0), and the slots whose primary answered, of the `covered` ones.
+    pub(crate) fn set_cluster(&self, probed: &[crate::health::NodeHealth], covered: u32) {
+        let Ok(mut nodes) = self.nodes.lock() else {
+            return;
+        };
+        for (node, up, _) in nodes.iter() {
+            if !probed.iter().any(|n| n.node == *node) {
+                up.set(0.0);
+            }
+        }
+        let mut unserved = 0u32;
+        for n in probed {
+            if n.role == "primary" && !n.up {
+                unserved += n.slot_count();
+            }
+            let index = match nodes.iter().position(|(node, _, _)| *node == n.node) {
+                Some(i) => i,
+                None => {
+                    let client = &self.registry.client;
+                    let (up, ping) = self.registry.with(|| {
+                        (
+                            metrics::gauge!(CLIENT_CLUSTER_NODE_UP, "client" => client.clone(), "node" => n.node.clone()),
+                            metrics::gauge!(CLIENT_CLUSTER_NODE_PING, "client" => client.clone(), "node" => n.node.clone()),
+                        )
+                    });
+                    nodes.push((n.node.clone(), up, ping));
+                    nodes.len() - 1
+                }
+            };
+            let (_, up, ping) = &nodes[index];
+            up.set(if n.up { 1.0 } else { 0.0 });
+            if let Some(rtt) = n.ping {
+                ping.set(rtt.as_secs_f64());
+            }
+        }
+        self.slots_served
+            .set(f64::from(covered.saturating_sub(unserved)));
     }
 
     /// Records one probe: its verdict, and its round trip when it was answered.
@@ -670,6 +735,30 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "1 while the lane's connection is up, else 0 (one series per lane).",
+    ),
+    (
+        CLIENT_CLUSTER_NODE_UP,
+        Kind::Gauge,
+        None,
+        "Redis Cluster: 1 while the node answered the last health probe, else 0 (one series per node).",
+    ),
+    (
+        CLIENT_CLUSTER_NODE_PING,
+        Kind::Gauge,
+        Some(Unit::Seconds),
+        "Redis Cluster: round trip of the node's last answered health probe.",
+    ),
+    (
+        CLIENT_CLUSTER_SLOTS_SERVED,
+        Kind::Gauge,
+        None,
+        "Redis Cluster: slots (of 16384) whose primary answered the last health probe.",
+    ),
+    (
+        CLIENT_CLUSTER_CHANGES,
+        Kind::Counter,
+        None,
+        "Redis Cluster: changes of the cluster's shape (failover, slots moved, node joined or left).",
     ),
     (
         CLIENT_FAILOVERS,

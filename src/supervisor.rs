@@ -629,8 +629,19 @@ impl SupervisorActor {
             Verdict::NotMaster(reason) => {
                 return self.replace_lane(myself, state, id, FailureKind::NotMaster, reason);
             }
+            Verdict::Reshaped(shards) => {
+                let reason = format!("the cluster changed shape: {}", shards.join("; "));
+                tracing::info!(client = %state.core.config.name(), shape = %shards.join("; "), "redis cluster changed shape");
+                let core = &state.core;
+                core.metrics.cluster_changed();
+                let notice = EventKind::ClusterChanged { shards };
+                core.availability
+                    .publish_kind(core.availability.current(), reason, notice);
+                return;
+            }
             Verdict::Healthy => Condition::Ready,
-            Verdict::Slow(why) => Condition::Slow(why),
+            // Some slots unserved is degraded service, as a slow server is.
+            Verdict::Slow(why) | Verdict::Partial(why) => Condition::Slow(why),
             // No answer does not make a server that cannot serve look like it can.
             Verdict::Failing(_) if matches!(connected.condition, Condition::NotReady(_)) => {
                 return;
