@@ -465,20 +465,28 @@ impl Cache {
         let inner = &*self.inner;
         let glob = inner.ns.glob(pattern);
         let mut removed = 0u64;
-        let mut cursor = 0u64;
-        loop {
-            let step = inner.invalidate_step(cursor, &glob).await;
-            match step {
-                Ok((next, n)) => {
-                    removed += n;
-                    cursor = next;
-                    if cursor == 0 {
-                        return Ok(removed);
+        // One walk per primary on a cluster (a SCAN cursor is one node's).
+        let nodes = match inner.handle.scan_targets().await {
+            Ok(nodes) => nodes,
+            Err(e) => return inner.degrade_or(e, DegradedOp::CacheInvalidate, removed),
+        };
+        for node in &nodes {
+            let mut cursor = 0u64;
+            loop {
+                let step = inner.invalidate_step(node.as_ref(), cursor, &glob).await;
+                match step {
+                    Ok((next, n)) => {
+                        removed += n;
+                        cursor = next;
+                        if cursor == 0 {
+                            break;
+                        }
                     }
+                    Err(e) => return inner.degrade_or(e, DegradedOp::CacheInvalidate, removed),
                 }
-                Err(e) => return inner.degrade_or(e, DegradedOp::CacheInvalidate, removed),
             }
         }
+        Ok(removed)
     }
 
     /// The value under `key`, or, on a miss, the `loader`'s value, stored with the default TTL
@@ -636,14 +644,19 @@ impl Inner {
     }
 
     /// One `SCAN` step and the `UNLINK` of what it found: (next cursor, keys removed).
-    async fn invalidate_step(&self, cursor: u64, glob: &str) -> Result<(u64, u64), Error> {
+    async fn invalidate_step(
+        &self,
+        node: Option<&crate::config::NodeAddr>,
+        cursor: u64,
+        glob: &str,
+    ) -> Result<(u64, u64), Error> {
         let mut scan = redis::cmd("SCAN");
         scan.arg(cursor)
             .arg("MATCH")
             .arg(glob)
             .arg("COUNT")
             .arg(INVALIDATE_BATCH);
-        let (next, keys): (u64, Vec<Vec<u8>>) = self.handle.cmd_idempotent(scan).await?;
+        let (next, keys): (u64, Vec<Vec<u8>>) = self.handle.cmd_at(node, scan, true).await?;
         if keys.is_empty() {
             return Ok((next, 0));
         }
