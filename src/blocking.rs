@@ -24,7 +24,7 @@ use redis::aio::MultiplexedConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::config::Config;
+use crate::config::{Config, NodeAddr};
 use crate::error::{
     ConnectionFailure, Error, ErrorSide, FailureKind, classify, describe_connection_error,
 };
@@ -40,6 +40,9 @@ const UNBLOCK_GRACE: Duration = Duration::from_millis(500);
 /// One dedicated connection.
 pub(crate) struct Dedicated {
     conn: MultiplexedConnection,
+    /// On a cluster: the node it is connected to (a blocking command must run where its key's
+    /// slot is).
+    node: Option<NodeAddr>,
     /// `CLIENT ID`, for `CLIENT UNBLOCK` (`None` if the server refused to say).
     client_id: Option<i64>,
     /// False once the server closed it (its push callback says so).
@@ -55,8 +58,9 @@ pub(crate) struct BlockingPool {
     metrics: BlockingMetrics,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Dedicated>>,
-    /// The client ids of the connections running a command now, by checkout.
-    busy: Mutex<HashMap<u64, i64>>,
+    /// The client ids of the connections running a command now (and, on a cluster, their
+    /// node), by checkout.
+    busy: Mutex<HashMap<u64, (i64, Option<NodeAddr>)>>,
     next: AtomicU64,
     /// Bumped when every connection must be replaced (a failover).
     epoch: AtomicU64,
@@ -119,27 +123,45 @@ impl BlockingPool {
         }
     }
 
-    /// An idle live connection, or a new one (opened within the deadline).
+    /// An idle live connection (to `node`, on a cluster), or a new one (opened within the
+    /// deadline).
     pub(crate) async fn checkout(
         &self,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
+        node: Option<&NodeAddr>,
     ) -> Result<Checkout<'_>, Error> {
-        let reused = loop {
-            let Some(d) = lock(&self.idle).pop() else {
-                break None;
-            };
-            if d.alive.load(Ordering::Acquire) {
-                break Some(d);
+        let reused = {
+            let mut idle = lock(&self.idle);
+            let before = idle.len();
+            idle.retain(|d| d.alive.load(Ordering::Acquire));
+            for _ in idle.len()..before {
+                self.metrics.connection(false);
             }
-            self.metrics.connection(false);
+            match idle.iter().rposition(|d| d.node.as_ref() == node) {
+                Some(i) => Some(idle.swap_remove(i)),
+                // None to that node: one to another node makes room (the pool's size bounds
+                // every connection, idle ones too).
+                None if node.is_some()
+                    && idle.len() + self.config.blocking_connections()
+                        - self.permits.available_permits()
+                        >= self.config.blocking_connections() =>
+                {
+                    if !idle.is_empty() {
+                        idle.swap_remove(0);
+                        self.metrics.connection(false);
+                    }
+                    None
+                }
+                None => None,
+            }
         };
         let dedicated = match reused {
             Some(d) => d,
             None => {
                 let limit = self.config.connect_timeout();
                 let opened =
-                    tokio::time::timeout_at(deadline.min(Instant::now() + limit), self.open())
+                    tokio::time::timeout_at(deadline.min(Instant::now() + limit), self.open(node))
                         .await
                         .unwrap_or_else(|_| {
                             Err(ConnectionFailure::new(
@@ -158,7 +180,7 @@ impl BlockingPool {
         };
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         if let Some(id) = dedicated.client_id {
-            lock(&self.busy).insert(key, id);
+            lock(&self.busy).insert(key, (id, dedicated.node.clone()));
         }
         self.metrics.in_use(true);
         Ok(Checkout {
@@ -248,25 +270,44 @@ impl BlockingPool {
             self.metrics.connection(false);
         }
         drop(idle);
-        let ids: Vec<i64> = lock(&self.busy).values().copied().collect();
-        let Some(mut conn) = lane.and_then(|l| l.connection()) else {
+        let ids: Vec<(i64, Option<NodeAddr>)> = lock(&self.busy).values().cloned().collect();
+        let Some(lane) = lane else {
             return;
         };
-        for id in ids {
+        for (id, node) in ids {
             let mut unblock = redis::cmd("CLIENT");
             unblock.arg("UNBLOCK").arg(id).arg("ERROR");
-            let sent = tokio::time::timeout(UNBLOCK_GRACE, conn.send_packed_command(&unblock));
-            if let Ok(Err(e)) = sent.await {
+            // On a cluster, on the node the command blocks on.
+            let sent = match (lane.connection(), lane.cluster(), node) {
+                (Some(mut conn), _, _) => {
+                    tokio::time::timeout(UNBLOCK_GRACE, conn.send_packed_command(&unblock)).await
+                }
+                (None, Some(router), Some(node)) => {
+                    let node = router.node(&node);
+                    let unblock = async {
+                        let mut conn = router.conn(&node).await?;
+                        conn.send_packed_command(&unblock).await
+                    };
+                    tokio::time::timeout(UNBLOCK_GRACE, unblock).await
+                }
+                _ => continue,
+            };
+            if let Ok(Err(e)) = sent {
                 tracing::debug!(error = %e, client_id = id, "CLIENT UNBLOCK failed");
             }
         }
     }
 
-    /// Opens and names one dedicated connection.
-    async fn open(&self) -> Result<Dedicated, ConnectionFailure> {
+    /// Opens and names one dedicated connection (to `node`, on a cluster).
+    async fn open(&self, node: Option<&NodeAddr>) -> Result<Dedicated, ConnectionFailure> {
         let config = &self.config;
         let epoch = self.epoch.load(Ordering::Acquire);
-        let located = self.topology.locate(config).await?;
+        let client = match node {
+            Some(node) => config
+                .redis_client_at(&node.host, node.port)
+                .map_err(|e| describe_connection_error(&e))?,
+            None => self.topology.locate(config).await?.client,
+        };
         let alive = Arc::new(AtomicBool::new(true));
         let flag = alive.clone();
         let async_config = redis::AsyncConnectionConfig::new()
@@ -279,8 +320,7 @@ impl BlockingPool {
                 }
                 Ok::<(), ()>(())
             });
-        let mut conn = located
-            .client
+        let mut conn = client
             .get_multiplexed_async_connection_with_config(&async_config)
             .await
             .map_err(|e| describe_connection_error(&e))?;
@@ -303,6 +343,7 @@ impl BlockingPool {
         };
         Ok(Dedicated {
             conn,
+            node: node.cloned(),
             client_id,
             alive,
             epoch,
@@ -352,6 +393,30 @@ pub(crate) fn blocking_time(cmd: &redis::Cmd) -> Option<Result<Duration, Error>>
     };
     let name = String::from_utf8_lossy(&upper).into_owned();
     Some(parse_block(&name, arg, unit))
+}
+
+/// The key a blocking command blocks on (its first), which decides its node on a cluster;
+/// `None` for `WAIT`/`WAITAOF` (no key) or a command whose key cannot be found.
+pub(crate) fn first_key(cmd: &redis::Cmd) -> Option<&[u8]> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"BLMPOP" | b"BZMPOP" => args.get(3).copied(),
+        b"XREAD" | b"XREADGROUP" => {
+            let at = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+            args.get(at + 1).copied()
+        }
+        b"WAIT" | b"WAITAOF" => None,
+        _ => args.get(1).copied(),
+    }
 }
 
 #[derive(Clone, Copy)]

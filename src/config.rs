@@ -436,38 +436,6 @@ impl Config {
         self.client(&addr.host, addr.port, conn, user, password)
     }
 
-    /// The redis-rs cluster client for [`cluster_nodes`](Config::cluster_nodes): credentials and
-    /// TLS as for a standalone server, RESP3, and none of redis-rs's own retries or response
-    /// timeout — the crate follows redirects itself and bounds every command by its deadline,
-    /// so a request whose connection dropped is never re-sent behind the caller's back.
-    pub(crate) fn cluster_client(&self) -> redis::RedisResult<redis::cluster::ClusterClient> {
-        let mut seeds = Vec::with_capacity(self.s.cluster_nodes.len());
-        for node in self.s.cluster_nodes.iter() {
-            let conn = redis::RedisConnectionInfo::default();
-            let s = &self.s;
-            let client = self.client(
-                &node.host,
-                node.port,
-                conn,
-                s.username.as_deref(),
-                s.password.as_ref(),
-            )?;
-            seeds.push(client.get_connection_info().clone());
-        }
-        let mut builder = redis::cluster::ClusterClientBuilder::new(seeds)
-            .retries(0)
-            .connection_timeout(self.s.connect_timeout)
-            .use_protocol(redis::ProtocolVersion::RESP3);
-        if self.s.cluster_read_from_replicas {
-            builder =
-                builder.read_routing_strategy(redis::cluster_read_routing::RandomReplicaStrategy);
-        }
-        if let Some(certificates) = self.certificates.clone() {
-            builder = builder.certs(certificates);
-        }
-        builder.build()
-    }
-
     fn client(
         &self,
         host: &str,

@@ -221,7 +221,7 @@ type Handshake = (Conn, ServerStats, Option<NotReady>, crate::config::NodeAddr);
 /// whose ACL forbids SETNAME or INFO still connects: they only name the connection and fill the
 /// server gauges.
 async fn connect(
-    config: &Config,
+    config: &Arc<Config>,
     topology: Topology,
     lane: usize,
     actor: &ActorRef<ConnectionMsg>,
@@ -272,21 +272,19 @@ async fn connect(
 /// Opens the cluster connection (redis-rs's cluster client: the seed nodes, then the slot map)
 /// and checks that the cluster serves every slot (`CLUSTER INFO` says `cluster_state:ok`); INFO
 /// from one node fills the server gauges. The address reported is the first seed node.
-async fn connect_cluster(config: &Config) -> Result<Handshake, ConnectionFailure> {
-    use redis::aio::ConnectionLike;
-    let mut conn = cluster::connect(config).await?;
-    let info = optional_reply(
-        conn.req_packed_command(&redis::cmd("INFO"))
-            .await
-            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into)),
-    )?;
+async fn connect_cluster(config: &Arc<Config>) -> Result<Handshake, ConnectionFailure> {
+    let router = cluster::Router::connect(config.clone()).await?;
+    let node = router.any_primary().ok_or_else(|| {
+        ConnectionFailure::new(FailureKind::ClusterDown, "the cluster names no primary")
+    })?;
+    let mut conn = router
+        .conn(&node)
+        .await
+        .map_err(|e| describe_connection_error(&e))?;
+    let info = optional_reply(redis::cmd("INFO").query_async::<String>(&mut conn).await)?;
     let mut cluster_info = redis::cmd("CLUSTER");
     cluster_info.arg("INFO");
-    let state = optional_reply(
-        conn.req_packed_command(&cluster_info)
-            .await
-            .and_then(|v| redis::from_redis_value::<String>(v).map_err(Into::into)),
-    )?;
+    let state = optional_reply(cluster_info.query_async::<String>(&mut conn).await)?;
     let not_ready = state.as_deref().and_then(cluster_not_ready);
     let address = config
         .cluster_nodes()
@@ -299,7 +297,7 @@ async fn connect_cluster(config: &Config) -> Result<Handshake, ConnectionFailure
         });
     tracing::debug!(seeds = %config.cluster_nodes(), ready = not_ready.is_none(), "redis cluster handshake done");
     Ok((
-        Conn::Cluster(conn),
+        Conn::Cluster(router),
         ServerStats::parse(info.as_deref().unwrap_or("")),
         not_ready,
         address,

@@ -163,6 +163,8 @@ pub(crate) struct HealthState {
     info: Request,
     /// On a cluster: its shape at the last probe that read it.
     shape: Option<Vec<String>>,
+    /// On a cluster: the health actor's own connection to each node it probes.
+    nodes: cluster::NodeConns,
 }
 
 /// The health actor.
@@ -248,11 +250,11 @@ impl HealthState {
         let probes: Vec<_> = lanes
             .into_iter()
             .map(|lane| {
-                let replicas = self.args.config.cluster_read_from_replicas();
+                let (config, nodes) = (self.args.config.clone(), self.nodes.clone());
                 tokio::spawn(async move {
                     let start = Instant::now();
                     if lane.is_cluster() {
-                        let (outcome, view) = cluster::probe(&lane, timeout, replicas).await;
+                        let (outcome, view) = cluster::probe(&lane, &config, &nodes, timeout).await;
                         return (lane.id(), outcome, start.elapsed(), view);
                     }
                     let ping = Request::raw(redis::cmd("PING"));
@@ -405,6 +407,7 @@ impl Actor for HealthActor {
             failures: HashMap::new(),
             info: Request::raw(redis::cmd("INFO")),
             shape: None,
+            nodes: cluster::NodeConns::default(),
         })
     }
 

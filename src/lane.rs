@@ -12,13 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use ractor::ActorId;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use redis::cluster_async::ClusterConnection;
 use tokio::time::Instant;
 
 use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::request::Request;
+use crate::topology::cluster::Router;
 
 mod cluster;
 
@@ -27,7 +27,7 @@ mod cluster;
 #[derive(Clone)]
 pub(crate) enum Conn {
     Node(MultiplexedConnection),
-    Cluster(ClusterConnection),
+    Cluster(Router),
 }
 
 /// What callers saw on a lane, reported to the connection actor that owns it.
@@ -211,6 +211,9 @@ impl Lane {
     /// No new command is written on this connection from now on (closing, or broken).
     pub(crate) fn close(&self) {
         self.shared.open.store(false, Ordering::Release);
+        if let Conn::Cluster(router) = &self.conn {
+            router.close();
+        }
     }
 
     /// Starts recording whether any reply comes back (for a probe that is about to wait).
@@ -234,8 +237,9 @@ impl Lane {
         }
     }
 
-    /// The cluster connection, for the health actor's per-node probes; `None` for one server.
-    pub(crate) fn cluster(&self) -> Option<ClusterConnection> {
+    /// The cluster router, for the health actor's probes and per-node commands; `None` for
+    /// one server.
+    pub(crate) fn cluster(&self) -> Option<Router> {
         match &self.conn {
             Conn::Cluster(conn) => Some(conn.clone()),
             Conn::Node(_) => None,

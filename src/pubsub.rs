@@ -544,10 +544,21 @@ impl PubSub {
     /// off; where `CONFIG` is not allowed (managed services, restricted ACL users) it subscribes
     /// without checking.
     ///
+    /// On a Redis Cluster keyspace notifications are per node (each primary announces only its
+    /// own keys), while the subscriber connection reaches one node: this is refused there
+    /// rather than delivering a third of the events.
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] naming the setting when keyspace notifications are off;
-    /// otherwise as [`subscribe`](Self::subscribe).
+    /// [`Error::InvalidArgument`] naming the setting when keyspace notifications are off, or
+    /// on a cluster; otherwise as [`subscribe`](Self::subscribe).
     pub async fn keyspace_events(&self, key_pattern: &str) -> Result<Subscription, Error> {
+        if !self.shared.config.cluster_nodes().is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "keyspace notifications for {key_pattern:?}: on a Redis Cluster each node \
+                 announces only its own keys, and the subscriber reaches one node; subscribe \
+                 to each primary yourself, or publish the changes you need"
+            )));
+        }
         let reply: Result<HashMap<String, String>, Error> = self
             .handle
             .cmd(

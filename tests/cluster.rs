@@ -144,8 +144,13 @@ impl Load {
                                     first_ok.lock().await.entry(k).or_insert(now);
                                 }
                             }
-                            Err(Error::Ambiguous { .. }) => {
-                                ambiguous.fetch_add(1, Ordering::Relaxed);
+                            Err(Error::Ambiguous { reason, .. }) => {
+                                if ambiguous.fetch_add(1, Ordering::Relaxed) < 3 {
+                                    eprintln!(
+                                        "ambiguous INCR {}: {reason} (took {took:?})",
+                                        key(k)
+                                    );
+                                }
                             }
                             Err(e) => {
                                 errors.lock().await.push((Instant::now(), k, e.to_string()));
@@ -353,6 +358,29 @@ async fn cluster_routes_follows_and_fails_over() {
     assert!(received, "a published message reached the subscriber");
     drop(sub);
 
+    // Blocking commands run on a dedicated connection to their key's node.
+    for list in ["jobs:a", "jobs:b", "jobs:c", "jobs:d"] {
+        let waiter = {
+            let r = r.clone();
+            let list = list.to_string();
+            tokio::spawn(async move {
+                r.blpop::<_, Option<(String, String)>>(&[list], Duration::from_secs(5))
+                    .await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut push = redis::cmd("LPUSH");
+        push.arg(list).arg("job-1");
+        let _: u64 = r.cmd(push).await.expect("LPUSH");
+        let popped = waiter.await.expect("task").expect("BLPOP on the cluster");
+        assert_eq!(popped, Some((list.to_string(), "job-1".to_string())));
+    }
+    // Keyspace notifications are per node: refused on a cluster, saying why.
+    match sup.pubsub().keyspace_events("*").await {
+        Err(Error::InvalidArgument(why)) => assert!(why.contains("Cluster"), "{why}"),
+        other => panic!("keyspace events on a cluster: {:?}", other.map(|_| ())),
+    }
+
     // 3. Health: every primary probed and up; the node gauges.
     let (addr, server) = serve(&sup).await;
     let primaries = cluster.primaries().await.expect("primaries");
@@ -477,6 +505,9 @@ async fn cluster_routes_follows_and_fails_over() {
         sum <= failed.ok + failed.ambiguous,
         "nothing replayed: {sum}"
     );
+    for (_, k, e) in failed.errors.iter().take(3) {
+        eprintln!("kill -9: error for {}: {e}", key(*k));
+    }
     let lost = failed.ok.saturating_sub(sum);
     eprintln!("acknowledged INCRs lost to asynchronous replication: {lost}");
     let bound = promoted_at + cluster.node_timeout() + Duration::from_secs(2);
@@ -518,8 +549,19 @@ async fn cluster_routes_follows_and_fails_over() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
-    let pids = cluster.pids();
+    // Shutdown unblocks a BLPOP blocked on a node: answered ShuttingDown, at once.
+    let blocked = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.blpop::<_, Option<(String, String)>>(&["idle:list"], Duration::from_secs(20))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let t = Instant::now();
     sup.shutdown().await;
+    let answer = blocked.await.expect("task");
+    assert!(matches!(answer, Err(Error::ShuttingDown)), "{answer:?}");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     drop(cluster);
-    let _ = pids;
 }

@@ -94,6 +94,11 @@ fn log_event(event: &redis_supervisor::AvailabilityEvent) {
             reason = %event.reason,
             "redis failover; moving to the new master"
         ),
+        EventKind::ClusterChanged { shards } => tracing::warn!(
+            state = event.state.name(),
+            shards = %shards.join("; "),
+            "redis cluster changed shape"
+        ),
         _ => log_state(&event.state, &event.reason),
     }
 }

@@ -18,6 +18,8 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use super::{Need, RedisHandle, convert, deadline_after};
+use crate::blocking::first_key;
+use crate::config::NodeAddr;
 use crate::error::{Error, from_reply_error};
 use crate::lane::{ExecError, NotReady};
 use crate::metrics::{CommandLabel, Outcome};
@@ -232,6 +234,10 @@ impl RedisHandle {
         let mut lost: Option<String> = None;
         let mut refusal: Option<NotReady> = None;
         let mut need = Need::default();
+        // On a cluster: the node the command's key lives on (found once, then from `MOVED`).
+        let cluster = !self.core.config.cluster_nodes().is_empty();
+        let mut node: Option<NodeAddr> = None;
+        let mut redirects = 0;
         loop {
             need.refusal = refusal.as_ref();
             // Dedicated connections are opened (and used) only while the server serves.
@@ -239,8 +245,11 @@ impl RedisHandle {
                 Ok((_, version, _)) => version,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
+            if node.is_none() && cluster {
+                node = self.blocking_node(request).await?;
+            }
             let permit = pool.permit(deadline).await?;
-            let mut checkout = match pool.checkout(permit, deadline).await {
+            let mut checkout = match pool.checkout(permit, deadline, node.as_ref()).await {
                 Ok(c) => c,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
@@ -256,6 +265,21 @@ impl RedisHandle {
                 Some(Ok(value)) => {
                     pool.give_back(checkout);
                     return Ok(value);
+                }
+                // The key's slot is served elsewhere (it did not run): go there.
+                Some(Err(ExecError::Reply(e)))
+                    if cluster && matches!(e.code(), Some("MOVED" | "ASK")) && redirects < 5 =>
+                {
+                    redirects += 1;
+                    pool.give_back(checkout);
+                    node = match e.code() {
+                        Some("MOVED") => crate::topology::cluster::redirect_target(e.detail()),
+                        // A slot being migrated: ask again where it is, after a pause.
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            None
+                        }
+                    };
                 }
                 Some(Err(ExecError::Reply(e))) => {
                     let error = from_reply_error(e);
@@ -309,6 +333,25 @@ impl RedisHandle {
                 }
             }
         }
+    }
+}
+
+impl RedisHandle {
+    /// On a cluster: the primary serving the slot of the blocking command's key (from
+    /// `CLUSTER SLOTS`), `None` for a command without a key (`WAIT`) or not on a cluster.
+    async fn blocking_node(&self, request: &Request) -> Result<Option<NodeAddr>, Error> {
+        let Some(key) = request.as_cmd().and_then(first_key) else {
+            return Ok(None);
+        };
+        let slot = crate::topology::cluster::key_slot(key);
+        let mut slots = redis::cmd("CLUSTER");
+        slots.arg("SLOTS");
+        let reply: Value = self.run(Request::raw(slots), true).await?;
+        let (shards, _) = crate::topology::cluster::shards(&reply);
+        Ok(shards
+            .into_iter()
+            .find(|s| s.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+            .map(|s| s.primary))
     }
 }
 

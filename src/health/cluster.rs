@@ -9,17 +9,60 @@
 //! - no primary answers: [`Verdict::NotReady`] with [`FailureKind::ClusterDown`] (commands
 //!   wait, per the offline policy, for a failover).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::ConnectionLike;
+use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
 use super::{NodeHealth, Probe, Verdict};
-use crate::config::NodeAddr;
+use crate::config::{Config, NodeAddr};
 use crate::error::{ErrorSide, FailureKind, classify, describe_connection_error};
 use crate::lane::{Lane, NotReady};
-use crate::topology::cluster::{Ranges, SLOTS, Shard, at, shards};
+use crate::topology::cluster::{Ranges, SLOTS, Shard, shards};
+
+/// The health actor's own connection to each node it probes. Not the cluster client's: a
+/// request to a node redis-rs has no connection for makes it reconnect to every seed, and a
+/// probe must see a node as it is, not as the cluster client's repairs leave it.
+pub(super) type NodeConns = Arc<Mutex<HashMap<NodeAddr, MultiplexedConnection>>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one get, insert or remove: never left half done.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// `PING` on the health actor's connection to `node` (opened first when there is none). Any
+/// answer, even an error such as `NOPERM`, proves the node is there; a transport failure
+/// drops the connection (the next probe opens a new one) and says why.
+async fn ping_node(config: &Config, conns: &NodeConns, node: &NodeAddr) -> Result<(), String> {
+    let existing = lock(conns).get(node).cloned();
+    let mut conn = match existing {
+        Some(conn) => conn,
+        None => {
+            let client = config
+                .redis_client_at(&node.host, node.port)
+                .map_err(|e| describe_connection_error(&e).message)?;
+            let settings = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(config.connect_timeout()))
+                .set_response_timeout(None);
+            let conn = client
+                .get_multiplexed_async_connection_with_config(&settings)
+                .await
+                .map_err(|e| describe_connection_error(&e).message)?;
+            lock(conns).insert(node.clone(), conn.clone());
+            conn
+        }
+    };
+    match conn.send_packed_command(&redis::cmd("PING")).await {
+        Err(e) if classify(&e) == ErrorSide::Transport => {
+            lock(conns).remove(node);
+            Err(describe_connection_error(&e).message)
+        }
+        _ => Ok(()),
+    }
+}
 
 /// What one cluster probe found.
 pub(super) struct ClusterView {
@@ -35,15 +78,36 @@ pub(super) struct ClusterView {
 /// `cluster`), which counts as an answer.
 pub(super) async fn probe(
     lane: &Lane,
+    config: &Arc<Config>,
+    conns: &NodeConns,
     timeout: Duration,
-    replicas: bool,
 ) -> (Probe, Option<ClusterView>) {
-    let Some(mut conn) = lane.cluster() else {
+    let replicas = config.cluster_read_from_replicas();
+    let Some(router) = lane.cluster() else {
         return (Probe::Answered(Value::Nil), None);
     };
     let mut slots = redis::cmd("CLUSTER");
     slots.arg("SLOTS");
-    let reply = match tokio::time::timeout(timeout, conn.req_packed_command(&slots)).await {
+    let ask = async {
+        let node = router
+            .any_primary()
+            .ok_or_else(|| "no primary known".to_string())?;
+        let mut conn = match router.conn(&node).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                router.broken(&node);
+                return Err(describe_connection_error(&e).message);
+            }
+        };
+        match conn.send_packed_command(&slots).await {
+            Err(e) if classify(&e) == ErrorSide::Transport => {
+                router.broken(&node);
+                Err(describe_connection_error(&e).message)
+            }
+            other => Ok(other),
+        }
+    };
+    let reply = match tokio::time::timeout(timeout, ask).await {
         Err(_) => {
             let reason = format!(
                 "no reply to CLUSTER SLOTS within {} ms",
@@ -57,8 +121,7 @@ pub(super) async fn probe(
                 None,
             );
         }
-        Ok(Err(e)) if classify(&e) == ErrorSide::Transport => {
-            let reason = describe_connection_error(&e).message;
+        Ok(Err(reason)) => {
             return (
                 Probe::NoAnswer {
                     reason,
@@ -67,11 +130,15 @@ pub(super) async fn probe(
                 None,
             );
         }
-        Ok(Err(_)) => return (Probe::Answered(Value::Nil), None),
-        Ok(Ok(Value::ServerError(_))) => return (Probe::Answered(Value::Nil), None),
-        Ok(Ok(v)) => v,
+        // A refusal to say (an ACL without `cluster`) still proves the node answers.
+        Ok(Ok(Err(_) | Ok(Value::ServerError(_)))) => return (Probe::Answered(Value::Nil), None),
+        Ok(Ok(Ok(v))) => v,
     };
     let (shards, covered) = shards(&reply);
+    // The router follows what the probe sees (a failover without a MOVED to tell it).
+    if !shards.is_empty() {
+        router.install(shards.clone());
+    }
     let mut targets: Vec<(NodeAddr, &'static str, String)> = shards
         .iter()
         .map(|s| (s.primary.clone(), "primary", Ranges(&s.slots).to_string()))
@@ -89,23 +156,21 @@ pub(super) async fn probe(
     let pings: Vec<_> = targets
         .into_iter()
         .map(|(node, role, slots)| {
-            let mut conn = conn.clone();
+            let (config, conns) = (config.clone(), conns.clone());
             tokio::spawn(async move {
                 let start = Instant::now();
-                let ping = conn.route_command(redis::cmd("PING"), at(&node));
+                let ping = ping_node(&config, &conns, &node);
                 let (up, error) = match tokio::time::timeout(timeout, ping).await {
-                    Err(_) => (
-                        false,
-                        Some(format!("no reply within {} ms", timeout.as_millis())),
-                    ),
-                    Ok(Err(e))
-                        if classify(&e) == ErrorSide::Transport
-                            || e.kind() == redis::ErrorKind::ClusterConnectionNotFound =>
-                    {
-                        (false, Some(describe_connection_error(&e).message))
+                    Err(_) => {
+                        // A connection that stays silent is not kept for the next probe.
+                        lock(&conns).remove(&node);
+                        (
+                            false,
+                            Some(format!("no reply within {} ms", timeout.as_millis())),
+                        )
                     }
-                    // Any other answer (even NOPERM) proves the node is there.
-                    Ok(_) => (true, None),
+                    Ok(Err(why)) => (false, Some(why)),
+                    Ok(Ok(())) => (true, None),
                 };
                 NodeHealth {
                     node: node.to_string(),

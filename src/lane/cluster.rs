@@ -1,38 +1,45 @@
-//! One command on a Redis Cluster, under the crate's delivery rules. redis-rs's cluster client
-//! routes it by slot and refreshes its slot map on `MOVED`; with its retries off (see
-//! [`crate::topology::cluster`]) everything else comes back here:
+//! One command on a Redis Cluster, under the crate's delivery rules, over the [`Router`]'s
+//! connections (one per node):
 //!
-//! - `MOVED slot host:port`: the command did not run; sent again to that node (redis-rs rebuilds
-//!   its slot map meanwhile). `ASK slot host:port` (a slot being migrated): sent to that node
-//!   behind `ASKING`, once. Neither is a replay.
-//! - `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, a node that refused the connection or
-//!   has none yet: the command did not run; sent again after a short pause (10 ms, doubling to
-//!   200 ms) while the deadline allows, else that answer is the caller's.
-//! - A connection lost with the command in flight: it may have run. A replay-safe command is
+//! - The command goes to the node serving its key's slot (a command without a key: a primary
+//!   in turn; a `SCAN` step: the node it is pinned to).
+//! - `MOVED slot host:port`: it did not run; sent to that node (the slot map is read again in
+//!   the background). `ASK slot host:port` (a slot being migrated): sent to that node behind
+//!   `ASKING`. A further redirect waits a little first (10 ms, doubling to 200 ms). None of this
+//!   is a replay.
+//! - `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `MASTERDOWN`, a node that refuses the connection, a
+//!   slot no node serves: it did not run; sent again after such a pause, by the slot map read
+//!   meanwhile, while the deadline allows, else that answer is the caller's.
+//! - The connection lost with the command in flight: it may have run. A replay-safe command is
 //!   sent once more; any other is the caller's [`Error::Ambiguous`](crate::Error::Ambiguous).
-//!   One node's lost connection is that node's: redis-rs reconnects it, the cluster connection
-//!   stays.
+//!   One node's lost connection is that node's: it is reopened, the others stay.
 //!
-//! A pipeline is routed by its first key. A redirect of one of its commands is followed (the
-//! pipeline sent again) only when nothing in it can have run — a `MULTI` transaction, whose
-//! `EXEC` a redirect aborts — or when it is replay-safe; otherwise the caller gets `Ambiguous`.
+//! `MGET`, `DEL`, `EXISTS`, `UNLINK`, `TOUCH` and `MSET` whose keys hash to several slots are
+//! split: one command per slot, those of one node in one pipeline, the nodes at once; the
+//! answers recombined (`MGET` in key order, the counts summed). Each part follows the rules
+//! above on its own, so a redirect of one part re-sends that part only. `MSET` split is not
+//! atomic across slots.
+//!
+//! A pipeline goes to the slot of its first keyed command. A redirect of it is followed only
+//! when nothing in it can have run — a `MULTI` transaction, whose `EXEC` a redirect aborts —
+//! or when it is replay-safe; otherwise the caller gets `Ambiguous`.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionLike;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::SingleNodeRoutingInfo;
 use redis::{RedisResult, Value};
 use tokio::time::Instant;
 
 use super::ExecError;
 use crate::config::NodeAddr;
-use crate::error::describe_connection_error;
+use crate::error::{ErrorSide, classify, describe_connection_error};
 use crate::request::Request;
-use crate::topology::cluster::{at, key_slot};
+use crate::topology::cluster::{
+    Node, Router, command_key, is_read_only, key_slot, redirect_target,
+};
 
-/// Redirects followed for one command before its last answer is the caller's (a slot map in
-/// flux settles in a few).
+/// Redirects followed for one command before its last answer is the caller's.
 const MAX_REDIRECTS: u32 = 16;
 /// First pause before sending again a command that did not run.
 const FIRST_PAUSE: Duration = Duration::from_millis(10);
@@ -45,7 +52,7 @@ enum Next {
     Done(RedisResult<Value>),
     /// `MOVED` / `ASK` to this node: it did not run.
     Redirect { node: NodeAddr, ask: bool },
-    /// It did not run and may succeed later (`TRYAGAIN`, `CLUSTERDOWN`, no connection yet).
+    /// It did not run and may succeed later (`TRYAGAIN`, `CLUSTERDOWN`, no connection).
     Later(redis::RedisError),
     /// The connection was lost with it in flight: it may have run.
     Lost(redis::RedisError),
@@ -54,18 +61,6 @@ enum Next {
 /// Error codes that say the command did not run and may succeed if sent again later.
 fn not_run_code(code: &str) -> bool {
     matches!(code, "TRYAGAIN" | "CLUSTERDOWN" | "LOADING" | "MASTERDOWN")
-}
-
-/// `slot host:port` → the node.
-fn redirect_target(detail: Option<&str>) -> Option<NodeAddr> {
-    let addr = detail?.split_whitespace().nth(1)?;
-    let (host, port) = addr.rsplit_once(':')?;
-    let port = port.parse().ok()?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    (!host.is_empty()).then_some(NodeAddr { host, port })
 }
 
 fn judge_error(code: Option<&str>, detail: Option<&str>, err: redis::RedisError) -> Next {
@@ -79,14 +74,8 @@ fn judge_error(code: Option<&str>, detail: Option<&str>, err: redis::RedisError)
         },
         Some(c) if not_run_code(c) => Next::Later(err),
         Some(_) => Next::Done(Err(err)),
-        None if err.kind() == redis::ErrorKind::ClusterConnectionNotFound
-            || err.is_connection_refusal() =>
-        {
-            Next::Later(err)
-        }
-        None if crate::error::classify(&err) == crate::error::ErrorSide::Transport => {
-            Next::Lost(err)
-        }
+        None if err.is_connection_refusal() => Next::Later(err),
+        None if classify(&err) == ErrorSide::Transport => Next::Lost(err),
         None => Next::Done(Err(err)),
     }
 }
@@ -96,45 +85,89 @@ fn judge(result: RedisResult<Value>) -> Next {
     match result {
         Ok(Value::ServerError(e)) => {
             let (code, detail) = (e.code().to_string(), e.details().map(str::to_string));
-            let err = redis::RedisError::from(e);
-            judge_error(Some(&code), detail.as_deref(), err)
+            judge_error(Some(&code), detail.as_deref(), redis::RedisError::from(e))
         }
         Ok(v) => Next::Done(Ok(v)),
         Err(err) => {
-            let (code, detail) = (
-                err.code().map(str::to_string),
-                err.detail().map(str::to_string),
-            );
+            let code = err.code().map(str::to_string);
+            let detail = err.detail().map(str::to_string);
             judge_error(code.as_deref(), detail.as_deref(), err)
         }
     }
 }
 
-/// Runs `request` on the cluster until it has a final answer, following redirects and waiting
-/// out "try again" answers while `deadline` allows. A transport error (`ExecError::Transport`)
-/// means it may have run and was not (or no longer) to be sent again.
+/// Runs `request` on the cluster until it has a final answer (see the module docs). A
+/// transport error (`ExecError::Transport`) means it may have run and was not (or no longer)
+/// to be sent again.
 pub(super) async fn run(
-    conn: &mut ClusterConnection,
+    router: &Router,
     request: &Request,
     replay_safe: bool,
     deadline: Instant,
 ) -> Result<Value, ExecError> {
-    let pinned = request.node().map(|n| (n.clone(), false));
-    let mut target: Option<(NodeAddr, bool)> = pinned.clone();
+    if let (Some(cmd), None) = (request.as_cmd(), request.node())
+        && let Some(split) = Split::of(cmd)
+    {
+        return split.run(router, replay_safe, deadline).await;
+    }
+    run_one(router, request, replay_safe, deadline).await
+}
+
+/// A "did not run" error when the slot has no node.
+fn unserved(slot: Option<u16>) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::Io,
+        "CLUSTERDOWN",
+        match slot {
+            Some(s) => format!("no node serves slot {s}"),
+            None => "no primary known".to_string(),
+        },
+    ))
+}
+
+async fn run_one(
+    router: &Router,
+    request: &Request,
+    replay_safe: bool,
+    deadline: Instant,
+) -> Result<Value, ExecError> {
+    let pinned = request.node().map(|n| router.node(n));
+    let (slot, read) = match (request.as_cmd(), request.as_pipeline()) {
+        (Some(cmd), _) => (command_key(cmd).map(key_slot), is_read_only(cmd)),
+        (None, Some(pipe)) => (pipe.cmd_iter().find_map(command_key).map(key_slot), false),
+        (None, None) => (None, false),
+    };
+    let mut target: Option<(Arc<Node>, bool)> = None;
     let mut redirects = 0u32;
     let mut replayed = false;
     let mut pause = FIRST_PAUSE;
-    // Split over several slots by redis-rs: an answer that sends one part back says nothing of
-    // the others, which may have run.
-    let split = request.as_cmd().is_some_and(fans_out);
     loop {
-        let result = attempt(conn, request, target.as_ref()).await;
-        let next = judge(result);
-        if split && !replay_safe && !matches!(next, Next::Done(_)) {
-            return Err(ExecError::Transport(
-                "part of a command split over several cluster slots was redirected or lost: the other parts may have run".into(),
-            ));
-        }
+        let routed = match (target.take(), &pinned, slot) {
+            (Some(t), _, _) => Some(t),
+            (None, Some(n), _) => Some((n.clone(), false)),
+            (None, None, Some(s)) => router.node_for_slot(s, read).map(|n| (n, false)),
+            (None, None, None) => router.any_primary().map(|n| (n, false)),
+        };
+        let next = match routed {
+            None => {
+                router.refresh_soon();
+                Next::Later(unserved(slot))
+            }
+            Some((node, ask)) => match router.conn(&node).await {
+                // Not connected: it was not sent.
+                Err(e) => {
+                    router.broken(&node);
+                    Next::Later(e)
+                }
+                Ok(mut conn) => {
+                    let next = judge(send(&mut conn, request, ask).await);
+                    if let Next::Lost(_) = next {
+                        router.broken(&node);
+                    }
+                    next
+                }
+            },
+        };
         match next {
             Next::Done(result) => return result.map_err(ExecError::Reply),
             Next::Redirect { node, ask } => {
@@ -154,31 +187,34 @@ pub(super) async fn run(
                         format!("last to {node}"),
                     ))));
                 }
-                // A pipeline or a split command is sent again by slot, after a pause (redis-rs
-                // is rebuilding its map); a command goes straight to the node named.
-                target = match pipeline.is_some() || split {
-                    true => {
-                        if Instant::now() + pause >= deadline {
-                            return Err(ExecError::Reply(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "cluster slots still moving at the deadline",
-                                format!("last redirect to {node}"),
-                            ))));
-                        }
-                        tokio::time::sleep(pause).await;
-                        pause = (pause * 2).min(MAX_PAUSE);
-                        None
+                if !ask {
+                    router.refresh_soon();
+                }
+                if redirects > 1 {
+                    if Instant::now() + pause >= deadline {
+                        return Err(ExecError::Reply(redis::RedisError::from((
+                            redis::ErrorKind::Io,
+                            "cluster slot still moving at the deadline",
+                            format!("last redirect to {node}"),
+                        ))));
                     }
-                    false => Some((node, ask)),
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(MAX_PAUSE);
+                }
+                // A pipeline's ASK is not followed behind ASKING (it holds several commands):
+                // it waits for the migration to end instead.
+                target = match (ask, pipeline.is_some()) {
+                    (true, true) => None,
+                    _ => Some((router.node(&node), ask)),
                 };
             }
             Next::Later(err) => {
+                router.refresh_soon();
                 if Instant::now() + pause >= deadline {
                     return Err(ExecError::Reply(err));
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(MAX_PAUSE);
-                target = pinned.clone();
             }
             Next::Lost(err) => {
                 if !replay_safe || replayed {
@@ -187,56 +223,255 @@ pub(super) async fn run(
                     ));
                 }
                 replayed = true;
-                target = pinned.clone();
             }
         }
     }
 }
 
-/// Whether redis-rs splits `cmd` over several slots: `MGET`, `DEL`, `EXISTS`, `UNLINK`,
-/// `TOUCH`, `WATCH` and `MSET` whose keys hash to more than one slot.
-fn fans_out(cmd: &redis::Cmd) -> bool {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(bytes) => Some(bytes),
-        _ => None,
-    });
-    let Some(name) = args.next() else {
-        return false;
-    };
-    let step = match name.to_ascii_uppercase().as_slice() {
-        b"MGET" | b"DEL" | b"EXISTS" | b"UNLINK" | b"TOUCH" | b"WATCH" => 1,
-        b"MSET" => 2,
-        _ => return false,
-    };
-    let mut slots = args.step_by(step).map(key_slot);
-    let Some(first) = slots.next() else {
-        return false;
-    };
-    slots.any(|s| s != first)
-}
-
-/// One attempt: by slot, or to the node a redirect named (behind `ASKING` for `ASK`).
-async fn attempt(
-    conn: &mut ClusterConnection,
+/// One attempt on one node's connection (behind `ASKING` for `ASK`).
+async fn send(
+    conn: &mut redis::aio::MultiplexedConnection,
     request: &Request,
-    target: Option<&(NodeAddr, bool)>,
+    ask: bool,
 ) -> RedisResult<Value> {
-    match (request.as_cmd(), request.as_pipeline(), target) {
-        (Some(cmd), _, None) => conn.req_packed_command(cmd).await,
-        (Some(cmd), _, Some((node, false))) => conn.route_command(cmd.clone(), at(node)).await,
-        (Some(cmd), _, Some((node, true))) => {
+    match (request.as_cmd(), request.as_pipeline()) {
+        (Some(cmd), _) if ask => {
             let mut asking = redis::pipe();
-            asking.cmd("ASKING").add_command(cmd.clone());
-            let route = SingleNodeRoutingInfo::ByAddress {
-                host: node.host.clone(),
-                port: node.port,
-            };
-            let mut replies = conn.route_pipeline(asking, 1, 1, route).await?;
+            asking.cmd("ASKING").ignore().add_command(cmd.clone());
+            let mut replies: Vec<Value> = asking.query_async(conn).await?;
             Ok(replies.pop().unwrap_or(Value::Nil))
         }
-        (None, Some(pipe), _) => pipe.query_async::<Value>(conn).await,
-        (None, None, _) => Ok(Value::Nil),
+        (Some(cmd), _) => conn.send_packed_command(cmd).await,
+        (None, Some(pipe)) => pipe.query_async::<Value>(conn).await,
+        (None, None) => Ok(Value::Nil),
     }
+}
+
+/// How a split command's parts recombine.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Combine {
+    /// `MGET`: the values, in key order.
+    Values,
+    /// `DEL`, `EXISTS`, `UNLINK`, `TOUCH`: the counts, summed.
+    Sum,
+    /// `MSET`: `OK`.
+    Ok,
+}
+
+/// A multi-key command whose keys hash to several slots, as one command per slot.
+struct Split {
+    combine: Combine,
+    /// Per slot: its command and the positions (in the caller's key order) of its keys.
+    parts: BTreeMap<u16, (redis::Cmd, Vec<usize>)>,
+    keys: usize,
+}
+
+impl Split {
+    /// The parts of `cmd`, when it is a splittable command over more than one slot.
+    fn of(cmd: &redis::Cmd) -> Option<Split> {
+        let mut args = cmd.args_iter().filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        });
+        let name = args.next()?;
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let (combine, step) = if is(b"MGET") {
+            (Combine::Values, 1)
+        } else if is(b"MSET") {
+            (Combine::Ok, 2)
+        } else if is(b"DEL") || is(b"EXISTS") || is(b"UNLINK") || is(b"TOUCH") {
+            (Combine::Sum, 1)
+        } else {
+            return None;
+        };
+        let rest: Vec<&[u8]> = args.collect();
+        if rest.is_empty() || rest.len() % step != 0 {
+            return None;
+        }
+        let first = key_slot(rest[0]);
+        if rest.chunks(step).all(|c| key_slot(c[0]) == first) {
+            return None;
+        }
+        let mut parts: BTreeMap<u16, (redis::Cmd, Vec<usize>)> = BTreeMap::new();
+        for (i, chunk) in rest.chunks(step).enumerate() {
+            let (part, positions) = parts.entry(key_slot(chunk[0])).or_insert_with(|| {
+                (
+                    redis::cmd(std::str::from_utf8(name).unwrap_or("MGET")),
+                    Vec::new(),
+                )
+            });
+            for a in chunk {
+                part.arg(*a);
+            }
+            positions.push(i);
+        }
+        Some(Split {
+            combine,
+            parts,
+            keys: rest.len() / step,
+        })
+    }
+
+    /// Runs the parts (those of one node in one pipeline, the nodes at once) and recombines.
+    async fn run(
+        self,
+        router: &Router,
+        replay_safe: bool,
+        deadline: Instant,
+    ) -> Result<Value, ExecError> {
+        let Split {
+            combine,
+            parts,
+            keys,
+        } = self;
+        let mut by_node: BTreeMap<String, (Option<Arc<Node>>, Vec<u16>)> = BTreeMap::new();
+        for slot in parts.keys() {
+            let node = router.node_for_slot(*slot, combine == Combine::Values);
+            let name = node
+                .as_ref()
+                .map_or_else(String::new, |n| n.addr.to_string());
+            by_node
+                .entry(name)
+                .or_insert((node, Vec::new()))
+                .1
+                .push(*slot);
+        }
+        let parts = Arc::new(parts);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (_, (node, slots)) in by_node {
+            let (router, parts) = (router.clone(), parts.clone());
+            tasks.spawn(async move {
+                let answers = tokio::time::timeout_at(
+                    deadline,
+                    run_on_node(&router, node, &slots, &parts, replay_safe, deadline),
+                )
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ExecError::Transport(
+                        "no reply from a part of a split command by the deadline".into(),
+                    ))
+                });
+                (slots, answers)
+            });
+        }
+        let mut answers: BTreeMap<u16, Value> = BTreeMap::new();
+        let mut failure: Option<ExecError> = None;
+        while let Some(done) = tasks.join_next().await {
+            let Ok((slots, result)) = done else {
+                failure.get_or_insert(ExecError::Transport(
+                    "a part of a split command failed".into(),
+                ));
+                continue;
+            };
+            match result {
+                Ok(values) => answers.extend(slots.into_iter().zip(values)),
+                // A lost part outranks a refused one: something may have run.
+                Err(e @ ExecError::Transport(_)) => failure = Some(e),
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        combine_answers(combine, keys, &parts, answers)
+    }
+}
+
+/// The split command's answer from its parts' (by slot).
+fn combine_answers(
+    combine: Combine,
+    keys: usize,
+    parts: &BTreeMap<u16, (redis::Cmd, Vec<usize>)>,
+    answers: BTreeMap<u16, Value>,
+) -> Result<Value, ExecError> {
+    {
+        match combine {
+            Combine::Ok => Ok(Value::Okay),
+            Combine::Sum => {
+                let mut sum = 0i64;
+                for v in answers.values() {
+                    sum += redis::from_redis_value::<i64>(v.clone())
+                        .map_err(|e| ExecError::Reply(e.into()))?;
+                }
+                Ok(Value::Int(sum))
+            }
+            Combine::Values => {
+                let mut out = vec![Value::Nil; keys];
+                for (slot, value) in answers {
+                    let Some((_, positions)) = parts.get(&slot) else {
+                        continue;
+                    };
+                    let Value::Array(values) = value else {
+                        return Err(ExecError::Reply(redis::RedisError::from((
+                            redis::ErrorKind::UnexpectedReturnType,
+                            "MGET part did not answer an array",
+                        ))));
+                    };
+                    for (p, v) in positions.iter().zip(values) {
+                        if let Some(slot) = out.get_mut(*p) {
+                            *slot = v;
+                        }
+                    }
+                }
+                Ok(Value::Array(out))
+            }
+        }
+    }
+}
+
+/// The parts of `slots` on `node`, in one pipeline; a part that is redirected, refused for now
+/// or whose node is unknown is then run alone under the usual rules.
+async fn run_on_node(
+    router: &Router,
+    node: Option<Arc<Node>>,
+    slots: &[u16],
+    parts: &BTreeMap<u16, (redis::Cmd, Vec<usize>)>,
+    replay_safe: bool,
+    deadline: Instant,
+) -> Result<Vec<Value>, ExecError> {
+    let mut answers: Vec<Option<Value>> = vec![None; slots.len()];
+    if let Some(node) = node
+        && let Ok(mut conn) = router.conn(&node).await
+    {
+        let mut pipe = redis::pipe();
+        pipe.ignore_errors();
+        for slot in slots {
+            if let Some((cmd, _)) = parts.get(slot) {
+                pipe.add_command(cmd.clone());
+            }
+        }
+        match pipe.query_async::<Vec<Value>>(&mut conn).await {
+            Ok(values) => {
+                for (answer, value) in answers.iter_mut().zip(values) {
+                    if let Next::Done(Ok(v)) = judge(Ok(value)) {
+                        *answer = Some(v);
+                    }
+                }
+            }
+            Err(e) if classify(&e) == ErrorSide::Transport && !e.is_connection_refusal() => {
+                router.broken(&node);
+                if !replay_safe {
+                    return Err(ExecError::Transport(describe_connection_error(&e).message));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    // Whatever has no final answer yet goes alone (it did not run, or may be replayed).
+    let mut out = Vec::with_capacity(slots.len());
+    for (slot, answer) in slots.iter().zip(answers) {
+        let value = match answer {
+            Some(v) => v,
+            None => {
+                let cmd = parts.get(slot).map(|(c, _)| c.clone()).unwrap_or_default();
+                run_one(router, &Request::raw(cmd), replay_safe, deadline).await?
+            }
+        };
+        out.push(value);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -244,29 +479,49 @@ mod tests {
     use super::*;
 
     #[test]
-    fn redirect_targets_parse() {
-        let n = redirect_target(Some("3999 127.0.0.1:6381")).map(|n| n.to_string());
-        assert_eq!(n.as_deref(), Some("127.0.0.1:6381"));
-        let n = redirect_target(Some("1 [::1]:7000")).map(|n| (n.host, n.port));
-        assert_eq!(n, Some(("::1".to_string(), 7000)));
-        assert!(redirect_target(Some("3999")).is_none());
-        assert!(redirect_target(None).is_none());
+    fn split_commands_are_those_over_several_slots() {
+        let mut mget = redis::cmd("MGET");
+        mget.arg("a").arg("b").arg("c");
+        let split = Split::of(&mget).expect("a, b, c are on 3 slots");
+        assert_eq!(split.parts.len(), 3);
+        assert_eq!(split.keys, 3);
+        let mut tagged = redis::cmd("del");
+        tagged.arg("{u}a").arg("{u}b");
+        assert!(Split::of(&tagged).is_none());
+        // MSET: only the keys count, not the values; each part keeps its pairs.
+        let mut mset = redis::cmd("MSET");
+        mset.arg("{u}a").arg("x").arg("{u}b").arg("y");
+        assert!(Split::of(&mset).is_none());
+        let mut mset = redis::cmd("MSET");
+        mset.arg("a").arg("1").arg("b").arg("2");
+        let split = Split::of(&mset).expect("two slots");
+        let args: usize = split
+            .parts
+            .values()
+            .map(|(c, _)| c.args_iter().count())
+            .sum();
+        assert_eq!(args, 6, "MSET k v per part");
+        let mut get = redis::cmd("GET");
+        get.arg("a");
+        assert!(Split::of(&get).is_none());
     }
 
     #[test]
-    fn split_commands_are_those_over_several_slots() {
-        let mut mget = redis::cmd("MGET");
-        mget.arg("a").arg("b");
-        assert!(fans_out(&mget));
-        let mut tagged = redis::cmd("del");
-        tagged.arg("{u}a").arg("{u}b");
-        assert!(!fans_out(&tagged));
-        // MSET: only the keys count, not the values.
-        let mut mset = redis::cmd("MSET");
-        mset.arg("{u}a").arg("x").arg("{u}b").arg("y");
-        assert!(!fans_out(&mset));
-        let mut get = redis::cmd("GET");
-        get.arg("a");
-        assert!(!fans_out(&get));
+    fn redirects_and_refusals_are_told_apart() {
+        let err = |code: &str, detail: &str| {
+            redis::RedisError::from((redis::ErrorKind::Io, "x", format!("{code} {detail}")))
+        };
+        let moved = judge_error(Some("MOVED"), Some("3999 127.0.0.1:7001"), err("MOVED", ""));
+        assert!(matches!(moved, Next::Redirect { ask: false, ref node } if node.port == 7001));
+        let ask = judge_error(Some("ASK"), Some("1 127.0.0.1:7002"), err("ASK", ""));
+        assert!(matches!(ask, Next::Redirect { ask: true, .. }));
+        assert!(matches!(
+            judge_error(Some("TRYAGAIN"), None, err("TRYAGAIN", "")),
+            Next::Later(_)
+        ));
+        assert!(matches!(
+            judge_error(Some("WRONGTYPE"), None, err("WRONGTYPE", "")),
+            Next::Done(Err(_))
+        ));
     }
 }

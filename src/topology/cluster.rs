@@ -1,36 +1,452 @@
-//! Redis Cluster: the connection is redis-rs's cluster-async client (its slot map, its per-node
-//! multiplexed connections, its slot-map refresh on `MOVED`), configured so that it never acts
-//! behind the caller's back: no retries (a `MOVED`, `ASK`, `TRYAGAIN` or lost connection comes
-//! back to [`crate::lane`], which decides under the replay rule and the deadline) and no
-//! response timeout of its own (deadlines are the handle's).
+//! Redis Cluster: the slot map and the connections to its nodes. The crate routes by itself
+//! over one redis-rs `MultiplexedConnection` per node instead of using redis-rs's
+//! cluster-async client: under a live resharding (`redis-cli --cluster reshard` while 64 tasks
+//! write) that client's slot refresh stalls every request for good, with its default settings
+//! as with ours (reproduced on redis 1.8.1; see the README's Cluster section), which no
+//! deadline of ours can repair without losing every command in flight.
 //!
-//! This module opens that connection and reads the cluster's shape (`CLUSTER SLOTS`) for the
-//! health actor, which probes every primary (and replica, when reads use them) on its own.
+//! What is here:
+//! - [`Router`]: the slot map (from `CLUSTER SLOTS`, refreshed in the background when a
+//!   command meets `MOVED`, a node that refuses connections, or when the health probe sees a
+//!   new shape), and one lazily opened connection per node, dropped when it breaks.
+//! - [`command_key`]: which argument of a command decides its slot. A guess that is wrong (a
+//!   command this table does not know) costs one `MOVED`, which is followed: routing corrects
+//!   itself.
+//! - [`shards`], [`key_slot`], [`redirect_target`]: the cluster's shape, a key's slot, a
+//!   redirect's node.
+//!
+//! How commands are delivered on the cluster (redirects, splits, the replay rule) is
+//! `lane/cluster.rs`.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use redis::Value;
-use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::aio::MultiplexedConnection;
+use tokio::time::Instant;
 
 use crate::config::{Config, NodeAddr};
 use crate::error::{ConnectionFailure, FailureKind, describe_connection_error};
 
-/// Opens the cluster connection: redis-rs connects to the seed nodes it can reach and reads the
-/// slot map from one of them.
-pub(crate) async fn connect(config: &Config) -> Result<ClusterConnection, ConnectionFailure> {
-    let client = config
-        .cluster_client()
-        .map_err(|e| describe_connection_error(&e))?;
-    client.get_async_connection().await.map_err(|e| {
-        let mut failure = describe_connection_error(&e);
-        failure.message = format!(
-            "no cluster seed node answered ({}): {}",
-            config.cluster_nodes(),
-            failure.message
-        );
-        failure
-    })
+/// Shortest time between two slot-map refreshes (a burst of `MOVED` asks for one).
+const REFRESH_EVERY: Duration = Duration::from_millis(50);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Each critical section is one lookup, insert or swap: never left half done.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// One node the router knows, and its connection (opened on first use).
+pub(crate) struct Node {
+    pub(crate) addr: NodeAddr,
+    conn: ArcSwapOption<MultiplexedConnection>,
+    /// One connect at a time per node.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+/// The slot map: each slot's shard, each shard's nodes.
+struct Map {
+    /// Per slot: the index of its shard in `shards`, or [`NO_SHARD`].
+    slots: Box<[u16]>,
+    shards: Vec<MapShard>,
+    /// The shape it was built from (to see whether a new reply changes anything).
+    shape: Vec<Shard>,
+}
+
+struct MapShard {
+    primary: Arc<Node>,
+    replicas: Vec<Arc<Node>>,
+}
+
+const NO_SHARD: u16 = u16::MAX;
+
+/// Routes by slot over one connection per node (see the module docs). Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Router(Arc<RouterInner>);
+
+struct RouterInner {
+    config: Arc<Config>,
+    map: ArcSwap<Map>,
+    nodes: Mutex<HashMap<NodeAddr, Arc<Node>>>,
+    /// A refresh is running.
+    refreshing: AtomicBool,
+    /// When the last refresh started.
+    last_refresh: Mutex<Option<Instant>>,
+    /// Spreads keyless commands and replica reads.
+    next: AtomicUsize,
+    /// False once the connection actor closed it.
+    open: AtomicBool,
+}
+
+impl Router {
+    /// Reads the slot map from the first seed node that answers `CLUSTER SLOTS` within the
+    /// connect timeout each.
+    pub(crate) async fn connect(config: Arc<Config>) -> Result<Router, ConnectionFailure> {
+        let router = Router(Arc::new(RouterInner {
+            map: ArcSwap::from_pointee(Map {
+                slots: vec![NO_SHARD; SLOTS as usize].into_boxed_slice(),
+                shards: Vec::new(),
+                shape: Vec::new(),
+            }),
+            config,
+            nodes: Mutex::new(HashMap::new()),
+            refreshing: AtomicBool::new(false),
+            last_refresh: Mutex::new(None),
+            next: AtomicUsize::new(0),
+            open: AtomicBool::new(true),
+        }));
+        let seeds: Vec<NodeAddr> = router.0.config.cluster_nodes().iter().cloned().collect();
+        let mut tried = Vec::new();
+        for seed in &seeds {
+            let node = router.node(seed);
+            match router.read_slots(&node).await {
+                Ok(()) => return Ok(router),
+                Err(why) => tried.push(format!("{seed}: {why}")),
+            }
+        }
+        Err(ConnectionFailure::new(
+            FailureKind::NotConnected,
+            format!(
+                "no cluster seed node answered CLUSTER SLOTS (tried {})",
+                tried.join("; ")
+            ),
+        ))
+    }
+
+    /// No new command is sent, no refresh started (the cluster connection is being replaced).
+    pub(crate) fn close(&self) {
+        self.0.open.store(false, Ordering::Release);
+    }
+
+    /// The node at `addr` (known from now on).
+    pub(crate) fn node(&self, addr: &NodeAddr) -> Arc<Node> {
+        lock(&self.0.nodes)
+            .entry(addr.clone())
+            .or_insert_with(|| {
+                Arc::new(Node {
+                    addr: addr.clone(),
+                    conn: ArcSwapOption::empty(),
+                    connecting: tokio::sync::Mutex::new(()),
+                })
+            })
+            .clone()
+    }
+
+    /// The node serving `slot`: its primary, or (`read`, with reads from replicas on) one of
+    /// its replicas. `None` when no node serves it.
+    pub(crate) fn node_for_slot(&self, slot: u16, read: bool) -> Option<Arc<Node>> {
+        let map = self.0.map.load();
+        let shard = map
+            .shards
+            .get(usize::from(*map.slots.get(usize::from(slot))?))?;
+        if read && self.0.config.cluster_read_from_replicas() && !shard.replicas.is_empty() {
+            let i = self.0.next.fetch_add(1, Ordering::Relaxed) % shard.replicas.len();
+            return Some(shard.replicas[i].clone());
+        }
+        Some(shard.primary.clone())
+    }
+
+    /// A primary, in turn (for a command without a key).
+    pub(crate) fn any_primary(&self) -> Option<Arc<Node>> {
+        let map = self.0.map.load();
+        if map.shards.is_empty() {
+            return None;
+        }
+        let i = self.0.next.fetch_add(1, Ordering::Relaxed) % map.shards.len();
+        Some(map.shards[i].primary.clone())
+    }
+
+    /// Every primary of the current map, in slot order.
+    pub(crate) fn primaries(&self) -> Vec<NodeAddr> {
+        self.0
+            .map
+            .load()
+            .shape
+            .iter()
+            .map(|s| s.primary.clone())
+            .collect()
+    }
+
+    /// The connection to `node`, opened (with the connect timeout) if there is none. With
+    /// reads from replicas on, each connection is put in `READONLY` mode (harmless on a
+    /// primary).
+    pub(crate) async fn conn(&self, node: &Node) -> redis::RedisResult<MultiplexedConnection> {
+        if let Some(conn) = node.conn.load_full() {
+            return Ok((*conn).clone());
+        }
+        let _one = node.connecting.lock().await;
+        if let Some(conn) = node.conn.load_full() {
+            return Ok((*conn).clone());
+        }
+        let config = &self.0.config;
+        let client = config.redis_client_at(&node.addr.host, node.addr.port)?;
+        let settings = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout()))
+            // Deadlines are the handle's.
+            .set_response_timeout(None);
+        let connect = client.get_multiplexed_async_connection_with_config(&settings);
+        let mut conn = tokio::time::timeout(config.connect_timeout(), connect)
+            .await
+            .map_err(|_| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "connect timed out",
+                    node.addr.to_string(),
+                ))
+            })??;
+        if config.cluster_read_from_replicas() {
+            conn.send_packed_command(&redis::cmd("READONLY")).await?;
+        }
+        let mut name = redis::cmd("CLIENT");
+        name.arg("SETNAME")
+            .arg(format!("redis-supervisor:{}", config.name()));
+        // A user whose ACL forbids SETNAME still connects.
+        let _ = conn.send_packed_command(&name).await;
+        node.conn.store(Some(Arc::new(conn.clone())));
+        Ok(conn)
+    }
+
+    /// The connection to `node` broke: the next command opens a new one; the map is read again.
+    pub(crate) fn broken(&self, node: &Node) {
+        node.conn.store(None);
+        self.refresh_soon();
+    }
+
+    /// Reads the slot map again in the background, at most once per [`REFRESH_EVERY`].
+    pub(crate) fn refresh_soon(&self) {
+        if !self.0.open.load(Ordering::Acquire) {
+            return;
+        }
+        {
+            let mut last = lock(&self.0.last_refresh);
+            if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
+                return;
+            }
+            if self.0.refreshing.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        let router = self.clone();
+        tokio::spawn(async move {
+            router.refresh().await;
+            router.0.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// One refresh: `CLUSTER SLOTS` from the primaries in turn, then the seed nodes.
+    async fn refresh(&self) {
+        let mut candidates = self.primaries();
+        candidates.extend(self.0.config.cluster_nodes().iter().cloned());
+        for addr in candidates {
+            let node = self.node(&addr);
+            let read =
+                tokio::time::timeout(self.0.config.connect_timeout(), self.read_slots(&node));
+            if let Ok(Ok(())) = read.await {
+                return;
+            }
+        }
+        tracing::debug!("cluster slot map refresh: no node answered CLUSTER SLOTS");
+    }
+
+    async fn read_slots(&self, node: &Node) -> Result<(), String> {
+        let mut conn = self
+            .conn(node)
+            .await
+            .map_err(|e| describe_connection_error(&e).message)?;
+        let mut cmd = redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        let reply = conn.send_packed_command(&cmd).await;
+        let reply = match reply {
+            Ok(Value::ServerError(e)) => {
+                return Err(format!("{} {}", e.code(), e.details().unwrap_or_default()));
+            }
+            Ok(v) => v,
+            Err(e) => {
+                if crate::error::classify(&e) == crate::error::ErrorSide::Transport {
+                    node.conn.store(None);
+                }
+                return Err(describe_connection_error(&e).message);
+            }
+        };
+        let (shape, covered) = shards(&reply);
+        if shape.is_empty() || covered == 0 {
+            return Err("CLUSTER SLOTS named no slots (is cluster mode on?)".into());
+        }
+        self.install(shape);
+        Ok(())
+    }
+
+    /// Installs the slot map of `shape` (a `CLUSTER SLOTS` reply's, e.g. from the health
+    /// probe), if it differs from the current one.
+    pub(crate) fn install(&self, shape: Vec<Shard>) {
+        if self.0.map.load().shape == shape {
+            return;
+        }
+        let mut slots = vec![NO_SHARD; SLOTS as usize].into_boxed_slice();
+        let mut shards = Vec::with_capacity(shape.len());
+        for (i, shard) in shape.iter().enumerate() {
+            for (a, b) in &shard.slots {
+                for slot in *a..=*b {
+                    if let Some(s) = slots.get_mut(usize::from(slot)) {
+                        *s = i as u16;
+                    }
+                }
+            }
+            shards.push(MapShard {
+                primary: self.node(&shard.primary),
+                replicas: shard.replicas.iter().map(|r| self.node(r)).collect(),
+            });
+        }
+        // Nodes no longer in the cluster are forgotten (their connections close).
+        {
+            let mut nodes = lock(&self.0.nodes);
+            let seeds = self.0.config.cluster_nodes();
+            nodes.retain(|addr, _| {
+                shape
+                    .iter()
+                    .any(|s| s.primary == *addr || s.replicas.contains(addr))
+                    || seeds.iter().any(|s| s == addr)
+            });
+        }
+        self.0.map.store(Arc::new(Map {
+            slots,
+            shards,
+            shape,
+        }));
+    }
+}
+
+/// The argument that decides a command's slot (its first key), or `None` for a command
+/// without one (it may run on any primary). Commands this table does not name are taken to
+/// have their key first; a wrong guess costs one `MOVED`.
+pub(crate) fn command_key(cmd: &redis::Cmd) -> Option<&[u8]> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(b) => Some(b),
+        _ => None,
+    });
+    let name = args.next()?;
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    let nth = |n: usize| {
+        cmd.args_iter()
+            .filter_map(|a| match a {
+                redis::Arg::Simple(b) => Some(b),
+                _ => None,
+            })
+            .nth(n)
+    };
+    if is(b"EVAL")
+        || is(b"EVALSHA")
+        || is(b"EVAL_RO")
+        || is(b"EVALSHA_RO")
+        || is(b"FCALL")
+        || is(b"FCALL_RO")
+    {
+        let numkeys = std::str::from_utf8(nth(2)?).ok()?.parse::<usize>().ok()?;
+        return (numkeys > 0).then(|| nth(3)).flatten();
+    }
+    if is(b"XREAD") || is(b"XREADGROUP") {
+        let mut all = cmd.args_iter().filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        });
+        all.position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+        return all.next();
+    }
+    if is(b"BLMPOP") || is(b"BZMPOP") {
+        return nth(3);
+    }
+    if is(b"LMPOP")
+        || is(b"ZMPOP")
+        || is(b"SINTERCARD")
+        || is(b"ZINTERCARD")
+        || is(b"ZDIFF")
+        || is(b"ZINTER")
+        || is(b"ZUNION")
+    {
+        return nth(2);
+    }
+    if is(b"BITOP") || is(b"OBJECT") || is(b"XINFO") || is(b"XGROUP") || is(b"MEMORY") {
+        return nth(2);
+    }
+    if is(b"PING")
+        || is(b"INFO")
+        || is(b"PUBLISH")
+        || is(b"CLUSTER")
+        || is(b"CONFIG")
+        || is(b"CLIENT")
+        || is(b"SCRIPT")
+        || is(b"FUNCTION")
+        || is(b"DBSIZE")
+        || is(b"ECHO")
+        || is(b"TIME")
+        || is(b"COMMAND")
+        || is(b"WAIT")
+        || is(b"WAITAOF")
+        || is(b"RANDOMKEY")
+        || is(b"SCAN")
+        || is(b"KEYS")
+        || is(b"LASTSAVE")
+        || is(b"ROLE")
+        || is(b"READONLY")
+        || is(b"READWRITE")
+        || is(b"ASKING")
+        || is(b"HELLO")
+        || is(b"ACL")
+        || is(b"SLOWLOG")
+        || is(b"LATENCY")
+        || is(b"MULTI")
+        || is(b"EXEC")
+        || is(b"DISCARD")
+        || is(b"FLUSHALL")
+        || is(b"FLUSHDB")
+    {
+        return None;
+    }
+    args.next()
+}
+
+/// Whether a command only reads (may go to a replica when reads from replicas are on).
+pub(crate) fn is_read_only(cmd: &redis::Cmd) -> bool {
+    let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() else {
+        return false;
+    };
+    [
+        &b"GET"[..],
+        b"MGET",
+        b"EXISTS",
+        b"PTTL",
+        b"TTL",
+        b"STRLEN",
+        b"GETRANGE",
+        b"HGET",
+        b"HMGET",
+        b"HGETALL",
+        b"HEXISTS",
+        b"HLEN",
+        b"HKEYS",
+        b"HVALS",
+        b"LRANGE",
+        b"LLEN",
+        b"LINDEX",
+        b"SMEMBERS",
+        b"SISMEMBER",
+        b"SCARD",
+        b"ZRANGE",
+        b"ZSCORE",
+        b"ZCARD",
+        b"ZRANK",
+        b"ZCOUNT",
+        b"TYPE",
+        b"XRANGE",
+        b"XLEN",
+    ]
+    .iter()
+    .any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// The first seed node that answers `PING` within the connect timeout, for a connection that
@@ -66,14 +482,6 @@ pub(super) async fn any_node(config: &Config) -> Result<NodeAddr, ConnectionFail
         FailureKind::NotConnected,
         format!("no cluster seed node answered (tried {})", tried.join("; ")),
     ))
-}
-
-/// A routing to the node at `node`.
-pub(crate) fn at(node: &NodeAddr) -> RoutingInfo {
-    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-        host: node.host.clone(),
-        port: node.port,
-    })
 }
 
 /// One shard of the cluster: the slot ranges its primary serves, and its replicas.
@@ -169,6 +577,18 @@ fn node(v: &Value) -> Option<NodeAddr> {
     (!host.is_empty() && host != "?").then_some(NodeAddr { host, port })
 }
 
+/// The node of a `MOVED`/`ASK` reply's detail (`slot host:port`).
+pub(crate) fn redirect_target(detail: Option<&str>) -> Option<NodeAddr> {
+    let addr = detail?.split_whitespace().nth(1)?;
+    let (host, port) = addr.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    (!host.is_empty()).then_some(NodeAddr { host, port })
+}
+
 /// The cluster slot of `key` (CRC16 of the key, or of its `{hash tag}`, modulo 16 384).
 pub(crate) fn key_slot(key: &[u8]) -> u16 {
     let tagged = key
@@ -206,6 +626,16 @@ mod tests {
         assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
         assert_eq!(key_slot(b"{}x"), key_slot(b"{}x"));
         assert_ne!(key_slot(b"{}x"), key_slot(b"x"));
+    }
+
+    #[test]
+    fn redirect_targets_parse() {
+        let n = redirect_target(Some("3999 127.0.0.1:6381")).map(|n| n.to_string());
+        assert_eq!(n.as_deref(), Some("127.0.0.1:6381"));
+        let n = redirect_target(Some("1 [::1]:7000")).map(|n| (n.host, n.port));
+        assert_eq!(n, Some(("::1".to_string(), 7000)));
+        assert!(redirect_target(Some("3999")).is_none());
+        assert!(redirect_target(None).is_none());
     }
 
     #[test]
