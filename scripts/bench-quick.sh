@@ -13,8 +13,8 @@ if ! command -v redis-server >/dev/null 2>&1; then
 fi
 
 started=$SECONDS
-cargo bench --no-run --bench throughput --bench recovery --bench memory --bench patterns --bench overhead --bench dedicated --bench lanes
-for bench in throughput recovery memory patterns overhead dedicated lanes; do
+cargo bench --no-run --bench throughput --bench recovery --bench memory --bench patterns --bench overhead --bench dedicated --bench lanes --bench cluster
+for bench in throughput recovery memory patterns overhead dedicated lanes cluster; do
     echo "--- cargo bench --bench $bench -- --quick" >&2
     cargo bench --bench "$bench" -- --quick
 done
