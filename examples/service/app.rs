@@ -859,7 +859,7 @@ async fn work(s: &Shared) {
             Err(Error::ShuttingDown) => break,
             Err(e) => {
                 if e.is_ambiguous() {
-                    tracing::warn!(error = %e, "a job may have been popped and lost");
+                    tracing::warn!(error = %e, "BLPOP interrupted: a job it may have popped is lost");
                 } else {
                     tracing::debug!(error = %e, "job worker: redis not answering");
                 }
