@@ -247,6 +247,9 @@ impl Need<'_> {
 pub struct RedisHandle {
     core: Arc<HandleCore>,
     timeout: Duration,
+    /// What a command does while no connection can serve it: the config's policy, or the one
+    /// given to [`with_offline_policy`](RedisHandle::with_offline_policy).
+    offline: OfflinePolicy,
 }
 
 impl std::fmt::Debug for RedisHandle {
@@ -254,6 +257,7 @@ impl std::fmt::Debug for RedisHandle {
         f.debug_struct("RedisHandle")
             .field("client", &self.core.config.name())
             .field("timeout", &self.timeout)
+            .field("offline", &self.offline)
             .finish()
     }
 }
@@ -336,7 +340,12 @@ const fn never(label: CommandLabel) -> (CommandLabel, bool) {
 impl RedisHandle {
     pub(crate) fn new(core: Arc<HandleCore>) -> Self {
         let timeout = core.config.command_timeout();
-        Self { core, timeout }
+        let offline = core.config.offline_policy();
+        Self {
+            core,
+            timeout,
+            offline,
+        }
     }
 
     /// A copy of this handle whose commands use `timeout` as their deadline instead of the
@@ -347,12 +356,46 @@ impl RedisHandle {
         Self {
             core: self.core.clone(),
             timeout,
+            offline: self.offline,
         }
     }
 
     /// The deadline this handle gives each command.
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// A copy of this handle whose commands follow `policy` while no connection can serve
+    /// them, instead of the configured [`Config::offline_policy`]. Cheap; the patterns built on
+    /// the returned handle ([`cache`](crate::cache), [`ratelimit`](crate::ratelimit), …) follow
+    /// it too. The usual use: a web request's cache read or rate-limit check that should fall
+    /// back at once while Redis is down ([`OfflinePolicy::FailFast`]), beside a background
+    /// worker that waits for the reconnect ([`OfflinePolicy::Wait`]).
+    ///
+    /// ```no_run
+    /// # async fn run(supervisor: redis_supervisor::Supervisor) {
+    /// use redis_supervisor::OfflinePolicy;
+    /// let requests = supervisor.handle().with_offline_policy(OfflinePolicy::FailFast);
+    /// match requests.get::<_, Option<String>>("hot").await {
+    ///     Err(e) if e.is_unavailable() => { /* at once while down: serve without Redis */ }
+    ///     other => { let _ = other; }
+    /// }
+    /// # }
+    /// ```
+    ///
+    /// Pub/sub subscriptions ([`Supervisor::pubsub`](crate::Supervisor::pubsub)) follow the
+    /// configured policy.
+    pub fn with_offline_policy(&self, policy: OfflinePolicy) -> RedisHandle {
+        Self {
+            core: self.core.clone(),
+            timeout: self.timeout,
+            offline: policy,
+        }
+    }
+
+    /// What this handle's commands do while no connection can serve them.
+    pub fn offline_policy(&self) -> OfflinePolicy {
+        self.offline
     }
 
     /// The configuration of the supervisor this handle belongs to (key prefix, name, …).
@@ -836,7 +879,7 @@ impl RedisHandle {
     async fn wait_for_lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lane, u64), Error> {
         let core = &*self.core;
         let route = &core.route;
-        if core.config.offline_policy() == OfflinePolicy::FailFast {
+        if self.offline == OfflinePolicy::FailFast {
             return Err(unavailable(&route.load().state, need.refusal));
         }
         let mut rx = route.subscribe();

@@ -30,6 +30,175 @@
 //! # let _ = v; Ok(()) }
 //! ```
 //!
+//! **Start from the example service:** `examples/service/` (`cargo run --example service`) is
+//! a complete axum app built on every part below — sessions, a cached API, rate limits,
+//! presence, Server-Sent Events from pub/sub, a job queue, health and metrics, graceful shutdown
+//! — that keeps serving while Redis is away; the README's "Building a service" walks through it
+//! with `curl`.
+//!
+//! # Modules
+//!
+//! Each public module, with a short example (the ones that talk to Redis compile but do not
+//! run here: they need a server).
+//!
+//! [`supervisor`] — [`Supervisor`]: starts the actors, hands out handles, shuts down.
+//! ```no_run
+//! # async fn run() -> Result<(), redis_supervisor::Error> {
+//! use std::time::Duration;
+//! let supervisor = redis_supervisor::Supervisor::start(redis_supervisor::Config::from_env()?).await?;
+//! supervisor.wait_until_up(Duration::from_secs(2)).await?; // optional: start serving anyway
+//! supervisor.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! [`handle`] — [`RedisHandle`]: typed commands, each answered by its deadline.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! use std::time::Duration;
+//! use redis_supervisor::OfflinePolicy;
+//! redis.set_ex("greeting", "hello", Duration::from_secs(60)).await?;
+//! let hits: i64 = redis.incr("hits").await?;
+//! let fast = redis.with_timeout(Duration::from_millis(50)).with_offline_policy(OfflinePolicy::FailFast);
+//! let cached: Option<String> = fast.get("greeting").await.unwrap_or(None); // never waits while down
+//! # let _ = (hits, cached); Ok(()) }
+//! ```
+//!
+//! [`config`] — [`Config`]: one settings table, from the environment, a URL or a builder.
+//! ```
+//! use std::time::Duration;
+//! let config = redis_supervisor::Config::builder()
+//!     .url("redis://127.0.0.1:6379/0")
+//!     .command_timeout(Duration::from_millis(500))
+//!     .build()?;
+//! assert_eq!(config.command_timeout(), Duration::from_millis(500));
+//! # Ok::<(), redis_supervisor::Error>(())
+//! ```
+//!
+//! [`error`] — [`Error`] and its classification.
+//! ```
+//! use redis_supervisor::Error;
+//! let e = Error::ShuttingDown;
+//! assert!(e.is_unavailable() && !e.is_ambiguous());
+//! ```
+//!
+//! [`availability`] — [`Availability`] and the ordered [`AvailabilityEvent`] stream.
+//! ```no_run
+//! # async fn run(supervisor: redis_supervisor::Supervisor) {
+//! let mut events = supervisor.subscribe();
+//! while let Ok(event) = events.recv().await {
+//!     println!("#{} {} ({})", event.seq, event.state, event.reason);
+//! }
+//! # }
+//! ```
+//!
+//! [`cache`] — a JSON cache with single-flight loads and SCAN invalidation.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! # async fn load_from_db() -> Result<u64, std::io::Error> { Ok(7) }
+//! let cache = redis_supervisor::cache::Cache::builder(redis).namespace("api").build()?;
+//! let n: u64 = cache.get_or_load("user:7:orders", load_from_db).await?;
+//! cache.invalidate("user:7:*").await?;
+//! # let _ = n; Ok(()) }
+//! ```
+//!
+//! [`ratelimit`] — a GCRA rate limiter, and its tower layer for axum.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! use redis_supervisor::ratelimit::{Rate, RateLimiter};
+//! let limiter = RateLimiter::builder(redis).rate(Rate::per_minute(60)).burst(30).build()?;
+//! if !limiter.check("client:203.0.113.7").await?.allowed { /* 429 */ }
+//! # Ok(()) }
+//! ```
+//!
+//! [`session`] — login sessions with a per-user index and an atomic `revoke_all`.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! let sessions = redis_supervisor::session::SessionStore::builder(redis).build()?;
+//! let s = sessions.create("alice", &()).await?;   // s.id goes into a cookie
+//! sessions.revoke_all("alice").await?;            // "log out everywhere"
+//! # let _ = s; Ok(()) }
+//! ```
+//!
+//! [`presence`] — who is online, on the server's clock.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! let presence = redis_supervisor::presence::Presence::builder(redis).build()?;
+//! presence.heartbeat("room:1", "alice").await?;
+//! let online: Vec<String> = presence.online("room:1").await?;
+//! # let _ = online; Ok(()) }
+//! ```
+//!
+//! [`lock`] — single-instance locks with fencing tokens.
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! use std::time::Duration;
+//! let locks = redis_supervisor::lock::LockManager::new(redis);
+//! let guard = locks.acquire("invoice:42", Duration::from_secs(10), Duration::from_secs(2)).await?;
+//! let fence = guard.token(); // pass it to the resource you protect
+//! guard.release().await?;
+//! # let _ = fence; Ok(()) }
+//! ```
+//!
+//! [`pubsub`] — subscriptions that survive reconnects and report the gap.
+//! ```no_run
+//! # async fn run(supervisor: redis_supervisor::Supervisor) -> Result<(), redis_supervisor::Error> {
+//! use redis_supervisor::pubsub::PubSubEvent;
+//! let mut news = supervisor.pubsub().subscribe(&["news"]).await?;
+//! while let Some(event) = news.recv().await {
+//!     if let PubSubEvent::Resubscribed { downtime } = event { println!("missed {downtime:?}") }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! [`http`] — the health routes and `/metrics`, to merge into an axum app.
+//! ```no_run
+//! # fn run(supervisor: &redis_supervisor::Supervisor) {
+//! let prometheus = redis_supervisor::metrics::prometheus_builder().build_recorder().handle();
+//! let app: axum::Router = axum::Router::new()
+//!     .merge(redis_supervisor::http::router(supervisor))
+//!     .merge(redis_supervisor::http::metrics_router(prometheus));
+//! # let _ = app; }
+//! ```
+//!
+//! [`metrics`] — metric names (the Grafana dashboard's, in `grafana/`) and the exporter setup.
+//! ```
+//! assert_eq!(redis_supervisor::metrics::CLIENT_UP, "redis_client_up");
+//! let recorder = redis_supervisor::metrics::prometheus_builder().build_recorder();
+//! # let _ = recorder;
+//! ```
+//!
+//! [`backoff`] — the reconnect delay, a pure function of the attempt.
+//! ```
+//! use std::time::Duration;
+//! let policy = redis_supervisor::BackoffPolicy::default(); // 50 ms → 2 s, ±20 %
+//! assert_eq!(policy.nominal(0), Duration::from_millis(50));
+//! assert_eq!(policy.nominal(10), Duration::from_secs(2));
+//! ```
+//!
+//! [`info`] (and [`health`], which reads it) — `INFO` parsed into [`ServerStats`](info::ServerStats).
+//! ```
+//! let stats = redis_supervisor::info::ServerStats::parse("redis_version:7.0.15\r\nrole:master\r\n");
+//! assert_eq!((stats.version.as_str(), stats.role.as_str()), ("7.0.15", "master"));
+//! ```
+//!
+#![cfg_attr(
+    feature = "test-util",
+    doc = r#"[`testing`] (feature `test-util`) — real `redis-server` processes for your tests.
+```no_run
+# async fn run() -> Result<(), Box<dyn std::error::Error>> {
+let mut server = redis_supervisor::testing::RedisServer::start().await?; // a free loopback port
+let config = redis_supervisor::Config::from_url(&server.url())?;
+server.kill().await?;    // kill -9
+server.restart().await?; // same port
+# let _ = config; Ok(()) }
+```
+"#
+)]
+#![cfg_attr(
+    not(feature = "test-util"),
+    doc = "`testing` (feature `test-util`) — real `redis-server` processes for your tests.\n"
+)]
+//!
 //! # Layout
 //!
 //! Layers, top to bottom; a module imports only modules below it (no cycles), and every fact

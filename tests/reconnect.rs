@@ -228,6 +228,61 @@ async fn fail_fast_policy_answers_at_once() {
     sup.shutdown().await;
 }
 
+/// `with_offline_policy` overrides the configured policy for one handle (and what is built on
+/// it), both ways; `with_timeout` keeps it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_policy_per_handle() {
+    let mut srv = server().await;
+    let sup = supervisor_with(&srv, |b| b.command_timeout(Duration::from_millis(1500))).await;
+    let waits = sup.handle();
+    assert_eq!(waits.offline_policy(), OfflinePolicy::Wait);
+    let fast = waits
+        .with_offline_policy(OfflinePolicy::FailFast)
+        .with_timeout(Duration::from_secs(5));
+    assert_eq!(fast.offline_policy(), OfflinePolicy::FailFast);
+    let limiter = redis_supervisor::ratelimit::RateLimiter::builder(fast.clone())
+        .rate(redis_supervisor::ratelimit::Rate::per_second(10))
+        .on_unavailable(redis_supervisor::ratelimit::OnUnavailable::Deny)
+        .build()
+        .unwrap();
+    let _events = kill_until_down(&mut srv, &sup).await;
+
+    let start = Instant::now();
+    let e = fast.get::<_, Option<String>>("k").await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    let e = limiter.check("client").await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "fail-fast handle waited: {:?}",
+        start.elapsed()
+    );
+
+    // The configured `wait` handle still waits out its deadline.
+    let start = Instant::now();
+    let e = waits.get::<_, Option<String>>("k").await.unwrap_err();
+    assert!(e.is_unavailable(), "{e:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1400),
+        "the wait handle did not wait: {:?}",
+        start.elapsed()
+    );
+    // Set back to `wait`, a handle waits (within its deadline) for the restart.
+    let waiting = fast
+        .with_offline_policy(OfflinePolicy::Wait)
+        .with_timeout(Duration::from_secs(20));
+    let pending = tokio::spawn(async move { waiting.set("k", "v").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!pending.is_finished(), "a waiting handle failed at once");
+    srv.restart().await.unwrap();
+    pending.await.unwrap().unwrap();
+    assert_eq!(
+        fast.get::<_, Option<String>>("k").await.unwrap().as_deref(),
+        Some("v")
+    );
+    sup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_starts_before_the_server() {
     // Reserve a port by starting and killing a fixture; nothing listens there now.
