@@ -342,6 +342,9 @@ fn bad_values(var: &str) -> &'static [&'static str] {
         "REDIS_SENTINELS" => &["a", "a:0", "a:70000", ":1", "::1:5", "a:1,b"],
         // A master name without the sentinels' addresses.
         "REDIS_SENTINEL_MASTER" => &["mymaster"],
+        "REDIS_CLUSTER_NODES" => &["a", "a:0", "a:70000", ":1", "::1:5", "a:1,b"],
+        // Not a boolean, or reads from replicas without any cluster seed node.
+        "REDIS_CLUSTER_READ_FROM_REPLICAS" => &["maybe", "2", "true"],
         "REDIS_USERNAME"
         | "REDIS_PASSWORD"
         | "REDIS_KEY_PREFIX"
@@ -410,6 +413,8 @@ fn variable_names_are_kept() {
         "REDIS_SENTINEL_MASTER",
         "REDIS_SENTINEL_USERNAME",
         "REDIS_SENTINEL_PASSWORD",
+        "REDIS_CLUSTER_NODES",
+        "REDIS_CLUSTER_READ_FROM_REPLICAS",
     ];
     let mut got = ENV_VARS.to_vec();
     want.sort_unstable();
@@ -616,4 +621,31 @@ fn errors_never_show_a_password() {
         ("REDIS_HEALTH_FAILURES", "0"),
     ]));
     assert!(!format!("{e} {e:?}").contains(secret));
+}
+
+#[test]
+fn cluster_seed_nodes_exclude_sentinels_and_other_databases() {
+    let e = config_err(env(&[
+        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000,10.0.0.2:7000"),
+        ("REDIS_SENTINELS", "10.0.0.9:26379"),
+        ("REDIS_SENTINEL_MASTER", "mymaster"),
+    ]));
+    assert_eq!(e.setting, "REDIS_CLUSTER_NODES");
+    assert!(e.reason.contains("sentinels"), "{}", e.reason);
+    let e = config_err(env(&[
+        ("REDIS_CLUSTER_NODES", "10.0.0.1:7000"),
+        ("REDIS_DB", "2"),
+    ]));
+    assert_eq!(e.setting, "REDIS_CLUSTER_NODES");
+    assert!(e.reason.contains("database 2"), "{}", e.reason);
+    let e = config_err(env(&[("REDIS_CLUSTER_READ_FROM_REPLICAS", "true")]));
+    assert_eq!(e.setting, "REDIS_CLUSTER_READ_FROM_REPLICAS");
+    assert!(e.reason.contains("seed nodes"), "{}", e.reason);
+    let config = redis_supervisor::Config::builder()
+        .cluster_nodes(["10.0.0.1:7000", "10.0.0.2:7001"])
+        .cluster_read_from_replicas(true)
+        .build()
+        .expect("a cluster config");
+    assert_eq!(config.cluster_nodes().to_string(), "10.0.0.1:7000,10.0.0.2:7001");
+    assert!(config.cluster_read_from_replicas());
 }
