@@ -343,6 +343,48 @@ async fn cluster_routes_follows_and_fails_over() {
     assert_eq!(cache.invalidate("item:*").await.expect("invalidate"), 300);
     assert_eq!(cache.get::<u32>("item:7").await.expect("get"), None);
 
+    // Locks (the lock and its fencing counter share a slot through a hash tag) and the rate
+    // limiter work on a cluster; sessions are refused up front, naming why.
+    let locks = redis_supervisor::lock::LockManager::new(r.clone());
+    let mut tokens = Vec::new();
+    for key in ["job:1", "job:2", "job:1"] {
+        let guard = locks
+            .try_acquire(key, Duration::from_secs(5))
+            .await
+            .expect("try_acquire on a cluster")
+            .expect("free");
+        assert!(
+            guard.key().contains(&format!("{{{key}}}")),
+            "{}",
+            guard.key()
+        );
+        tokens.push(guard.token());
+        guard.release().await.expect("release");
+    }
+    assert!(
+        tokens[2] > tokens[0],
+        "fencing tokens grow per key: {tokens:?}"
+    );
+    let limiter = redis_supervisor::ratelimit::RateLimiter::builder(r.clone())
+        .rate(redis_supervisor::ratelimit::Rate::new(
+            10,
+            Duration::from_secs(60),
+        ))
+        .burst(3)
+        .build()
+        .expect("limiter");
+    let mut allowed = 0;
+    for _ in 0..5 {
+        if limiter.check("client:1").await.expect("check").allowed {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 3, "the burst, then denied");
+    match redis_supervisor::session::SessionStore::builder(r.clone()).build() {
+        Err(Error::Config(e)) => assert!(e.reason.contains("Cluster"), "{e}"),
+        other => panic!("sessions on a cluster: {:?}", other.map(|_| ())),
+    }
+
     // Pub/sub: a classic PUBLISH reaches a subscriber on any node.
     let mut sub = sup.pubsub().subscribe(&["news"]).await.expect("subscribe");
     let mut received = false;

@@ -43,27 +43,38 @@ async fn until_lanes(sup: &Supervisor, want: &[&str]) {
     }
 }
 
-/// The server-side ids of our lanes' connections, by lane.
+/// The server-side ids of our lanes' connections, by lane, once both are listed (a lane
+/// whose connection was just killed is listed again only once its replacement has named
+/// itself).
 async fn lane_client_ids(srv: &redis_supervisor::testing::RedisServer, name: &str) -> Vec<i64> {
     let mut admin = admin(srv).await;
-    let list: String = redis::cmd("CLIENT")
-        .arg("LIST")
-        .query_async(&mut admin)
-        .await
-        .unwrap();
-    (0..2)
-        .map(|i| {
-            let wanted = format!("name=redis-supervisor:{name}:lane{i} ");
-            let line = list
-                .lines()
-                .find(|l| l.contains(&wanted))
-                .unwrap_or_else(|| panic!("lane {i} connection listed: {list}"));
-            line.split_whitespace()
-                .find_map(|f| f.strip_prefix("id="))
-                .and_then(|id| id.parse().ok())
-                .expect("client id")
-        })
-        .collect()
+    let start = Instant::now();
+    loop {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query_async(&mut admin)
+            .await
+            .unwrap();
+        let ids: Vec<Option<i64>> = (0..2)
+            .map(|i| {
+                let wanted = format!("name=redis-supervisor:{name}:lane{i} ");
+                list.lines().find(|l| l.contains(&wanted)).map(|line| {
+                    line.split_whitespace()
+                        .find_map(|f| f.strip_prefix("id="))
+                        .and_then(|id| id.parse().ok())
+                        .expect("client id")
+                })
+            })
+            .collect();
+        if ids.iter().all(Option::is_some) {
+            return ids.into_iter().flatten().collect();
+        }
+        assert!(
+            start.elapsed() < SOON,
+            "both lanes' connections listed: {list}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,8 +162,17 @@ async fn one_lane_killed_the_other_keeps_answering() {
         .unwrap();
     assert_eq!(killed, 1);
     until_lanes(&sup, &["up", "up"]).await;
-    let new_ids = lane_client_ids(&srv, "killed").await;
-    assert_ne!(new_ids[0], ids[0], "lane 0 reconnected");
+    // Until the kill is seen, lane 0 still reads "up": wait for its new connection.
+    let start = Instant::now();
+    let new_ids = loop {
+        let new_ids = lane_client_ids(&srv, "killed").await;
+        if new_ids[0] != ids[0] {
+            break new_ids;
+        }
+        assert!(start.elapsed() < SOON, "lane 0 never reconnected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    until_lanes(&sup, &["up", "up"]).await;
     assert_eq!(new_ids[1], ids[1], "lane 1 untouched");
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, Ordering::Relaxed);

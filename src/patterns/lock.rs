@@ -24,7 +24,8 @@
 //! A lock `k` is the key `<REDIS_KEY_PREFIX><namespace>:k` holding a value of 128 random bits
 //! (from the OS CSPRNG) that only its guard knows, with the TTL as `PX`. The acquire script runs
 //! `SET key value NX PX ttl` and, only when that succeeds, `INCR` of the lock's counter
-//! `<REDIS_KEY_PREFIX><namespace>.fence:k`: the fencing token, in the same atomic step. `extend`
+//! `<REDIS_KEY_PREFIX><namespace>.fence:k`: the fencing token, in the same atomic step (on a
+//! Redis Cluster both are written with `{k}`, a hash tag, so they share a slot). `extend`
 //! runs "`PEXPIRE` if the value is still mine", `release` "`DEL` if the value is still mine";
 //! both answer [`Error::LockLost`] when it is not (the TTL passed, perhaps another holds it now).
 //!
@@ -174,9 +175,10 @@ impl LockManager {
         })
     }
 
-    /// The Redis key of lock `key` (with the key prefix and namespace).
+    /// The Redis key of lock `key` (with the key prefix and namespace; on a Redis Cluster,
+    /// `key` in a hash tag, `lock:{key}`, so the lock and its fencing counter share a slot).
     pub fn redis_key(&self, key: &str) -> String {
-        self.inner.locks.full(key)
+        self.inner.locks.full(&self.inner.tagged(key))
     }
 
     /// Takes the lock `key` for `ttl`, waiting up to `wait` while another holds it.
@@ -244,6 +246,16 @@ impl Inner {
         self.handle.pattern_metrics().lock_acquire(result);
     }
 
+    /// `key` as it is written in both keys of a lock: in a hash tag on a Redis Cluster (the
+    /// acquire script touches the lock and its counter, which must share a slot), else as is.
+    fn tagged<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
+        if self.handle.config().cluster_nodes().is_empty() {
+            std::borrow::Cow::Borrowed(key)
+        } else {
+            std::borrow::Cow::Owned(format!("{{{key}}}"))
+        }
+    }
+
     /// One run of the acquire script; an ambiguous one is cleaned up before its error returns.
     async fn attempt(self: &Arc<Self>, key: &str, ttl: Duration) -> Result<Attempt, Error> {
         let checked = check_id("lock key", key, true)
@@ -256,12 +268,13 @@ impl Inner {
                 return Err(e);
             }
         };
-        let lock = self.locks.full(key);
+        let tagged = self.tagged(key);
+        let lock = self.locks.full(&tagged);
         let reply: Result<(i64, i64), Error> = ACQUIRE
             .run(&self.handle, false, |cmd| {
                 cmd.arg(2)
                     .arg(&lock)
-                    .arg(self.fences.full(key))
+                    .arg(self.fences.full(&tagged))
                     .arg(&value)
                     .arg(ttl_ms);
             })

@@ -243,9 +243,21 @@ impl SessionStoreBuilder {
     /// The store.
     ///
     /// # Errors
-    /// [`Error::Config`] naming `session.namespace` or `session.ttl` and the value.
+    /// [`Error::Config`] naming `session.namespace` or `session.ttl` and the value; naming
+    /// `session` on a Redis Cluster, where sessions are not supported.
     pub fn build(self) -> Result<SessionStore, Error> {
         let ns = Namespace::new(&self.handle, "session.namespace", &self.namespace)?;
+        if !self.handle.config().cluster_nodes().is_empty() {
+            // A session and its user's index live in different slots, and the scripts reach
+            // the other sessions of a user by name: a cluster refuses both.
+            return Err(Error::Config(crate::error::ConfigError::new(
+                "session",
+                &self.namespace,
+                "sessions are not supported on a Redis Cluster yet: a session and its user's \
+                 index would hash to different slots; use a standalone or Sentinel-managed Redis \
+                 for sessions (a second Supervisor)",
+            )));
+        }
         let ttl_ms = ttl_ms("session.ttl", self.ttl, true)?;
         Ok(SessionStore {
             inner: Arc::new(Inner {
