@@ -1,7 +1,7 @@
 //! Login sessions over a [`RedisHandle`]: random ids, JSON data, a TTL (sliding if you like), a
 //! per-user index for [`list`](SessionStore::list) and an atomic
 //! [`revoke_all`](SessionStore::revoke_all). With the `tower-sessions` feature,
-//! [`TowerSessionStore`] serves the same Redis as a `tower_sessions::SessionStore`.
+//! `TowerSessionStore` serves the same Redis as a `tower_sessions::SessionStore`.
 //!
 //! ```no_run
 //! use std::time::Duration;
