@@ -246,9 +246,12 @@ async fn cluster_routes_follows_and_fails_over() {
     let started = Instant::now();
     let mut cluster = ClusterTopology::start().await.expect("start cluster");
     eprintln!("cluster up in {:?}", started.elapsed());
-    let sup = Supervisor::start(cluster_config(&cluster, "cluster"))
-        .await
-        .expect("start supervisor");
+    let recorder = redis_supervisor::metrics::prometheus_builder().build_recorder();
+    let prometheus = recorder.handle();
+    let sup =
+        Supervisor::start_with_recorder(cluster_config(&cluster, "cluster"), Arc::new(recorder))
+            .await
+            .expect("start supervisor");
     sup.wait_until_up(SOON).await.expect("up on the cluster");
     let r = sup.handle();
 
@@ -453,6 +456,16 @@ async fn cluster_routes_follows_and_fails_over() {
         assert!(listed, "{p} in {report}");
     }
     server.abort();
+    // The node gauges: one series per primary, at 1; every slot served.
+    let text = prometheus.render();
+    for p in &primaries {
+        let series = format!("redis_client_cluster_node_up{{client=\"cluster\",node=\"{p}\"}} 1");
+        assert!(text.contains(&series), "{series} in:\n{text}");
+    }
+    assert!(
+        text.contains("redis_client_cluster_slots_served{client=\"cluster\"} 16384"),
+        "{text}"
+    );
 
     // 4. Resharding under load: MOVED / ASK followed, no caller sees an error.
     reset(&r).await;

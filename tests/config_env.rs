@@ -646,6 +646,9 @@ fn cluster_seed_nodes_exclude_sentinels_and_other_databases() {
         .cluster_read_from_replicas(true)
         .build()
         .expect("a cluster config");
-    assert_eq!(config.cluster_nodes().to_string(), "10.0.0.1:7000,10.0.0.2:7001");
+    assert_eq!(
+        config.cluster_nodes().to_string(),
+        "10.0.0.1:7000,10.0.0.2:7001"
+    );
     assert!(config.cluster_read_from_replicas());
 }

@@ -157,7 +157,16 @@ async fn run_one(
                 // Not connected: it was not sent.
                 Err(e) => {
                     router.broken(&node);
-                    Next::Later(e)
+                    let slot = slot.map_or_else(String::new, |s| format!(", slot {s}"));
+                    Next::Later(redis::RedisError::from((
+                        redis::ErrorKind::Io,
+                        "cluster node not reachable (the command was not sent)",
+                        format!(
+                            "{}{slot}: {}",
+                            node.addr,
+                            describe_connection_error(&e).message
+                        ),
+                    )))
                 }
                 Ok(mut conn) => {
                     let next = judge(send(&mut conn, request, ask).await);
