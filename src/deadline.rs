@@ -20,6 +20,17 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// A deadline this far away stands for "no deadline" (`with_timeout(Duration::MAX)`).
+const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
+
+/// `start + timeout`, saturating at [`FOREVER`] instead of overflowing.
+pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
+    start
+        .checked_add(timeout.min(FOREVER))
+        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(start)
+}
+
 /// Deadline resolution of a group.
 const TICK: Duration = Duration::from_millis(1);
 

@@ -54,16 +54,7 @@ mod blocking;
 mod bulk;
 use bulk::BigReplies;
 
-/// A deadline this far away stands for "no deadline" (`with_timeout(Duration::MAX)`).
-const FOREVER: Duration = Duration::from_secs(30 * 365 * 24 * 3600);
-
-/// `start + timeout`, saturating at [`FOREVER`] instead of overflowing.
-pub(crate) fn deadline_after(start: Instant, timeout: Duration) -> Instant {
-    start
-        .checked_add(timeout.min(FOREVER))
-        .or_else(|| start.checked_add(Duration::from_secs(24 * 3600)))
-        .unwrap_or(start)
-}
+pub(crate) use crate::deadline::deadline_after;
 
 /// Admission of commands: counts those between entry and answer, and refuses new ones once
 /// shutdown has begun. One atomic word: `in_flight × 2 + closed`.

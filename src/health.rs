@@ -209,7 +209,7 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
     }
     lane.listen();
     let mut lane_ = lane.clone();
-    let deadline = crate::handle::deadline_after(Instant::now(), timeout);
+    let deadline = crate::deadline::deadline_after(Instant::now(), timeout);
     let outcome = tokio::time::timeout(timeout, lane_.run(request, false, false, deadline)).await;
     let heard = lane.heard();
     match outcome {
@@ -279,7 +279,12 @@ impl HealthState {
                 verdicts.push((id, Verdict::Reshaped(shape.clone())));
             }
             self.shape = Some(shape);
-            self.args.metrics.set_cluster(&view.nodes, view.covered);
+            let probed: Vec<(&str, bool, Option<Duration>)> = view
+                .nodes
+                .iter()
+                .map(|n| (n.node.as_str(), n.up, n.ping))
+                .collect();
+            self.args.metrics.set_cluster(&probed, view.served());
             let verdict = match view.problem() {
                 Some(verdict) => {
                     self.failures.remove(&id);

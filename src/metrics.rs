@@ -546,44 +546,39 @@ impl HealthMetrics {
         }
     }
 
-    /// Sets the cluster gauges from one probe: each node's `up` and round trip (nodes no longer
-    /// probed drop to 0), and the slots whose primary answered, of the `covered` ones.
-    pub(crate) fn set_cluster(&self, probed: &[crate::health::NodeHealth], covered: u32) {
+    /// Sets the cluster gauges from one probe: each node's `up` and round trip (`(node, up,
+    /// round trip)`; nodes no longer probed drop to 0), and the slots whose primary answered.
+    pub(crate) fn set_cluster(&self, probed: &[(&str, bool, Option<Duration>)], served: u32) {
         let Ok(mut nodes) = self.nodes.lock() else {
             return;
         };
         for (node, up, _) in nodes.iter() {
-            if !probed.iter().any(|n| n.node == *node) {
+            if !probed.iter().any(|(n, _, _)| *n == node.as_str()) {
                 up.set(0.0);
             }
         }
-        let mut unserved = 0u32;
-        for n in probed {
-            if n.role == "primary" && !n.up {
-                unserved += n.slot_count();
-            }
-            let index = match nodes.iter().position(|(node, _, _)| *node == n.node) {
+        for (n, is_up, rtt) in probed {
+            let index = match nodes.iter().position(|(node, _, _)| node.as_str() == *n) {
                 Some(i) => i,
                 None => {
                     let client = &self.registry.client;
                     let (up, ping) = self.registry.with(|| {
                         (
-                            metrics::gauge!(CLIENT_CLUSTER_NODE_UP, "client" => client.clone(), "node" => n.node.clone()),
-                            metrics::gauge!(CLIENT_CLUSTER_NODE_PING, "client" => client.clone(), "node" => n.node.clone()),
+                            metrics::gauge!(CLIENT_CLUSTER_NODE_UP, "client" => client.clone(), "node" => n.to_string()),
+                            metrics::gauge!(CLIENT_CLUSTER_NODE_PING, "client" => client.clone(), "node" => n.to_string()),
                         )
                     });
-                    nodes.push((n.node.clone(), up, ping));
+                    nodes.push((n.to_string(), up, ping));
                     nodes.len() - 1
                 }
             };
             let (_, up, ping) = &nodes[index];
-            up.set(if n.up { 1.0 } else { 0.0 });
-            if let Some(rtt) = n.ping {
+            up.set(if *is_up { 1.0 } else { 0.0 });
+            if let Some(rtt) = rtt {
                 ping.set(rtt.as_secs_f64());
             }
         }
-        self.slots_served
-            .set(f64::from(covered.saturating_sub(unserved)));
+        self.slots_served.set(f64::from(served));
     }
 
     /// Records one probe: its verdict, and its round trip when it was answered.

@@ -612,7 +612,7 @@ impl PubSub {
                 targets.push(t);
             }
         }
-        let deadline = crate::handle::deadline_after(Instant::now(), self.timeout);
+        let deadline = crate::deadline::deadline_after(Instant::now(), self.timeout);
         let sub = shared.register(kind, targets.clone(), self.buffer);
         shared.want_connection();
         let queue = sub.queue.clone();

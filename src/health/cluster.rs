@@ -216,6 +216,17 @@ impl ClusterView {
             .collect()
     }
 
+    /// The slots whose primary answered.
+    pub(super) fn served(&self) -> u32 {
+        let unserved: u32 = self
+            .nodes
+            .iter()
+            .filter(|n| n.role == "primary" && !n.up)
+            .map(NodeHealth::slot_count)
+            .sum();
+        self.covered.saturating_sub(unserved)
+    }
+
     /// The slowest answering node's round trip.
     pub(super) fn slowest(&self) -> Option<Duration> {
         self.nodes.iter().filter_map(|n| n.ping).max()
