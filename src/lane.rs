@@ -273,7 +273,9 @@ impl Lane {
                 (None, None) => Ok(Value::Nil),
             },
             Conn::Cluster(conn) => {
-                let result = cluster::run(conn, request, replay_safe, deadline).await;
+                // Boxed: the cluster path is large, and would otherwise grow every command's
+                // future, standalone ones included.
+                let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
                 // One node's lost connection is not the cluster connection's: nothing is
                 // reported; a reply proves the cluster answers.
                 if shared.watching.load(Ordering::Acquire)

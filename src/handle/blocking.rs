@@ -246,7 +246,9 @@ impl RedisHandle {
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
             if node.is_none() && cluster {
-                node = self.blocking_node(request).await?;
+                // Boxed: it runs a whole command (CLUSTER SLOTS), which would otherwise sit in
+                // every raw command's future.
+                node = Box::pin(self.blocking_node(request)).await?;
             }
             let permit = pool.permit(deadline).await?;
             let mut checkout = match pool.checkout(permit, deadline, node.as_ref()).await {
