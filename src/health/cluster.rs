@@ -88,24 +88,31 @@ pub(super) async fn probe(
     };
     let mut slots = redis::cmd("CLUSTER");
     slots.arg("SLOTS");
+    // Any primary will do: one that cannot be reached is passed over (its own PING below says
+    // so), so that one dead node does not make every third probe a failure of the cluster.
     let ask = async {
-        let node = router
-            .any_primary()
-            .ok_or_else(|| "no primary known".to_string())?;
-        let mut conn = match router.conn(&node).await {
-            Ok(conn) => conn,
-            Err(e) => {
-                router.broken(&node);
-                return Err(describe_connection_error(&e).message);
+        let mut why = "no primary known".to_string();
+        for _ in 0..router.primaries().len().max(1) {
+            let Some(node) = router.any_primary() else {
+                break;
+            };
+            let mut conn = match router.conn(&node).await {
+                Ok(conn) => conn,
+                Err(e) => {
+                    router.broken(&node);
+                    why = format!("{}: {}", node.addr, describe_connection_error(&e).message);
+                    continue;
+                }
+            };
+            match conn.send_packed_command(&slots).await {
+                Err(e) if classify(&e) == ErrorSide::Transport => {
+                    router.broken(&node);
+                    why = format!("{}: {}", node.addr, describe_connection_error(&e).message);
+                }
+                other => return Ok(other),
             }
-        };
-        match conn.send_packed_command(&slots).await {
-            Err(e) if classify(&e) == ErrorSide::Transport => {
-                router.broken(&node);
-                Err(describe_connection_error(&e).message)
-            }
-            other => Ok(other),
         }
+        Err(why)
     };
     let reply = match tokio::time::timeout(timeout, ask).await {
         Err(_) => {
