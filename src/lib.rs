@@ -9,7 +9,9 @@
 //! [`session`]s, [`presence`] and [`lock`]s, each with a stated policy for when Redis cannot
 //! answer; and the jobs that need connections of their own: [`pubsub`] subscriptions that
 //! survive reconnects, and blocking commands ([`RedisHandle::blpop`] & co.) on a pool that
-//! blocks nothing else.
+//! blocks nothing else. One server, the master a set of sentinels names
+//! ([`Config::sentinels`]), or a Redis Cluster ([`Config::cluster_nodes`]: routed by slot, with
+//! `MOVED`/`ASK` followed under the same delivery rules) are all configured the same way.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -215,10 +217,10 @@ server.restart().await?; // same port
 //! | dedicated connections | [`pubsub`], `blocking` | the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, its registry, restoration, probes; supervised from `supervisor/dedicated.rs`) and each subscription's bounded buffer; the blocking pool (one dedicated connection per blocking command, `CLIENT UNBLOCK` at shutdown), used by `handle/blocking.rs` |
 //! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
 //! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
-//! | topology | `topology` | how a connection finds its server: standalone, or the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`); Cluster plugs in here |
+//! | topology | `topology` | how a connection finds its server: standalone, the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`), or a Redis Cluster's nodes (`topology/cluster.rs`: the router, its slot map and one connection per node) |
 //! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): follows `+switch-master` on one sentinel at a time and reports the master; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
 //! | route | `route` | the published route: the serving lanes (a command takes the one with the fewest outstanding), or why there are none (written by the supervisor only) |
-//! | lane | `lane` | one live connection as callers see it: redis-rs's queue, open state, reply evidence |
+//! | lane | `lane` | one live connection as callers see it: redis-rs's queue (or the cluster router), open state, reply evidence; `lane/cluster.rs`: a command's delivery on a cluster (redirects, splits, the replay rule per part) |
 //! | requests | `request` | a command or pipeline with its label: the one command-name decoder |
 //! | observability | [`metrics`] | metric names, label sets, the handles (grouped by the one module that writes each) |
 //! | state | [`availability`] | [`Availability`], [`AvailabilityEvent`], the watch/broadcast pair |
