@@ -419,6 +419,50 @@ pub(crate) fn first_key(cmd: &redis::Cmd) -> Option<&[u8]> {
     }
 }
 
+/// `cmd` with its block time set to `block` (at least 10 ms: 0 would block forever), for a
+/// command that waited for a connection and has less of its deadline left than it would block;
+/// `None` when `cmd` is not a blocking command whose block time this knows.
+pub(crate) fn with_block_time(cmd: &redis::Cmd, block: Duration) -> Option<redis::Cmd> {
+    let args: Vec<&[u8]> = cmd
+        .args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    let name = args.first()?.to_ascii_uppercase();
+    let last = args.len().checked_sub(1)?;
+    let (at, unit) = match name.as_slice() {
+        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BLMOVE" | b"BRPOPLPUSH" => {
+            (last, Unit::Seconds)
+        }
+        b"BLMPOP" | b"BZMPOP" => (1, Unit::Seconds),
+        b"WAIT" | b"WAITAOF" => (last, Unit::Millis),
+        b"XREAD" | b"XREADGROUP" => (
+            args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))? + 1,
+            Unit::Millis,
+        ),
+        _ => return None,
+    };
+    if at == 0 || at > last {
+        return None;
+    }
+    let block = block.max(Duration::from_millis(10));
+    let value = match unit {
+        Unit::Seconds => format!("{:.3}", block.as_secs_f64()),
+        Unit::Millis => block.as_millis().to_string(),
+    };
+    let mut out = redis::cmd(std::str::from_utf8(args[0]).ok()?);
+    for (i, a) in args.iter().enumerate().skip(1) {
+        if i == at {
+            out.arg(value.as_str());
+        } else {
+            out.arg(*a);
+        }
+    }
+    Some(out)
+}
+
 #[derive(Clone, Copy)]
 enum Unit {
     Seconds,
@@ -482,5 +526,42 @@ mod tests {
         let nan = block(&["BLPOP", "a", "soon"]).and_then(Result::err);
         assert!(nan.is_some_and(|e| e.to_string().contains("\"soon\"")));
         assert!(block(&["BLPOP", "a", "1e12"]).is_some_and(|r| r.is_err()));
+    }
+
+    #[test]
+    fn block_times_are_shortened_in_place() {
+        let short = |args: &[&str], ms: u64| {
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            with_block_time(&cmd, Duration::from_millis(ms)).map(|c| {
+                c.args_iter()
+                    .filter_map(|a| match a {
+                        redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+        };
+        assert_eq!(
+            short(&["BLPOP", "a", "b", "5"], 1250).as_deref(),
+            Some("BLPOP a b 1.250")
+        );
+        assert_eq!(
+            short(&["BLMPOP", "5", "1", "a", "LEFT"], 300).as_deref(),
+            Some("BLMPOP 0.300 1 a LEFT")
+        );
+        assert_eq!(
+            short(&["XREAD", "BLOCK", "5000", "STREAMS", "s", "$"], 700).as_deref(),
+            Some("XREAD BLOCK 700 STREAMS s $")
+        );
+        // Never 0 (forever).
+        assert_eq!(
+            short(&["BRPOP", "a", "5"], 0).as_deref(),
+            Some("BRPOP a 0.010")
+        );
+        assert_eq!(short(&["GET", "a"], 10), None);
     }
 }

@@ -432,3 +432,33 @@ async fn wait_replicas_counts_a_real_replica() {
     assert_eq!(raw, 1);
     sup.shutdown().await;
 }
+
+/// A `BLPOP` that waited for the connection through an outage blocks only for what its
+/// deadline has left: it answers (nothing popped) before the deadline instead of blocking its
+/// full time and coming back `Ambiguous` — with an element it may have popped lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pop_that_waited_blocks_only_for_what_is_left() {
+    let mut srv = server().await;
+    let sup = supervisor_with(&srv, |b| b.command_timeout(Duration::from_millis(500))).await;
+    let r = sup.handle();
+    kill_until_down(&mut srv, &sup).await;
+    let start = Instant::now();
+    let pop = {
+        let r = r.clone();
+        tokio::spawn(async move {
+            r.blpop::<_, Option<(String, String)>>(&["waited"], Duration::from_secs(2))
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    srv.restart().await.expect("restart");
+    let answer = pop.await.expect("task");
+    let took = start.elapsed();
+    assert!(matches!(answer, Ok(None)), "{answer:?} after {took:?}");
+    // Its deadline: the block time (2 s) plus the handle's timeout (0.5 s).
+    assert!(
+        took < Duration::from_millis(2500),
+        "answered after {took:?}"
+    );
+    sup.shutdown().await;
+}

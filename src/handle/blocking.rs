@@ -18,7 +18,7 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use super::{Need, RedisHandle, convert, deadline_after};
-use crate::blocking::first_key;
+use crate::blocking::{first_key, with_block_time};
 use crate::config::NodeAddr;
 use crate::error::{Error, from_reply_error};
 use crate::lane::{ExecError, NotReady};
@@ -259,7 +259,21 @@ impl RedisHandle {
             if pool.is_closed() {
                 return Err(Error::ShuttingDown);
             }
-            match pool.run(&mut checkout, request, deadline).await {
+            // A command that waited for its connection blocks only for what its deadline has
+            // left (keeping the handle's timeout for the reply): blocking the full time would
+            // answer after the deadline, and a pop the caller no longer waits for loses its
+            // element.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .saturating_sub(self.timeout);
+            let shortened = match request.as_cmd() {
+                Some(cmd) if left + Duration::from_millis(5) < block => {
+                    with_block_time(cmd, left).map(|c| Request::typed(c, request.label()))
+                }
+                _ => None,
+            };
+            let sent = shortened.as_ref().unwrap_or(request);
+            match pool.run(&mut checkout, sent, deadline).await {
                 // Unblocked by shutdown (`CLIENT UNBLOCK … ERROR`): it popped nothing.
                 Some(Ok(Value::ServerError(e))) if e.code() == "UNBLOCKED" && pool.is_closed() => {
                     return Err(Error::ShuttingDown);
