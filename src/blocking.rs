@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
@@ -31,6 +31,7 @@ use crate::error::{
 use crate::lane::{ExecError, Lane, NotReady};
 use crate::metrics::BlockingMetrics;
 use crate::request::Request;
+use crate::sync::lock;
 use crate::topology::Topology;
 
 /// How long a command blocked at shutdown may take to answer once `CLIENT UNBLOCK` was sent
@@ -86,11 +87,6 @@ impl Drop for Checkout<'_> {
             self.pool.metrics.connection(false);
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is a single insert, remove, push or pop: never left half done.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl BlockingPool {
@@ -368,10 +364,7 @@ fn classify_reply(result: redis::RedisResult<Value>) -> Result<Value, ExecError>
 /// that blocks up to `block`, `Some(Err(_))` for one that would block forever (timeout 0) or
 /// whose timeout is not a number, `None` for a command that does not block.
 pub(crate) fn blocking_time(cmd: &redis::Cmd) -> Option<Result<Duration, Error>> {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(b) => Some(b),
-        _ => None,
-    });
+    let mut args = crate::request::args(cmd);
     let name = args.next()?;
     // Most commands are rejected on their first letter, without an allocation.
     if !matches!(name.first(), Some(b'B' | b'b' | b'W' | b'w' | b'X' | b'x')) {
@@ -398,13 +391,7 @@ pub(crate) fn blocking_time(cmd: &redis::Cmd) -> Option<Result<Duration, Error>>
 /// The key a blocking command blocks on (its first), which decides its node on a cluster;
 /// `None` for `WAIT`/`WAITAOF` (no key) or a command whose key cannot be found.
 pub(crate) fn first_key(cmd: &redis::Cmd) -> Option<&[u8]> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .filter_map(|a| match a {
-            redis::Arg::Simple(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let args: Vec<&[u8]> = crate::request::args(cmd).collect();
     let name = args.first()?.to_ascii_uppercase();
     match name.as_slice() {
         b"BLMPOP" | b"BZMPOP" => args.get(3).copied(),
@@ -423,13 +410,7 @@ pub(crate) fn first_key(cmd: &redis::Cmd) -> Option<&[u8]> {
 /// command that waited for a connection and has less of its deadline left than it would block;
 /// `None` when `cmd` is not a blocking command whose block time this knows.
 pub(crate) fn with_block_time(cmd: &redis::Cmd, block: Duration) -> Option<redis::Cmd> {
-    let args: Vec<&[u8]> = cmd
-        .args_iter()
-        .filter_map(|a| match a {
-            redis::Arg::Simple(b) => Some(b),
-            _ => None,
-        })
-        .collect();
+    let args: Vec<&[u8]> = crate::request::args(cmd).collect();
     let name = args.first()?.to_ascii_uppercase();
     let last = args.len().checked_sub(1)?;
     let (at, unit) = match name.as_slice() {

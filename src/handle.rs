@@ -931,13 +931,8 @@ fn cross_slot(error: Error, request: &Request) -> Error {
     if code != "CROSSSLOT" {
         return error;
     }
-    let keys = cmd
-        .args_iter()
+    let keys = crate::request::args(cmd)
         .skip(1)
-        .filter_map(|a| match a {
-            redis::Arg::Simple(bytes) => Some(bytes),
-            _ => None,
-        })
         .take(8)
         .map(|key| {
             let slot = crate::topology::cluster::key_slot(key);

@@ -20,12 +20,18 @@ enum Body {
     Pipeline(redis::Pipeline),
 }
 
-/// The name of a command: its first argument, as sent.
-fn command_name(cmd: &redis::Cmd) -> Option<&[u8]> {
-    match cmd.args_iter().next() {
-        Some(redis::Arg::Simple(name)) => Some(name),
+/// A command's arguments as sent, its name first (cursor placeholders left out): the one
+/// place that reads them, for names, keys and block times.
+pub(crate) fn args(cmd: &redis::Cmd) -> impl Iterator<Item = &[u8]> {
+    cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(b) => Some(b),
         _ => None,
-    }
+    })
+}
+
+/// The name of a command: its first argument, as sent.
+pub(crate) fn command_name(cmd: &redis::Cmd) -> Option<&[u8]> {
+    args(cmd).next()
 }
 
 impl Request {

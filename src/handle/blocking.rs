@@ -372,7 +372,7 @@ impl RedisHandle {
 }
 
 fn is_waitaof(cmd: &redis::Cmd) -> bool {
-    matches!(cmd.args_iter().next(), Some(redis::Arg::Simple(n)) if n.eq_ignore_ascii_case(b"WAITAOF"))
+    crate::request::command_name(cmd).is_some_and(|n| n.eq_ignore_ascii_case(b"WAITAOF"))
 }
 
 /// `WAIT`/`WAITAOF` after a replicated mark (see [`RedisHandle::wait_replicas`]).

@@ -133,7 +133,10 @@ async fn run_one(
 ) -> Result<Value, ExecError> {
     let pinned = request.node().map(|n| router.node(n));
     let (slot, read) = match (request.as_cmd(), request.as_pipeline()) {
-        (Some(cmd), _) => (command_key(cmd).map(key_slot), is_read_only(cmd)),
+        (Some(cmd), _) => (
+            command_key(cmd).map(key_slot),
+            router.reads_from_replicas() && is_read_only(cmd),
+        ),
         (None, Some(pipe)) => (pipe.cmd_iter().find_map(command_key).map(key_slot), false),
         (None, None) => (None, false),
     };
@@ -278,10 +281,7 @@ struct Split {
 impl Split {
     /// The parts of `cmd`, when it is a splittable command over more than one slot.
     fn of(cmd: &redis::Cmd) -> Option<Split> {
-        let mut args = cmd.args_iter().filter_map(|a| match a {
-            redis::Arg::Simple(b) => Some(b),
-            _ => None,
-        });
+        let mut args = crate::request::args(cmd);
         let name = args.next()?;
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         let (combine, step) = if is(b"MGET") {

@@ -21,7 +21,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -31,14 +31,10 @@ use tokio::time::Instant;
 
 use crate::config::{Config, NodeAddr};
 use crate::error::{ConnectionFailure, FailureKind, describe_connection_error};
+use crate::sync::lock;
 
 /// Shortest time between two slot-map refreshes (a burst of `MOVED` asks for one).
 const REFRESH_EVERY: Duration = Duration::from_millis(50);
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one lookup, insert or swap: never left half done.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// One node the router knows, and its connection (opened on first use).
 pub(crate) struct Node {
@@ -150,6 +146,11 @@ impl Router {
         Some(shard.primary.clone())
     }
 
+    /// Whether read-only commands may go to replicas.
+    pub(crate) fn reads_from_replicas(&self) -> bool {
+        self.0.config.cluster_read_from_replicas()
+    }
+
     /// A primary, in turn (for a command without a key).
     pub(crate) fn any_primary(&self) -> Option<Arc<Node>> {
         let map = self.0.map.load();
@@ -175,29 +176,15 @@ impl Router {
     /// reads from replicas on, each connection is put in `READONLY` mode (harmless on a
     /// primary).
     pub(crate) async fn conn(&self, node: &Node) -> redis::RedisResult<MultiplexedConnection> {
-        if let Some(conn) = node.conn.load_full() {
-            return Ok((*conn).clone());
+        if let Some(conn) = &*node.conn.load() {
+            return Ok((**conn).clone());
         }
         let _one = node.connecting.lock().await;
-        if let Some(conn) = node.conn.load_full() {
-            return Ok((*conn).clone());
+        if let Some(conn) = &*node.conn.load() {
+            return Ok((**conn).clone());
         }
         let config = &self.0.config;
-        let client = config.redis_client_at(&node.addr.host, node.addr.port)?;
-        let settings = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout()))
-            // Deadlines are the handle's.
-            .set_response_timeout(None);
-        let connect = client.get_multiplexed_async_connection_with_config(&settings);
-        let mut conn = tokio::time::timeout(config.connect_timeout(), connect)
-            .await
-            .map_err(|_| {
-                redis::RedisError::from((
-                    redis::ErrorKind::Io,
-                    "connect timed out",
-                    node.addr.to_string(),
-                ))
-            })??;
+        let mut conn = open_node(config, &node.addr).await?;
         if config.cluster_read_from_replicas() {
             conn.send_packed_command(&redis::cmd("READONLY")).await?;
         }
@@ -321,98 +308,87 @@ impl Router {
     }
 }
 
+/// A new connection to the cluster node `addr` (credentials and TLS as configured), opened
+/// within the connect timeout; no response timeout (deadlines are the callers').
+pub(crate) async fn open_node(
+    config: &Config,
+    addr: &NodeAddr,
+) -> redis::RedisResult<MultiplexedConnection> {
+    let client = config.redis_client_at(&addr.host, addr.port)?;
+    let settings = redis::AsyncConnectionConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout()))
+        .set_response_timeout(None);
+    let connect = client.get_multiplexed_async_connection_with_config(&settings);
+    tokio::time::timeout(config.connect_timeout(), connect)
+        .await
+        .map_err(|_| {
+            redis::RedisError::from((redis::ErrorKind::Io, "connect timed out", addr.to_string()))
+        })?
+}
+
 /// The argument that decides a command's slot (its first key), or `None` for a command
-/// without one (it may run on any primary). Commands this table does not name are taken to
-/// have their key first; a wrong guess costs one `MOVED`.
+/// without arguments (it may run on any primary). Commands whose key is not their first
+/// argument are listed; every other is taken to have its key first — for a keyless command such
+/// as `CONFIG GET` that only picks some primary, and a wrong guess costs one `MOVED`.
 pub(crate) fn command_key(cmd: &redis::Cmd) -> Option<&[u8]> {
-    let mut args = cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(b) => Some(b),
-        _ => None,
-    });
+    let mut args = crate::request::args(cmd);
     let name = args.next()?;
-    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-    let nth = |n: usize| {
-        cmd.args_iter()
-            .filter_map(|a| match a {
-                redis::Arg::Simple(b) => Some(b),
-                _ => None,
-            })
-            .nth(n)
-    };
-    if is(b"EVAL")
-        || is(b"EVALSHA")
-        || is(b"EVAL_RO")
-        || is(b"EVALSHA_RO")
-        || is(b"FCALL")
-        || is(b"FCALL_RO")
-    {
-        let numkeys = std::str::from_utf8(nth(2)?).ok()?.parse::<usize>().ok()?;
-        return (numkeys > 0).then(|| nth(3)).flatten();
+    // Most commands (GET, SET, HGET, …) are none of the listed ones: told apart by their first
+    // letter, without comparing names.
+    if !matches!(
+        name.first().map(u8::to_ascii_uppercase),
+        Some(b'B' | b'E' | b'F' | b'L' | b'M' | b'O' | b'S' | b'X' | b'Z')
+    ) {
+        return args.next();
     }
-    if is(b"XREAD") || is(b"XREADGROUP") {
-        let mut all = cmd.args_iter().filter_map(|a| match a {
-            redis::Arg::Simple(b) => Some(b),
-            _ => None,
-        });
-        all.position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
-        return all.next();
+    let is = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
+    if is(&[
+        b"EVAL",
+        b"EVALSHA",
+        b"EVAL_RO",
+        b"EVALSHA_RO",
+        b"FCALL",
+        b"FCALL_RO",
+    ]) {
+        let _script = args.next()?;
+        let numkeys = std::str::from_utf8(args.next()?)
+            .ok()?
+            .parse::<usize>()
+            .ok()?;
+        return (numkeys > 0).then(|| args.next()).flatten();
     }
-    if is(b"BLMPOP") || is(b"BZMPOP") {
-        return nth(3);
+    if is(&[b"XREAD", b"XREADGROUP"]) {
+        args.position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
+        return args.next();
     }
-    if is(b"LMPOP")
-        || is(b"ZMPOP")
-        || is(b"SINTERCARD")
-        || is(b"ZINTERCARD")
-        || is(b"ZDIFF")
-        || is(b"ZINTER")
-        || is(b"ZUNION")
-    {
-        return nth(2);
+    // The key after a timeout and a key count.
+    if is(&[b"BLMPOP", b"BZMPOP"]) {
+        return args.nth(2);
     }
-    if is(b"BITOP") || is(b"OBJECT") || is(b"XINFO") || is(b"XGROUP") || is(b"MEMORY") {
-        return nth(2);
-    }
-    if is(b"PING")
-        || is(b"INFO")
-        || is(b"PUBLISH")
-        || is(b"CLUSTER")
-        || is(b"CONFIG")
-        || is(b"CLIENT")
-        || is(b"SCRIPT")
-        || is(b"FUNCTION")
-        || is(b"DBSIZE")
-        || is(b"ECHO")
-        || is(b"TIME")
-        || is(b"COMMAND")
-        || is(b"WAIT")
-        || is(b"WAITAOF")
-        || is(b"RANDOMKEY")
-        || is(b"SCAN")
-        || is(b"KEYS")
-        || is(b"LASTSAVE")
-        || is(b"ROLE")
-        || is(b"READONLY")
-        || is(b"READWRITE")
-        || is(b"ASKING")
-        || is(b"HELLO")
-        || is(b"ACL")
-        || is(b"SLOWLOG")
-        || is(b"LATENCY")
-        || is(b"MULTI")
-        || is(b"EXEC")
-        || is(b"DISCARD")
-        || is(b"FLUSHALL")
-        || is(b"FLUSHDB")
-    {
-        return None;
+    // The key after a key count, or after a subcommand or operation.
+    if is(&[
+        b"LMPOP",
+        b"ZMPOP",
+        b"SINTERCARD",
+        b"ZINTERCARD",
+        b"ZDIFF",
+        b"ZINTER",
+        b"ZUNION",
+        b"BITOP",
+        b"OBJECT",
+        b"XINFO",
+        b"XGROUP",
+        b"MEMORY",
+    ]) {
+        return args.nth(1);
     }
     args.next()
 }
 
-/// Whether a command only reads (may go to a replica when reads from replicas are on).
+/// Whether a command only reads, so that it may go to a replica when reads from replicas are
+/// on.
 pub(crate) fn is_read_only(cmd: &redis::Cmd) -> bool {
-    let Some(redis::Arg::Simple(name)) = cmd.args_iter().next() else {
+    let Some(name) = crate::request::command_name(cmd) else {
         return false;
     };
     [
@@ -636,6 +612,37 @@ mod tests {
         assert_eq!(n, Some(("::1".to_string(), 7000)));
         assert!(redirect_target(Some("3999")).is_none());
         assert!(redirect_target(None).is_none());
+    }
+
+    #[test]
+    fn the_key_is_found_where_each_command_keeps_it() {
+        let key = |args: &[&str]| {
+            let mut cmd = redis::cmd(args[0]);
+            for a in &args[1..] {
+                cmd.arg(*a);
+            }
+            command_key(&cmd).map(|k| String::from_utf8_lossy(k).into_owned())
+        };
+        assert_eq!(key(&["GET", "k"]).as_deref(), Some("k"));
+        assert_eq!(key(&["set", "k", "v"]).as_deref(), Some("k"));
+        assert_eq!(
+            key(&["EVALSHA", "abc", "2", "k1", "k2", "a"]).as_deref(),
+            Some("k1")
+        );
+        assert_eq!(key(&["EVAL", "return 1", "0"]), None);
+        assert_eq!(
+            key(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]).as_deref(),
+            Some("s")
+        );
+        assert_eq!(
+            key(&["BLMPOP", "1", "1", "l", "LEFT"]).as_deref(),
+            Some("l")
+        );
+        assert_eq!(key(&["LMPOP", "1", "l", "LEFT"]).as_deref(), Some("l"));
+        assert_eq!(key(&["BITOP", "AND", "dest", "a"]).as_deref(), Some("dest"));
+        assert_eq!(key(&["OBJECT", "ENCODING", "k"]).as_deref(), Some("k"));
+        assert_eq!(key(&["SADD", "s", "m"]).as_deref(), Some("s"));
+        assert_eq!(key(&["PING"]), None);
     }
 
     #[test]
