@@ -221,7 +221,8 @@ server.restart().await?; // same port
 //! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): follows `+switch-master` on one sentinel at a time and reports the master; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
 //! | route | `route` | the published route: the serving lanes (a command takes the one with the fewest outstanding), or why there are none (written by the supervisor only) |
 //! | lane | `lane` | one live connection as callers see it: redis-rs's queue (or the cluster router), open state, reply evidence; `lane/cluster.rs`: a command's delivery on a cluster (redirects, splits, the replay rule per part) |
-//! | requests | `request` | a command or pipeline with its label: the one command-name decoder |
+//! | locks | `sync` | taking a `std::sync::Mutex` whether or not a panic poisoned it (every critical section is one step) |
+//! | requests | `request` | a command or pipeline with its label: the one reader of a command's arguments and name |
 //! | observability | [`metrics`] | metric names, label sets, the handles (grouped by the one module that writes each) |
 //! | state | [`availability`] | [`Availability`], [`AvailabilityEvent`], the watch/broadcast pair |
 //! | pure | [`info`], [`backoff`], [`config`], [`error`] | INFO parsing; backoff and restart intensity; [`Config`] (one settings table; env, URL and TLS files under `config/`); [`Error`] and its classification |
@@ -260,6 +261,7 @@ mod request;
 mod route;
 mod sentinel;
 pub mod supervisor;
+mod sync;
 mod topology;
 
 #[cfg(feature = "test-util")]

@@ -53,7 +53,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use ractor::{ActorRef, DerivedActorRef, rpc::CallResult};
@@ -65,6 +65,7 @@ use crate::config::{Config, OfflinePolicy};
 use crate::error::{Error, FailureKind};
 use crate::handle::RedisHandle;
 use crate::metrics::PubSubMetrics;
+use crate::sync::lock;
 
 mod subscriber;
 mod subscription;
@@ -154,11 +155,6 @@ pub(crate) struct PubSubShared {
     /// Set while a probe waits; the push callback then records that something came.
     watching: AtomicBool,
     heard: AtomicBool,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves the data consistent: a panic elsewhere cannot corrupt it.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl PubSubShared {

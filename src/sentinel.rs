@@ -10,7 +10,7 @@
 //! configured ones, then those discovered with `SENTINEL SENTINELS`), after a backoff.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use redis::Value;
@@ -21,6 +21,7 @@ use crate::config::{Config, NodeAddr};
 use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
+use crate::sync::lock;
 
 /// The channels the watcher subscribes to on its sentinel.
 const EVENTS: [&str; 4] = ["+switch-master", "+odown", "+failover-end", "+sentinel"];
@@ -49,11 +50,6 @@ pub(crate) struct SentinelShared {
     view: Mutex<SentinelView>,
     /// Where the next watcher starts (rotates on every failure).
     next: AtomicUsize,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one assignment or a push: never left half done.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl SentinelShared {

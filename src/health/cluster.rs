@@ -10,7 +10,7 @@
 //!   wait, per the offline policy, for a failover).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Value;
@@ -21,17 +21,13 @@ use super::{NodeHealth, Probe, Verdict};
 use crate::config::{Config, NodeAddr};
 use crate::error::{ErrorSide, FailureKind, classify, describe_connection_error};
 use crate::lane::{Lane, NotReady};
-use crate::topology::cluster::{Ranges, SLOTS, Shard, shards};
+use crate::sync::lock;
+use crate::topology::cluster::{Ranges, SLOTS, Shard, open_node, shards};
 
 /// The health actor's own connection to each node it probes. Not the cluster client's: a
 /// request to a node redis-rs has no connection for makes it reconnect to every seed, and a
 /// probe must see a node as it is, not as the cluster client's repairs leave it.
 pub(super) type NodeConns = Arc<Mutex<HashMap<NodeAddr, MultiplexedConnection>>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Each critical section is one get, insert or remove: never left half done.
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// `PING` on the health actor's connection to `node` (opened first when there is none). Any
 /// answer, even an error such as `NOPERM`, proves the node is there; a transport failure
@@ -41,14 +37,7 @@ async fn ping_node(config: &Config, conns: &NodeConns, node: &NodeAddr) -> Resul
     let mut conn = match existing {
         Some(conn) => conn,
         None => {
-            let client = config
-                .redis_client_at(&node.host, node.port)
-                .map_err(|e| describe_connection_error(&e).message)?;
-            let settings = redis::AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(config.connect_timeout()))
-                .set_response_timeout(None);
-            let conn = client
-                .get_multiplexed_async_connection_with_config(&settings)
+            let conn = open_node(config, node)
                 .await
                 .map_err(|e| describe_connection_error(&e).message)?;
             lock(conns).insert(node.clone(), conn.clone());
