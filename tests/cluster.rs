@@ -23,9 +23,7 @@ use std::time::Duration;
 
 use helpers::*;
 use redis_supervisor::testing::ClusterTopology;
-use redis_supervisor::{
-    Availability, AvailabilityEvent, Config, Error, EventKind, RedisHandle, Supervisor,
-};
+use redis_supervisor::{Availability, Config, Error, EventKind, RedisHandle, Supervisor};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -58,28 +56,6 @@ async fn keyslot(r: &RedisHandle, key: &str) -> u16 {
     let mut cmd = redis::cmd("CLUSTER");
     cmd.arg("KEYSLOT").arg(key);
     r.cmd(cmd).await.expect("CLUSTER KEYSLOT")
-}
-
-/// Every availability event, with when it was received.
-#[derive(Clone)]
-struct Timeline(Arc<Mutex<Vec<(Instant, AvailabilityEvent)>>>);
-
-impl Timeline {
-    fn start(sup: &Supervisor) -> Timeline {
-        let log = Timeline(Arc::default());
-        let mut events = sup.subscribe();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(e) = events.recv().await {
-                sink.0.lock().await.push((Instant::now(), e));
-            }
-        });
-        log
-    }
-
-    async fn events(&self) -> Vec<(Instant, AvailabilityEvent)> {
-        self.0.lock().await.clone()
-    }
 }
 
 /// 64 tasks of INCR over `KEYS` keys, each task walking the keys from its own offset.

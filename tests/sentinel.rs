@@ -18,7 +18,7 @@ use std::time::Duration;
 use helpers::*;
 use readiness_helpers::sample;
 use redis_supervisor::testing::SentinelTopology;
-use redis_supervisor::{Availability, AvailabilityEvent, Config, Error, EventKind, Supervisor};
+use redis_supervisor::{Availability, Config, Error, EventKind, Supervisor};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
@@ -41,32 +41,12 @@ fn sentinel_config(topo: &SentinelTopology, name: &str) -> Config {
         .expect("valid sentinel config")
 }
 
-/// Every availability event, with when it was received.
-#[derive(Clone)]
-struct Timeline(Arc<Mutex<Vec<(Instant, AvailabilityEvent)>>>);
-
-impl Timeline {
-    fn start(sup: &Supervisor) -> Timeline {
-        let log = Timeline(Arc::default());
-        let mut events = sup.subscribe();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            while let Ok(e) = events.recv().await {
-                sink.0.lock().await.push((Instant::now(), e));
-            }
-        });
-        log
-    }
-
-    async fn events(&self) -> Vec<(Instant, AvailabilityEvent)> {
-        self.0.lock().await.clone()
-    }
-
-    /// When `Up` naming `address` was published, waiting for it.
-    async fn up_at(&self, address: SocketAddr) -> Instant {
+/// When `Up` naming `address` was published on `timeline`, waiting for it.
+async fn up_at(timeline: &Timeline, address: SocketAddr) -> Instant {
+    {
         let start = Instant::now();
         loop {
-            let found = self
+            let found = timeline
                 .events()
                 .await
                 .into_iter()
@@ -80,7 +60,7 @@ impl Timeline {
             assert!(
                 start.elapsed() < SETTLE,
                 "never Up on {address}: {:?}",
-                self.events().await
+                timeline.events().await
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -258,7 +238,7 @@ async fn follows_the_master(fault: Fault) {
         .expect("the sentinels switch");
     let named = Instant::now();
     let first_write = load.first_success_after(named, new).await;
-    let up = timeline.up_at(new).await;
+    let up = up_at(&timeline, new).await;
     assert!(
         first_write.saturating_duration_since(named) < Duration::from_millis(1500),
         "{fault:?}: first write {:?} after the sentinels named {new} (fault {:?} before)",
@@ -396,7 +376,7 @@ async fn losing_the_watched_sentinel_changes_nothing() {
     let old = topo.master_addr().await.unwrap();
     topo.failover().await.unwrap();
     let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
-    timeline.up_at(new).await;
+    up_at(&timeline, new).await;
     sup.handle().set("k", "v2").await.unwrap();
     sup.shutdown().await;
 }
@@ -606,7 +586,7 @@ async fn pubsub_and_blocking_follow_the_master() {
     let timeline = Timeline::start(&sup);
     topo.failover().await.unwrap();
     let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
-    timeline.up_at(new).await;
+    up_at(&timeline, new).await;
     let event = tokio::time::timeout(SOON, sub.recv())
         .await
         .unwrap()

@@ -218,3 +218,26 @@ impl Write for Capture {
         Ok(())
     }
 }
+
+/// Every availability event of a supervisor, with when it was received (a task collects them).
+#[derive(Clone)]
+pub struct Timeline(Arc<tokio::sync::Mutex<Vec<(Instant, AvailabilityEvent)>>>);
+
+impl Timeline {
+    pub fn start(sup: &Supervisor) -> Timeline {
+        let log = Timeline(Arc::default());
+        let mut events = sup.subscribe();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            while let Ok(e) = events.recv().await {
+                sink.0.lock().await.push((Instant::now(), e));
+            }
+        });
+        log
+    }
+
+    /// The events so far.
+    pub async fn events(&self) -> Vec<(Instant, AvailabilityEvent)> {
+        self.0.lock().await.clone()
+    }
+}
