@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, si};
+use common::{Options, Table, err, parse_list, si};
 use hdrhistogram::Histogram;
 use redis::cluster_async::ClusterConnection;
 use redis_supervisor::testing::ClusterTopology;
@@ -45,10 +45,6 @@ const TARGET: f64 = 0.9;
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
@@ -179,12 +175,6 @@ async fn measure(
         p99_us: us(0.99),
         cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
     })
-}
-
-fn parse_list<T>(opts: &Options, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
-    let at = opts.rest.iter().position(|a| a == flag)?;
-    let list = opts.rest.get(at + 1)?;
-    list.split(',').map(|s| parse(s.trim())).collect()
 }
 
 fn med(v: &[f64]) -> f64 {

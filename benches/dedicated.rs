@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, si};
+use common::{Options, Table, err, si};
 use hdrhistogram::Histogram;
 use redis::aio::MultiplexedConnection;
 use redis::{PushInfo, PushKind, Value};
@@ -65,10 +65,6 @@ const BURST_LIMIT: Duration = Duration::from_secs(60);
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 /// Nanoseconds, 1 ns .. 10 s, 2 significant digits (1 % resolution).
 fn histogram() -> Histogram<u64> {

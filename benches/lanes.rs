@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, si};
+use common::{Options, Table, err, parse_list, si};
 use fred::bytes::Bytes;
 use fred::prelude::{ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
@@ -64,10 +64,6 @@ const TARGET: f64 = 3.0;
 const WARMUP: u8 = 0;
 const MEASURE: u8 = 1;
 const STOP: u8 = 2;
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 /// Nanoseconds, 1 ns .. 10 s, 2 significant digits (1 % resolution).
 fn histogram() -> Histogram<u64> {
@@ -377,16 +373,6 @@ async fn measure(
 type Results = BTreeMap<(usize, Kind), Vec<Sample>>;
 
 // ---------------------------------------------------------------------------------------------
-
-fn parse_list<T>(opts: &Options, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
-    let i = opts.rest.iter().position(|a| a == flag)?;
-    let list = opts.rest.get(i + 1)?;
-    Some(
-        list.split(',')
-            .map(|s| parse(s.trim()).unwrap_or_else(|| panic!("bad value {s:?} for {flag}")))
-            .collect(),
-    )
-}
 
 /// Names of the server's clients (`CLIENT LIST`).
 async fn client_names(raw: &mut MultiplexedConnection) -> Result<Vec<String>, String> {

@@ -22,7 +22,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, rss_kb};
+use common::{Options, Table, err, rss_kb};
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{Availability, Config, Supervisor};
 
@@ -31,10 +31,6 @@ const WAITING: usize = 10_000;
 fn main() {
     let opts = Options::from_args();
     common::run_bench("memory", || run(&opts));
-}
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
 }
 
 async fn run(opts: &Options) -> Result<(), String> {

@@ -32,7 +32,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, median_duration, ms};
+use common::{Options, Table, err, median_duration, ms};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{Availability, Config, RedisHandle, Supervisor};
@@ -53,10 +53,6 @@ struct Settings {
 fn main() {
     let opts = Options::from_args();
     common::run_bench("recovery", || run(&opts));
-}
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
 }
 
 /// The supervisor's configuration: defaults, except faster health probes in quick mode.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Options, Table, si};
+use common::{Options, Table, parse_list, si};
 use fred::bytes::Bytes;
 use fred::prelude::{ClientLike, KeysInterface};
 use hdrhistogram::Histogram;
@@ -264,16 +264,6 @@ async fn measure(
         p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
         cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
     })
-}
-
-fn parse_list<T>(opts: &Options, flag: &str, parse: impl Fn(&str) -> Option<T>) -> Option<Vec<T>> {
-    let i = opts.rest.iter().position(|a| a == flag)?;
-    let list = opts.rest.get(i + 1)?;
-    Some(
-        list.split(',')
-            .map(|s| parse(s.trim()).unwrap_or_else(|| panic!("bad value {s:?} for {flag}")))
-            .collect(),
-    )
 }
 
 fn main() {

@@ -36,6 +36,27 @@ impl Options {
     }
 }
 
+/// The comma-separated values after `flag` (`--conc 16,256`), each parsed by `parse`; `None`
+/// when the flag is absent. Panics naming the flag on a value that does not parse.
+pub fn parse_list<T>(
+    opts: &Options,
+    flag: &str,
+    parse: impl Fn(&str) -> Option<T>,
+) -> Option<Vec<T>> {
+    let i = opts.rest.iter().position(|a| a == flag)?;
+    let list = opts.rest.get(i + 1)?;
+    Some(
+        list.split(',')
+            .map(|s| parse(s.trim()).unwrap_or_else(|| panic!("bad value {s:?} for {flag}")))
+            .collect(),
+    )
+}
+
+/// An error as the benches report it: its text.
+pub fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
 /// The multi-thread runtime every bench uses: 2 workers (the machine has 2 cores, shared with
 /// `redis-server`).
 pub fn runtime() -> tokio::runtime::Runtime {
