@@ -13,6 +13,7 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -110,10 +111,14 @@ fn group(tick: u64, at: Instant) -> Option<Arc<Group>> {
 
 /// Awaits `fut` until `deadline` (`now` is the current time, which the caller has at hand):
 /// `Some(output)`, or `None` once the deadline has passed (never later than it).
+///
+/// `fut` comes pinned where the caller made it: a command's future is large (redis-rs's send
+/// future is most of it), and taking it by value would store it twice more in this future and
+/// copy it each time.
 pub(crate) async fn within<F: Future>(
     now: Instant,
     deadline: Instant,
-    fut: F,
+    mut fut: Pin<&mut F>,
 ) -> Option<F::Output> {
     let remaining = deadline.saturating_duration_since(now);
     let coalesce = (SHORT..=LONG).contains(&remaining);
@@ -125,7 +130,6 @@ pub(crate) async fn within<F: Future>(
             group(tick, at)
         })
         .flatten();
-    let mut fut = std::pin::pin!(fut);
     if let Some(group) = shared {
         let woken = group.wake.notified();
         if !group.fired.load(Ordering::SeqCst) {
@@ -142,19 +146,20 @@ pub(crate) async fn within<F: Future>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::pin::pin;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn answers_before_the_deadline_and_never_after_it() {
         let now = Instant::now();
         assert_eq!(
-            within(now, now + Duration::from_secs(5), async { 7 }).await,
+            within(now, now + Duration::from_secs(5), pin!(async { 7 })).await,
             Some(7)
         );
         for ms in [1u64, 3, 10, 25, 60] {
             let start = Instant::now();
             let deadline = start + Duration::from_millis(ms);
             let never = std::future::pending::<()>();
-            assert_eq!(within(start, deadline, never).await, None, "{ms} ms");
+            assert_eq!(within(start, deadline, pin!(never)).await, None, "{ms} ms");
             let took = start.elapsed();
             assert!(
                 took >= Duration::from_millis(ms),
@@ -179,7 +184,7 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(if i % 2 == 0 { 1 } else { 500 }));
                     (
                         i,
-                        within(now, deadline, reply).await.is_some(),
+                        within(now, deadline, pin!(reply)).await.is_some(),
                         now,
                         deadline,
                     )

@@ -45,10 +45,11 @@ use crate::blocking::{BlockingPool, blocking_time};
 use crate::config::{Config, NodeAddr, OfflinePolicy};
 use crate::deadline;
 use crate::error::{Error, FailureKind, from_reply_error};
-use crate::lane::{ExecError, Lane, NotReady};
+use crate::lane::{ExecError, Lane, Lease, NotReady};
 use crate::metrics::{BlockingMetrics, CommandLabel, CommandMetrics, Outcome, PatternMetrics};
 use crate::request::Request;
 use crate::route::{Route, RouteState};
+use crate::sync::Striped;
 
 mod blocking;
 mod bulk;
@@ -57,40 +58,57 @@ use bulk::BigReplies;
 pub(crate) use crate::deadline::deadline_after;
 
 /// Admission of commands: counts those between entry and answer, and refuses new ones once
-/// shutdown has begun. One atomic word: `in_flight × 2 + closed`.
+/// shutdown has begun. One atomic word per stripe (`in_flight × 2 + closed`): a command counts
+/// itself in its thread's stripe, so the threads running commands do not fight over one line.
 struct Gate {
-    word: AtomicUsize,
-    /// Notified when the last in-flight command leaves after closing.
+    words: Striped<AtomicUsize>,
+    /// Notified when the last in-flight command of a stripe leaves after closing.
     idle: Notify,
 }
 
-/// One admitted command; leaving is counted when it drops, however the command ends.
-struct Entry<'a>(&'a Gate);
+/// One admitted command (in stripe `1`); leaving is counted when it drops, however the command
+/// ends, and on whichever thread it ends.
+struct Entry<'a>(&'a Gate, usize);
 
 impl Gate {
+    fn new() -> Self {
+        Gate {
+            words: Striped::new(|| AtomicUsize::new(0)),
+            idle: Notify::new(),
+        }
+    }
+
     fn enter(&self) -> Option<Entry<'_>> {
-        let before = self.word.fetch_add(2, Ordering::AcqRel);
-        let entry = Entry(self);
+        let (stripe, word) = self.words.mine();
+        let before = word.fetch_add(2, Ordering::AcqRel);
+        let entry = Entry(self, stripe);
         (before & 1 == 0).then_some(entry)
     }
 
+    /// Closes every stripe: a command that enters afterwards sees it closed.
     fn close(&self) {
-        self.word.fetch_or(1, Ordering::AcqRel);
+        for word in self.words.iter() {
+            word.fetch_or(1, Ordering::AcqRel);
+        }
     }
 
     fn is_closed(&self) -> bool {
-        self.word.load(Ordering::Acquire) & 1 == 1
+        self.words.get(0).load(Ordering::Acquire) & 1 == 1
     }
 
     fn in_flight(&self) -> usize {
-        self.word.load(Ordering::Acquire) >> 1
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Acquire) >> 1)
+            .sum()
     }
 }
 
 impl Drop for Entry<'_> {
     fn drop(&mut self) {
-        // The last one out after closing (the word goes from 2 + 1 to 0 + 1) wakes the drain.
-        if self.0.word.fetch_sub(2, Ordering::AcqRel) == 3 {
+        // The last one out of a stripe after closing (its word goes from 2 + 1 to 0 + 1) wakes
+        // the drain, which counts the other stripes again.
+        if self.0.words.get(self.1).fetch_sub(2, Ordering::AcqRel) == 3 {
             self.0.idle.notify_waiters();
         }
     }
@@ -125,10 +143,7 @@ impl HandleCore {
             bulk: (config.lanes() > 1).then(BigReplies::new),
             config,
             route,
-            gate: Gate {
-                word: AtomicUsize::new(0),
-                idle: Notify::new(),
-            },
+            gate: Gate::new(),
             waiting: AtomicUsize::new(0),
             metrics,
             patterns,
@@ -771,8 +786,11 @@ impl RedisHandle {
             if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
-            let run = lane.run(request, big, replay_safe && lost.is_none(), deadline);
-            let outcome = deadline::within(start, deadline, run).await;
+            let outcome = {
+                // Pinned here, where it is made: it is most of a command's future.
+                let run = lane.run(request, big, replay_safe && lost.is_none(), deadline);
+                deadline::within(start, deadline, std::pin::pin!(run)).await
+            };
             let lane_id = lane.id();
             match outcome {
                 Some(Ok(value)) => {
@@ -850,12 +868,13 @@ impl RedisHandle {
 
     /// A lane that satisfies `need`, waiting for one per the offline policy until `deadline`.
     /// Returns it with the route version it was published in, and whether it had to wait.
-    async fn lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lane, u64, bool), Error> {
-        // Fast path: a lock-free read of the route and a cheap clone of the lane.
+    async fn lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lease, u64, bool), Error> {
+        // Fast path: a lock-free read of the route and a lease on the lane (this thread's spare
+        // clone of its connection).
         {
             let published = self.core.route.load();
             if let Some(live) = need.lane_in(&published.state, published.version) {
-                return Ok((live.clone(), published.version, false));
+                return Ok((live.lease(), published.version, false));
             }
             if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
                 return Err(unavailable(&published.state, need.refusal));
@@ -867,7 +886,11 @@ impl RedisHandle {
     }
 
     /// Waits (per the offline policy) until `deadline` for a lane that satisfies `need`.
-    async fn wait_for_lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lane, u64), Error> {
+    async fn wait_for_lane(
+        &self,
+        deadline: Instant,
+        need: Need<'_>,
+    ) -> Result<(Lease, u64), Error> {
         let core = &*self.core;
         let route = &core.route;
         if self.offline == OfflinePolicy::FailFast {
@@ -883,7 +906,7 @@ impl RedisHandle {
             let unavailable = {
                 let published = route.load();
                 if let Some(lane) = need.lane_in(&published.state, published.version) {
-                    return Ok((lane.clone(), published.version));
+                    return Ok((lane.lease(), published.version));
                 }
                 let error = unavailable(&published.state, need.refusal);
                 if let RouteState::Closed { .. } | RouteState::Stopped = published.state {

@@ -6,8 +6,8 @@
 //! The connection actor creates a lane with a port to report what callers see (a broken
 //! transport, a "cannot serve yet" refusal); the supervisor publishes it in the route.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use ractor::ActorId;
 use redis::Value;
@@ -18,6 +18,7 @@ use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::request::Request;
+use crate::sync::{Striped, lock};
 use crate::topology::cluster::Router;
 
 mod cluster;
@@ -132,8 +133,27 @@ struct LaneShared {
     /// connection is not silent. Written only while a probe waits, so the command path only
     /// reads a line nobody writes.
     heard: AtomicBool,
+    /// Clones of a single server's connection kept for the next commands, per thread stripe
+    /// (see [`Lease`]).
+    spares: Striped<Mutex<Vec<MultiplexedConnection>>>,
     port: LanePort,
 }
+
+impl LaneShared {
+    /// No new command is written on this connection from now on; its idle spare clones are
+    /// dropped, so they keep neither the connection nor redis-rs's task for it alive. True
+    /// for the call that closed it.
+    fn shut(&self) -> bool {
+        let was_open = self.open.swap(false, Ordering::SeqCst);
+        for spares in self.spares.iter() {
+            lock(spares).clear();
+        }
+        was_open
+    }
+}
+
+/// Spare connection clones a stripe keeps at most (beyond, a returned clone is dropped).
+const SPARES: usize = 256;
 
 /// A live connection as callers see it (published in the route). Cheap to clone.
 #[derive(Clone)]
@@ -173,6 +193,7 @@ impl Lane {
                 open: AtomicBool::new(true),
                 watching: AtomicBool::new(false),
                 heard: AtomicBool::new(false),
+                spares: Striped::new(|| Mutex::new(Vec::new())),
                 port,
             }),
         }
@@ -210,10 +231,25 @@ impl Lane {
 
     /// No new command is written on this connection from now on (closing, or broken).
     pub(crate) fn close(&self) {
-        self.shared.open.store(false, Ordering::Release);
+        self.shared.shut();
         if let Conn::Cluster(router) = &self.conn {
             router.close();
         }
+    }
+
+    /// The connection for one command: a [`Lease`] on it, from this thread's spare clones
+    /// when there is one (no shared reference count touched), a fresh clone otherwise.
+    #[inline]
+    pub(crate) fn lease(&self) -> Lease {
+        let shared = self.shared.clone();
+        let conn = match &self.conn {
+            Conn::Node(conn) => {
+                let spare = lock(shared.spares.mine().1).pop();
+                Leased::Node(Some(spare.unwrap_or_else(|| conn.clone())))
+            }
+            Conn::Cluster(router) => Leased::Cluster(router.clone()),
+        };
+        Lease { shared, conn }
     }
 
     /// Starts recording whether any reply comes back (for a probe that is about to wait).
@@ -252,6 +288,52 @@ impl Lane {
         matches!(self.conn, Conn::Cluster(_))
     }
 
+    /// Runs `request` on this connection from the caller's task (see [`Lease::run`]).
+    pub(crate) async fn run(
+        &mut self,
+        request: &Request,
+        heavy: bool,
+        replay_safe: bool,
+        deadline: Instant,
+    ) -> Result<Value, ExecError> {
+        let conn = match &mut self.conn {
+            Conn::Node(conn) => ConnMut::Node(conn),
+            Conn::Cluster(router) => ConnMut::Cluster(router),
+        };
+        exec(&self.shared, conn, request, heavy, replay_safe, deadline).await
+    }
+}
+
+/// One command's hold on a lane's connection (from [`Lane::lease`]). A single server's clone
+/// goes back to the spares of the thread it ends on, unless the lane has closed meanwhile.
+pub(crate) struct Lease {
+    shared: Arc<LaneShared>,
+    conn: Leased,
+}
+
+enum Leased {
+    /// Always `Some` until the lease drops.
+    Node(Option<MultiplexedConnection>),
+    Cluster(Router),
+}
+
+/// A lane's connection, borrowed for one command.
+enum ConnMut<'a> {
+    Node(&'a mut MultiplexedConnection),
+    Cluster(&'a mut Router),
+}
+
+impl Lease {
+    /// The owning connection actor's id.
+    pub(crate) fn id(&self) -> ActorId {
+        self.shared.id
+    }
+
+    /// True when this is a cluster connection (see [`Lane::is_cluster`]).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Leased::Cluster(_))
+    }
+
     /// Runs `request` on this connection from the caller's task and classifies the result. A
     /// broken transport is reported once (and closes the lane); a refusal is reported each time.
     /// `heavy`: its last reply was big (counted apart, so small commands keep off this lane
@@ -264,49 +346,82 @@ impl Lane {
         replay_safe: bool,
         deadline: Instant,
     ) -> Result<Value, ExecError> {
-        let shared: &LaneShared = &self.shared;
-        let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
-        let result = match &mut self.conn {
-            Conn::Node(conn) => match (request.as_cmd(), request.as_pipeline()) {
-                (Some(cmd), _) => conn.send_packed_command(cmd).await,
-                (None, Some(pipe)) => pipe.query_async::<Value>(conn).await,
-                (None, None) => Ok(Value::Nil),
-            },
-            Conn::Cluster(conn) => {
-                // Boxed: the cluster path is large, and would otherwise grow every command's
-                // future, standalone ones included.
-                let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
-                // One node's lost connection is not the cluster connection's: nothing is
-                // reported; a reply proves the cluster answers.
-                if shared.watching.load(Ordering::Acquire)
-                    && !matches!(result, Err(ExecError::Transport(_)))
-                {
-                    shared.heard.store(true, Ordering::Release);
-                }
-                return result;
+        let conn = match &mut self.conn {
+            Leased::Node(Some(conn)) => ConnMut::Node(conn),
+            Leased::Node(None) => {
+                return Err(ExecError::Transport("connection already returned".into()));
             }
+            Leased::Cluster(router) => ConnMut::Cluster(router),
         };
-        let shared = &*self.shared;
-        if let Err(err) = &result
-            && classify(err) == ErrorSide::Transport
-        {
-            let failure = describe_connection_error(err);
-            let reason = failure.message.clone();
-            if shared.open.swap(false, Ordering::AcqRel) {
-                (shared.port)(LaneEvent::Broken(failure));
-            }
-            return Err(ExecError::Transport(reason));
-        }
-        // Any answer proves the connection is alive; recorded only while a probe listens.
-        if shared.watching.load(Ordering::Acquire) {
-            shared.heard.store(true, Ordering::Release);
-        }
-        if request.as_cmd().is_some()
-            && let Some(refusal) = NotReady::of_reply(&result)
-        {
-            (shared.port)(LaneEvent::Refused(refusal.clone()));
-            return Err(ExecError::Refused(refusal));
-        }
-        result.map_err(ExecError::Reply)
+        exec(&self.shared, conn, request, heavy, replay_safe, deadline).await
     }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Leased::Node(conn) = &mut self.conn
+            && let Some(conn) = conn.take()
+        {
+            let mut spares = lock(self.shared.spares.mine().1);
+            // Checked under the stripe's lock: `Lane::close` clears every stripe after marking
+            // the lane closed, so a clone put back here is either seen closed or cleared.
+            if spares.len() < SPARES && self.shared.open.load(Ordering::SeqCst) {
+                spares.push(conn);
+            }
+        }
+    }
+}
+
+/// The body of [`Lease::run`] and [`Lane::run`].
+async fn exec(
+    shared: &LaneShared,
+    conn: ConnMut<'_>,
+    request: &Request,
+    heavy: bool,
+    replay_safe: bool,
+    deadline: Instant,
+) -> Result<Value, ExecError> {
+    let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
+    let result = match conn {
+        ConnMut::Node(conn) => match (request.as_cmd(), request.as_pipeline()) {
+            (Some(cmd), _) => conn.send_packed_command(cmd).await,
+            // Boxed: a pipeline's future is large and would grow every command's.
+            (None, Some(pipe)) => Box::pin(pipe.query_async::<Value>(conn)).await,
+            (None, None) => Ok(Value::Nil),
+        },
+        ConnMut::Cluster(conn) => {
+            // Boxed: the cluster path is large, and would otherwise grow every command's
+            // future, standalone ones included.
+            let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
+            // One node's lost connection is not the cluster connection's: nothing is
+            // reported; a reply proves the cluster answers.
+            if shared.watching.load(Ordering::Acquire)
+                && !matches!(result, Err(ExecError::Transport(_)))
+            {
+                shared.heard.store(true, Ordering::Release);
+            }
+            return result;
+        }
+    };
+    if let Err(err) = &result
+        && classify(err) == ErrorSide::Transport
+    {
+        let failure = describe_connection_error(err);
+        let reason = failure.message.clone();
+        if shared.shut() {
+            (shared.port)(LaneEvent::Broken(failure));
+        }
+        return Err(ExecError::Transport(reason));
+    }
+    // Any answer proves the connection is alive; recorded only while a probe listens.
+    if shared.watching.load(Ordering::Acquire) {
+        shared.heard.store(true, Ordering::Release);
+    }
+    if request.as_cmd().is_some()
+        && let Some(refusal) = NotReady::of_reply(&result)
+    {
+        (shared.port)(LaneEvent::Refused(refusal.clone()));
+        return Err(ExecError::Refused(refusal));
+    }
+    result.map_err(ExecError::Reply)
 }

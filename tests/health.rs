@@ -120,3 +120,75 @@ async fn slow_probes_degrade_then_recover_without_replacing() {
     assert_eq!(sup.restarts(), 0);
     sup.shutdown().await;
 }
+
+/// The connections of this server named like the supervisor's (`CLIENT LIST`), from a raw
+/// connection of its own.
+async fn supervisor_connections(srv: &redis_supervisor::testing::RedisServer) -> usize {
+    let mut conn = admin(srv).await;
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    list.lines()
+        .filter(|l| l.contains("name=redis-supervisor:"))
+        .count()
+}
+
+/// A command takes a clone of the connection and leaves it for the next one on its thread; a
+/// replaced connection must not live on in those spare clones. Here 64 commands at once fill
+/// them, the server freezes until the supervisor replaces the connection, and after it resumes
+/// only the new connection is left on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_connection_is_closed_though_commands_kept_clones_of_it() {
+    let srv = server().await;
+    let sup = supervisor_with(&srv, |b| {
+        b.health_interval(Duration::from_millis(200))
+            .health_timeout(Duration::from_millis(150))
+            .health_failures(3)
+            .connect_timeout(Duration::from_millis(300))
+    })
+    .await;
+    let r = sup.handle();
+    let burst = || {
+        let tasks: Vec<_> = (0..64)
+            .map(|i| {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    for _ in 0..20 {
+                        r.set(format!("k{i}"), i).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        async move {
+            for t in tasks {
+                t.await.unwrap();
+            }
+        }
+    };
+    burst().await;
+    assert_eq!(supervisor_connections(&srv).await, 1);
+
+    let mut events = sup.subscribe();
+    srv.pause().unwrap();
+    events_until(&mut events, |s| matches!(s, Availability::Down { .. })).await;
+    srv.resume().unwrap();
+    events_until(&mut events, |s| matches!(s, Availability::Up { .. })).await;
+    assert!(sup.restarts() >= 1);
+    burst().await;
+
+    // The old socket closes as soon as nothing holds the old connection; allow for the server
+    // to notice.
+    let start = Instant::now();
+    let mut open = supervisor_connections(&srv).await;
+    while open != 1 && start.elapsed() < SOON {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = supervisor_connections(&srv).await;
+    }
+    assert_eq!(
+        open, 1,
+        "the replaced connection is still open on the server"
+    );
+    sup.shutdown().await;
+}
