@@ -2,8 +2,9 @@
 //! run on the bench runtime (2 workers, 64 tasks hammering the same shared state, so every
 //! atomic operation pays for the cache line moving between the cores): the route read
 //! (`ArcSwap` load, and the `watch` borrow it replaced), the admission gate (one shared
-//! counter up and down), the lane clone (a `MultiplexedConnection` clone and drop), and the
-//! caller's deadline timer (`tokio::time::timeout_at` around a future that is pending once).
+//! counter up and down, and the per-thread stripe that replaced it), the lane clone (a
+//! `MultiplexedConnection` clone and drop, and the per-thread spare clone a lease now takes and
+//! puts back), and the caller's deadline timer (`tokio::time::timeout_at` around a future that is pending once).
 //!
 //! ```text
 //! cargo bench --bench overhead             # 5 rounds, writes benches/results/overhead.md
@@ -78,6 +79,48 @@ async fn per_yield(n: usize, timed: bool) -> f64 {
     start.elapsed().as_nanos() as f64 / n as f64
 }
 
+/// One value per thread stripe, each on its own cache lines: the shape of the handle's
+/// admission gate and of a lane's spare connection clones (`src/sync.rs`), rebuilt here from
+/// the outside to time it alone.
+struct Stripes<T>([Padded<T>; 16]);
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> Stripes<T> {
+    fn new(mut init: impl FnMut() -> T) -> Self {
+        Stripes(std::array::from_fn(|_| Padded(init())))
+    }
+
+    fn mine(&self) -> &T {
+        use std::cell::Cell;
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local! {
+            static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+        let i = STRIPE.with(|s| {
+            if s.get() == usize::MAX {
+                s.set(NEXT.fetch_add(1, Ordering::Relaxed) % 16);
+            }
+            s.get()
+        });
+        &self.0[i].0
+    }
+}
+
+/// A connection and per-thread spare clones of it (empty: the first leases clone).
+type Spares = Arc<(
+    redis::aio::MultiplexedConnection,
+    Stripes<std::sync::Mutex<Vec<redis::aio::MultiplexedConnection>>>,
+)>;
+
+fn spares(conn: &redis::aio::MultiplexedConnection) -> Spares {
+    Arc::new((
+        conn.clone(),
+        Stripes::new(|| std::sync::Mutex::new(Vec::new())),
+    ))
+}
+
 async fn run(opts: Options) -> Result<(), String> {
     let server = RedisServer::start().await.map_err(|e| e.to_string())?;
     let client = redis::Client::open(server.url()).map_err(|e| e.to_string())?;
@@ -94,8 +137,10 @@ async fn run(opts: Options) -> Result<(), String> {
         "baseline (empty loop)",
         "route read: ArcSwap load (now)",
         "route read: watch borrow (before)",
-        "admission gate: shared counter up + down",
-        "lane clone: MultiplexedConnection clone + drop",
+        "admission gate: shared counter up + down (before)",
+        "admission gate: this thread's stripe up + down (now)",
+        "lane clone: MultiplexedConnection clone + drop (before)",
+        "lane lease: lane Arc + this thread's spare clone, pop + push (now)",
         "deadline timer: timeout_at, pending once",
         "yield only (the timer row's baseline)",
     ];
@@ -119,7 +164,26 @@ async fn run(opts: Options) -> Result<(), String> {
                 c.fetch_sub(2, Ordering::AcqRel);
             })
             .await,
+            per_op(n, Arc::new(Stripes::new(|| AtomicUsize::new(0))), |g| {
+                let word = g.mine();
+                word.fetch_add(2, Ordering::AcqRel);
+                word.fetch_sub(2, Ordering::AcqRel);
+            })
+            .await,
             per_op(n, conn.clone(), |c| drop(std::hint::black_box(c.clone()))).await,
+            per_op(n, spares(&conn), |s| {
+                // A lease holds the lane's shared state (one `Arc`) besides the clone.
+                let shared = std::hint::black_box(s.clone());
+                let lease = s.1.mine().lock().unwrap().pop();
+                let lease = lease.unwrap_or_else(|| s.0.clone());
+                let spares = s.1.mine();
+                let mut spares = spares.lock().unwrap();
+                if spares.len() < 256 {
+                    spares.push(std::hint::black_box(lease));
+                }
+                drop(shared);
+            })
+            .await,
             per_yield(n / 10, true).await,
             per_yield(n / 10, false).await,
         ];

@@ -74,8 +74,8 @@ thread_local! {
     static GROUPS: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
-/// The group of tick `tick` (at `at`), from this thread's slots or new (with its timer task).
-fn group(tick: u64, at: Instant) -> Option<Arc<Group>> {
+/// The group of tick `tick`, from this thread's slots or new (with its timer task).
+fn group(tick: u64) -> Option<Arc<Group>> {
     GROUPS
         .try_with(|slots| {
             let mut slots = slots.try_borrow_mut().ok()?;
@@ -89,6 +89,7 @@ fn group(tick: u64, at: Instant) -> Option<Arc<Group>> {
             // A new group needs a runtime for its timer task (checked only here: `try_current`
             // clones the runtime handle, too dear for every command).
             let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let at = EPOCH.checked_add(Duration::from_millis(tick))?;
             let g = Arc::new(Group {
                 fired: AtomicBool::new(false),
                 wake: Notify::new(),
@@ -126,8 +127,7 @@ pub(crate) async fn within<F: Future>(
         .then(|| {
             let since = deadline.saturating_duration_since(*EPOCH);
             let tick = u64::try_from(since.as_millis() / TICK.as_millis()).ok()?;
-            let at = EPOCH.checked_add(Duration::from_millis(tick))?;
-            group(tick, at)
+            group(tick)
         })
         .flatten();
     if let Some(group) = shared {
@@ -211,7 +211,7 @@ mod tests {
         let deadline = rt.block_on(async { Instant::now() + Duration::from_secs(30) });
         let since = deadline.saturating_duration_since(*EPOCH);
         let tick = u64::try_from(since.as_millis()).unwrap();
-        let g = rt.block_on(async { group(tick, deadline).unwrap() });
+        let g = rt.block_on(async { group(tick).unwrap() });
         drop(rt);
         assert!(
             g.fired.load(Ordering::SeqCst),
@@ -223,7 +223,7 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let fresh = group(tick, deadline).unwrap();
+            let fresh = group(tick).unwrap();
             assert!(!Arc::ptr_eq(&fresh, &g) && !fresh.fired.load(Ordering::SeqCst));
         });
     }
