@@ -190,5 +190,12 @@ async fn a_replaced_connection_is_closed_though_commands_kept_clones_of_it() {
         open, 1,
         "the replaced connection is still open on the server"
     );
+    // Shut down while a handle (and the spares it filled) is still alive: nothing stays open.
     sup.shutdown().await;
+    let start = Instant::now();
+    while supervisor_connections(&srv).await != 0 && start.elapsed() < SOON {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(supervisor_connections(&srv).await, 0, "open after shutdown");
+    drop(r);
 }
