@@ -6,7 +6,7 @@
 //! cargo bench --bench throughput                        # full: 5 rounds × 1 s, writes benches/results/
 //! cargo bench --bench throughput -- --quick             # 2 rounds × 0.15 s, writes nothing
 //! cargo bench --bench throughput -- --with-recorder     # adds RedisHandle with a Prometheus recorder
-//! cargo bench --bench throughput -- --only handle,raw --ops get --conc 256 --secs 10
+//! cargo bench --bench throughput -- --only handle,raw --ops get --conc 256 --secs 10  # writes nothing
 //! ```
 //!
 //! Method: the clients are interleaved in rounds (A B C D, then B C D A, …) so machine noise hits
@@ -454,6 +454,22 @@ async fn run(opts: &Options) -> Result<(), String> {
         opts,
     );
     println!("{report}");
+    // A partial run (some clients, ops, C or another length) would replace the full tables
+    // with a subset of them: only a full run writes benches/results.
+    let partial = [
+        "--only",
+        "--ops",
+        "--conc",
+        "--rounds",
+        "--secs",
+        "--warmup-ms",
+    ]
+    .iter()
+    .any(|flag| opts.has(flag));
+    if partial {
+        eprintln!("partial run: benches/results left as they are");
+        return Ok(());
+    }
     common::write_result(opts, "throughput.md", &report);
     if !opts.quick && ops.contains(&Op::Get) {
         plot(&results, &concurrency, &kinds)?;
