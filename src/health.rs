@@ -208,9 +208,9 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
         };
     }
     lane.listen();
-    let mut lane_ = lane.clone();
+    let mut lease = lane.lease();
     let deadline = crate::deadline::deadline_after(Instant::now(), timeout);
-    let outcome = tokio::time::timeout(timeout, lane_.run(request, false, false, deadline)).await;
+    let outcome = tokio::time::timeout(timeout, lease.run(request, false, false, deadline)).await;
     let heard = lane.heard();
     match outcome {
         Ok(Ok(value)) => Probe::Answered(value),

@@ -287,21 +287,6 @@ impl Lane {
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.conn, Conn::Cluster(_))
     }
-
-    /// Runs `request` on this connection from the caller's task (see [`Lease::run`]).
-    pub(crate) async fn run(
-        &mut self,
-        request: &Request,
-        heavy: bool,
-        replay_safe: bool,
-        deadline: Instant,
-    ) -> Result<Value, ExecError> {
-        let conn = match &mut self.conn {
-            Conn::Node(conn) => ConnMut::Node(conn),
-            Conn::Cluster(router) => ConnMut::Cluster(router),
-        };
-        exec(&self.shared, conn, request, heavy, replay_safe, deadline).await
-    }
 }
 
 /// One command's hold on a lane's connection (from [`Lane::lease`]). A single server's clone
@@ -315,12 +300,6 @@ enum Leased {
     /// Always `Some` until the lease drops.
     Node(Option<MultiplexedConnection>),
     Cluster(Router),
-}
-
-/// A lane's connection, borrowed for one command.
-enum ConnMut<'a> {
-    Node(&'a mut MultiplexedConnection),
-    Cluster(&'a mut Router),
 }
 
 impl Lease {
@@ -346,14 +325,55 @@ impl Lease {
         replay_safe: bool,
         deadline: Instant,
     ) -> Result<Value, ExecError> {
-        let conn = match &mut self.conn {
-            Leased::Node(Some(conn)) => ConnMut::Node(conn),
+        let Lease { shared, conn } = self;
+        let shared: &LaneShared = shared;
+        let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
+        let result = match conn {
+            Leased::Node(Some(conn)) => match (request.as_cmd(), request.as_pipeline()) {
+                (Some(cmd), _) => conn.send_packed_command(cmd).await,
+                // Boxed: a pipeline's future is large and would grow every command's.
+                (None, Some(pipe)) => Box::pin(pipe.query_async::<Value>(conn)).await,
+                (None, None) => Ok(Value::Nil),
+            },
+            // Only a dropped lease has given its connection back.
             Leased::Node(None) => {
                 return Err(ExecError::Transport("connection already returned".into()));
             }
-            Leased::Cluster(router) => ConnMut::Cluster(router),
+            Leased::Cluster(conn) => {
+                // Boxed: the cluster path is large, and would otherwise grow every command's
+                // future, standalone ones included.
+                let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
+                // One node's lost connection is not the cluster connection's: nothing is
+                // reported; a reply proves the cluster answers.
+                if shared.watching.load(Ordering::Acquire)
+                    && !matches!(result, Err(ExecError::Transport(_)))
+                {
+                    shared.heard.store(true, Ordering::Release);
+                }
+                return result;
+            }
         };
-        exec(&self.shared, conn, request, heavy, replay_safe, deadline).await
+        if let Err(err) = &result
+            && classify(err) == ErrorSide::Transport
+        {
+            let failure = describe_connection_error(err);
+            let reason = failure.message.clone();
+            if shared.shut() {
+                (shared.port)(LaneEvent::Broken(failure));
+            }
+            return Err(ExecError::Transport(reason));
+        }
+        // Any answer proves the connection is alive; recorded only while a probe listens.
+        if shared.watching.load(Ordering::Acquire) {
+            shared.heard.store(true, Ordering::Release);
+        }
+        if request.as_cmd().is_some()
+            && let Some(refusal) = NotReady::of_reply(&result)
+        {
+            (shared.port)(LaneEvent::Refused(refusal.clone()));
+            return Err(ExecError::Refused(refusal));
+        }
+        result.map_err(ExecError::Reply)
     }
 }
 
@@ -370,58 +390,4 @@ impl Drop for Lease {
             }
         }
     }
-}
-
-/// The body of [`Lease::run`] and [`Lane::run`].
-async fn exec(
-    shared: &LaneShared,
-    conn: ConnMut<'_>,
-    request: &Request,
-    heavy: bool,
-    replay_safe: bool,
-    deadline: Instant,
-) -> Result<Value, ExecError> {
-    let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
-    let result = match conn {
-        ConnMut::Node(conn) => match (request.as_cmd(), request.as_pipeline()) {
-            (Some(cmd), _) => conn.send_packed_command(cmd).await,
-            // Boxed: a pipeline's future is large and would grow every command's.
-            (None, Some(pipe)) => Box::pin(pipe.query_async::<Value>(conn)).await,
-            (None, None) => Ok(Value::Nil),
-        },
-        ConnMut::Cluster(conn) => {
-            // Boxed: the cluster path is large, and would otherwise grow every command's
-            // future, standalone ones included.
-            let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
-            // One node's lost connection is not the cluster connection's: nothing is
-            // reported; a reply proves the cluster answers.
-            if shared.watching.load(Ordering::Acquire)
-                && !matches!(result, Err(ExecError::Transport(_)))
-            {
-                shared.heard.store(true, Ordering::Release);
-            }
-            return result;
-        }
-    };
-    if let Err(err) = &result
-        && classify(err) == ErrorSide::Transport
-    {
-        let failure = describe_connection_error(err);
-        let reason = failure.message.clone();
-        if shared.shut() {
-            (shared.port)(LaneEvent::Broken(failure));
-        }
-        return Err(ExecError::Transport(reason));
-    }
-    // Any answer proves the connection is alive; recorded only while a probe listens.
-    if shared.watching.load(Ordering::Acquire) {
-        shared.heard.store(true, Ordering::Release);
-    }
-    if request.as_cmd().is_some()
-        && let Some(refusal) = NotReady::of_reply(&result)
-    {
-        (shared.port)(LaneEvent::Refused(refusal.clone()));
-        return Err(ExecError::Refused(refusal));
-    }
-    result.map_err(ExecError::Reply)
 }

@@ -11,16 +11,18 @@ use helpers::*;
 use redis_supervisor::Availability;
 use tokio::time::Instant;
 
+/// Probes every 200 ms, 150 ms each, 3 failures: a frozen server is detected within 750 ms.
+fn fast_detection(b: redis_supervisor::ConfigBuilder) -> redis_supervisor::ConfigBuilder {
+    b.health_interval(Duration::from_millis(200))
+        .health_timeout(Duration::from_millis(150))
+        .health_failures(3)
+        .connect_timeout(Duration::from_millis(300))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn frozen_server_is_detected_and_replaced() {
     let srv = server().await;
-    let sup = supervisor_with(&srv, |b| {
-        b.health_interval(Duration::from_millis(200))
-            .health_timeout(Duration::from_millis(150))
-            .health_failures(3)
-            .connect_timeout(Duration::from_millis(300))
-    })
-    .await;
+    let sup = supervisor_with(&srv, fast_detection).await;
     let bound = sup.config().detection_bound();
     assert_eq!(bound, Duration::from_millis(750));
     let (addr, _server) = serve(&sup).await;
@@ -135,6 +137,20 @@ async fn supervisor_connections(srv: &redis_supervisor::testing::RedisServer) ->
         .count()
 }
 
+/// The supervisor's connections on the server once they number `want`, or as many as are left
+/// after `SOON` (the server sees a closed socket a little after the client closes it, and
+/// sends no event for it: it is polled).
+async fn connections_settle(srv: &redis_supervisor::testing::RedisServer, want: usize) -> usize {
+    let start = Instant::now();
+    loop {
+        let open = supervisor_connections(srv).await;
+        if open == want || start.elapsed() >= SOON {
+            return open;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A command takes a clone of the connection and leaves it for the next one on its thread; a
 /// replaced connection must not live on in those spare clones. Here 64 commands at once fill
 /// them, the server freezes until the supervisor replaces the connection, and after it resumes
@@ -142,13 +158,7 @@ async fn supervisor_connections(srv: &redis_supervisor::testing::RedisServer) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_connection_is_closed_though_commands_kept_clones_of_it() {
     let srv = server().await;
-    let sup = supervisor_with(&srv, |b| {
-        b.health_interval(Duration::from_millis(200))
-            .health_timeout(Duration::from_millis(150))
-            .health_failures(3)
-            .connect_timeout(Duration::from_millis(300))
-    })
-    .await;
+    let sup = supervisor_with(&srv, fast_detection).await;
     let r = sup.handle();
     let burst = || {
         let tasks: Vec<_> = (0..64)
@@ -178,24 +188,14 @@ async fn a_replaced_connection_is_closed_though_commands_kept_clones_of_it() {
     assert!(sup.restarts() >= 1);
     burst().await;
 
-    // The old socket closes as soon as nothing holds the old connection; allow for the server
-    // to notice.
-    let start = Instant::now();
-    let mut open = supervisor_connections(&srv).await;
-    while open != 1 && start.elapsed() < SOON {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        open = supervisor_connections(&srv).await;
-    }
+    // The old socket closes as soon as nothing holds the old connection.
     assert_eq!(
-        open, 1,
+        connections_settle(&srv, 1).await,
+        1,
         "the replaced connection is still open on the server"
     );
     // Shut down while a handle (and the spares it filled) is still alive: nothing stays open.
     sup.shutdown().await;
-    let start = Instant::now();
-    while supervisor_connections(&srv).await != 0 && start.elapsed() < SOON {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(supervisor_connections(&srv).await, 0, "open after shutdown");
+    assert_eq!(connections_settle(&srv, 0).await, 0, "open after shutdown");
     drop(r);
 }
