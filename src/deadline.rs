@@ -110,18 +110,19 @@ fn group(tick: u64) -> Option<Arc<Group>> {
         .flatten()
 }
 
-/// Awaits `fut` until `deadline` (`now` is the current time, which the caller has at hand):
-/// `Some(output)`, or `None` once the deadline has passed (never later than it).
+/// Awaits `fut` until `deadline`, which is `remaining` from now (the caller has both at hand:
+/// a command's first attempt starts with its whole timeout left): `Some(output)`, or `None`
+/// once the deadline has passed (never later than it). `remaining` only chooses between a
+/// group and a timer of its own; the deadline alone decides when to give up.
 ///
 /// `fut` comes pinned where the caller made it: a command's future is large (redis-rs's send
 /// future is most of it), and taking it by value would store it twice more in this future and
 /// copy it each time.
 pub(crate) async fn within<F: Future>(
-    now: Instant,
+    remaining: Duration,
     deadline: Instant,
     mut fut: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let remaining = deadline.saturating_duration_since(now);
     let coalesce = (SHORT..=LONG).contains(&remaining);
     let shared = coalesce
         .then(|| {
@@ -152,14 +153,23 @@ mod tests {
     async fn answers_before_the_deadline_and_never_after_it() {
         let now = Instant::now();
         assert_eq!(
-            within(now, now + Duration::from_secs(5), pin!(async { 7 })).await,
+            within(
+                Duration::from_secs(5),
+                now + Duration::from_secs(5),
+                pin!(async { 7 })
+            )
+            .await,
             Some(7)
         );
         for ms in [1u64, 3, 10, 25, 60] {
             let start = Instant::now();
             let deadline = start + Duration::from_millis(ms);
             let never = std::future::pending::<()>();
-            assert_eq!(within(start, deadline, pin!(never)).await, None, "{ms} ms");
+            assert_eq!(
+                within(Duration::from_millis(ms), deadline, pin!(never)).await,
+                None,
+                "{ms} ms"
+            );
             let took = start.elapsed();
             assert!(
                 took >= Duration::from_millis(ms),
@@ -184,7 +194,9 @@ mod tests {
                         tokio::time::sleep(Duration::from_millis(if i % 2 == 0 { 1 } else { 500 }));
                     (
                         i,
-                        within(now, deadline, pin!(reply)).await.is_some(),
+                        within(deadline - now, deadline, pin!(reply))
+                            .await
+                            .is_some(),
                         now,
                         deadline,
                     )

@@ -777,19 +777,37 @@ impl RedisHandle {
             bulk: big,
             ..Need::default()
         };
+        // Time left at this attempt: the whole timeout at the first one, unless it waits.
+        let mut remaining = self.timeout;
         loop {
+            if lost.is_some() || refusal.is_some() {
+                remaining = deadline.saturating_duration_since(Instant::now());
+            }
             need.refusal = refusal.as_ref();
-            let (mut lane, version, waited) = match self.lane(deadline, need).await {
+            let found = match self.live_lane(need) {
+                Ok(Some((lane, version))) => Ok((lane, version)),
+                // Boxed so that every command's future stays small.
+                Ok(None) => {
+                    let waited = Box::pin(self.wait_for_lane(deadline, need)).await;
+                    remaining = deadline.saturating_duration_since(Instant::now());
+                    if waited.is_ok() && remaining.is_zero() {
+                        return Err(self.timeout_error(request, lost.is_some()));
+                    }
+                    waited
+                }
+                Err(e) => Err(e),
+            };
+            let (mut lane, version) = match found {
                 Ok(found) => found,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
-            if self.timeout.is_zero() || (waited && Instant::now() >= deadline) {
+            if self.timeout.is_zero() {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
             let outcome = {
                 // Pinned here, where it is made: it is most of a command's future.
                 let run = lane.run(request, big, replay_safe && lost.is_none(), deadline);
-                deadline::within(start, deadline, std::pin::pin!(run)).await
+                deadline::within(remaining, deadline, std::pin::pin!(run)).await
             };
             let lane_id = lane.id();
             match outcome {
@@ -866,23 +884,30 @@ impl RedisHandle {
         }
     }
 
-    /// A lane that satisfies `need`, waiting for one per the offline policy until `deadline`.
-    /// Returns it with the route version it was published in, and whether it had to wait.
-    async fn lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lease, u64, bool), Error> {
-        // Fast path: a lock-free read of the route and a lease on the lane (this thread's spare
-        // clone of its connection).
-        {
-            let published = self.core.route.load();
-            if let Some(live) = need.lane_in(&published.state, published.version) {
-                return Ok((live.lease(), published.version, false));
-            }
-            if let RouteState::Closed { .. } | RouteState::Stopped = published.state {
-                return Err(unavailable(&published.state, need.refusal));
-            }
+    /// A lane that satisfies `need` right now — a lock-free read of the route and a lease on the
+    /// lane (this thread's spare clone of its connection) — with the route version it was
+    /// published in; `None` when the command must wait for one ([`wait_for_lane`](Self::wait_for_lane)),
+    /// or the error when waiting cannot help (the route is closed or stopped).
+    fn live_lane(&self, need: Need<'_>) -> Result<Option<(Lease, u64)>, Error> {
+        let published = self.core.route.load();
+        if let Some(live) = need.lane_in(&published.state, published.version) {
+            return Ok(Some((live.lease(), published.version)));
         }
-        // Slow path, boxed so that every command's future stays small.
-        let (lane, version) = Box::pin(self.wait_for_lane(deadline, need)).await?;
-        Ok((lane, version, true))
+        match published.state {
+            RouteState::Closed { .. } | RouteState::Stopped => {
+                Err(unavailable(&published.state, need.refusal))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// A lane that satisfies `need`, waiting for one per the offline policy until `deadline`;
+    /// with the route version it was published in.
+    async fn lane(&self, deadline: Instant, need: Need<'_>) -> Result<(Lease, u64), Error> {
+        match self.live_lane(need)? {
+            Some(found) => Ok(found),
+            None => Box::pin(self.wait_for_lane(deadline, need)).await,
+        }
     }
 
     /// Waits (per the offline policy) until `deadline` for a lane that satisfies `need`.

@@ -242,7 +242,7 @@ impl RedisHandle {
             need.refusal = refusal.as_ref();
             // Dedicated connections are opened (and used) only while the server serves.
             let version = match self.lane(deadline, need).await {
-                Ok((_, version, _)) => version,
+                Ok((_, version)) => version,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
             if node.is_none() && cluster {
