@@ -3,7 +3,7 @@
 //! `MultiplexedConnection`, redis-rs `ConnectionManager` and fred 10.
 //!
 //! ```text
-//! cargo bench --bench throughput                        # full: 5 rounds × 1 s, writes benches/results/
+//! cargo bench --bench throughput                        # full: 9 rounds × 1 s, writes benches/results/
 //! cargo bench --bench throughput -- --quick             # 2 rounds × 0.15 s, writes nothing
 //! cargo bench --bench throughput -- --with-recorder     # adds RedisHandle with a Prometheus recorder
 //! cargo bench --bench throughput -- --only handle,raw --ops get --conc 256 --secs 10  # writes nothing
@@ -274,7 +274,7 @@ fn main() {
 type Results = BTreeMap<(Op, usize, Kind), Vec<Sample>>;
 
 async fn run(opts: &Options) -> Result<(), String> {
-    let rounds = if opts.quick { 2 } else { 5 };
+    let rounds = if opts.quick { 2 } else { 9 };
     let mut timing = if opts.quick {
         Timing {
             warmup: Duration::from_millis(50),
