@@ -5,9 +5,9 @@
 //! high concurrency that lock is the largest per-command cost the handle adds (`cargo bench
 //! --bench overhead`). Instead, commands whose deadlines fall in the same tick ([`TICK_MS`],
 //! 10 ms) on one worker thread share one [`Group`]: one timer task that wakes them all at the
-//! start of that tick (never after their deadline: the tick is rounded down). A command still waiting then
-//! finishes the last fraction of the tick on a timer of its own — only commands that are really
-//! about to time out pay for one. Short deadlines (under two ticks) use a timer of their own from
+//! start of that tick (never after their deadline: the tick is rounded down). A command still
+//! waiting then finishes the last fraction of the tick on a timer of its own — only commands
+//! that are really about to time out pay for one. Short deadlines (under two ticks) use a timer of their own from
 //! the start, and so do long ones (over a minute): a group's timer task lives until its tick, so
 //! after a shutdown such tasks end within the longest command timeout.
 //!

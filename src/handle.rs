@@ -780,28 +780,24 @@ impl RedisHandle {
         // Time left at this attempt: the whole timeout at the first one, unless it waits.
         let mut remaining = self.timeout;
         loop {
-            if lost.is_some() || refusal.is_some() {
-                remaining = deadline.saturating_duration_since(Instant::now());
-            }
             need.refusal = refusal.as_ref();
+            // The fast path inline (an `async fn` here would nest a future in every command's);
+            // the wait boxed, so that every command's future stays small.
             let found = match self.live_lane(need) {
-                Ok(Some((lane, version))) => Ok((lane, version)),
-                // Boxed so that every command's future stays small.
-                Ok(None) => {
-                    let waited = Box::pin(self.wait_for_lane(deadline, need)).await;
-                    remaining = deadline.saturating_duration_since(Instant::now());
-                    if waited.is_ok() && remaining.is_zero() {
-                        return Err(self.timeout_error(request, lost.is_some()));
-                    }
-                    waited
-                }
+                Ok(Some(found)) => Ok((found, false)),
+                Ok(None) => Box::pin(self.wait_for_lane(deadline, need))
+                    .await
+                    .map(|found| (found, true)),
                 Err(e) => Err(e),
             };
-            let (mut lane, version) = match found {
+            let ((mut lane, version), waited) = match found {
                 Ok(found) => found,
                 Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
             };
-            if self.timeout.is_zero() {
+            if waited || lost.is_some() || refusal.is_some() {
+                remaining = deadline.saturating_duration_since(Instant::now());
+            }
+            if self.timeout.is_zero() || (waited && remaining.is_zero()) {
                 return Err(self.timeout_error(request, lost.is_some()));
             }
             let outcome = {
@@ -886,8 +882,9 @@ impl RedisHandle {
 
     /// A lane that satisfies `need` right now — a lock-free read of the route and a lease on the
     /// lane (this thread's spare clone of its connection) — with the route version it was
-    /// published in; `None` when the command must wait for one ([`wait_for_lane`](Self::wait_for_lane)),
-    /// or the error when waiting cannot help (the route is closed or stopped).
+    /// published in; `None` when the command must wait for one
+    /// ([`wait_for_lane`](Self::wait_for_lane)), or the error when waiting cannot help (the
+    /// route is closed or stopped).
     fn live_lane(&self, need: Need<'_>) -> Result<Option<(Lease, u64)>, Error> {
         let published = self.core.route.load();
         if let Some(live) = need.lane_in(&published.state, published.version) {
