@@ -471,7 +471,7 @@ async fn run(opts: &Options) -> Result<(), String> {
         return Ok(());
     }
     common::write_result(opts, "throughput.md", &report);
-    if !opts.quick && ops.contains(&Op::Get) {
+    if !opts.quick && !common::UNOPTIMIZED && ops.contains(&Op::Get) {
         plot(&results, &concurrency, &kinds)?;
     }
     Ok(())

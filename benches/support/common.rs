@@ -249,9 +249,18 @@ pub fn results_dir() -> PathBuf {
     dir
 }
 
-/// Writes `benches/results/NAME` in full mode; in quick mode nothing is written.
+/// Whether this bench binary was built without optimizations (`cargo test --bench`, as
+/// `scripts/bench-quick.sh` does): it runs, but what it measures is not the crate's speed.
+pub const UNOPTIMIZED: bool = cfg!(debug_assertions);
+
+/// Writes `benches/results/NAME` in full mode; in quick mode, or from an unoptimized build,
+/// nothing is written.
 pub fn write_result(opts: &Options, name: &str, contents: &str) {
     if opts.quick {
+        return;
+    }
+    if UNOPTIMIZED {
+        eprintln!("unoptimized build: benches/results/{name} left as it is (use cargo bench)");
         return;
     }
     let path = results_dir().join(name);
@@ -266,6 +275,12 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
 {
+    if UNOPTIMIZED {
+        eprintln!(
+            "{name}: unoptimized build (cargo test --bench): a smoke run; its numbers are not \
+             measurements (cargo bench builds the optimized one)"
+        );
+    }
     let rt = runtime();
     let started = std::time::Instant::now();
     let result = rt.block_on(run());
