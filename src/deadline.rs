@@ -82,10 +82,18 @@ thread_local! {
     static GROUPS: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
 }
 
-/// The tick `deadline` falls in (rounded down), counted from [`EPOCH`].
+/// Ticks per second (a tick divides a second exactly).
+const TICKS_PER_SEC: u64 = 1000 / TICK_MS;
+const _: () = assert!(1000 % TICK_MS == 0);
+
+/// The tick `deadline` falls in (rounded down), counted from [`EPOCH`]. In `u64`s: the
+/// `u128` of `Duration::as_millis` made this a 128-bit division per command.
 fn tick_of(deadline: Instant) -> Option<u64> {
     let since = deadline.saturating_duration_since(*EPOCH);
-    u64::try_from(since.as_millis() / u128::from(TICK_MS)).ok()
+    since
+        .as_secs()
+        .checked_mul(TICKS_PER_SEC)?
+        .checked_add(u64::from(since.subsec_millis()) / TICK_MS)
 }
 
 /// The group of tick `tick`, from this thread's slots or new (with its timer task).
@@ -245,5 +253,36 @@ mod tests {
             let fresh = group(tick).unwrap();
             assert!(!Arc::ptr_eq(&fresh, &g) && !fresh.fired.load(Ordering::SeqCst));
         });
+    }
+
+    #[test]
+    fn a_tick_begins_at_or_before_its_deadlines_and_less_than_a_tick_before() {
+        let epoch = *EPOCH;
+        for ms in [
+            0u64,
+            1,
+            9,
+            10,
+            11,
+            999,
+            1000,
+            1001,
+            1009,
+            1010,
+            86_399_999,
+            31_536_000_123,
+        ] {
+            for extra_ns in [0u32, 1, 999_999] {
+                let since = Duration::from_millis(ms) + Duration::from_nanos(u64::from(extra_ns));
+                let tick = tick_of(epoch + since).unwrap();
+                assert_eq!(tick, ms / TICK_MS, "{since:?}");
+                let begins = Duration::from_millis(tick * TICK_MS);
+                assert!(begins <= since && since - begins < Duration::from_millis(TICK_MS));
+            }
+        }
+        // Before the epoch: the first tick (it has begun, so such a deadline gets its own timer).
+        if let Some(earlier) = epoch.checked_sub(Duration::from_secs(1)) {
+            assert_eq!(tick_of(earlier), Some(0));
+        }
     }
 }
