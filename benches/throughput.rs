@@ -9,13 +9,18 @@
 //! cargo bench --bench throughput -- --only handle,raw --ops get --conc 256 --secs 10  # writes nothing
 //! ```
 //!
-//! Method: the clients are interleaved in rounds (A B C D, then B C D A, …) so machine noise hits
-//! all alike. Each measurement spawns C tasks on a 2-worker multi-thread runtime; every task runs
-//! one command after another on its clone of the one client. After a warm-up, ops/s is counted over
-//! a fixed duration; each task records per-op latency in an HDR histogram; client CPU per op is
-//! `getrusage(RUSAGE_SELF)` user+sys over the measurement divided by the ops (the server is another
-//! process). Reported: medians over rounds, and the median of the per-round ratios to the raw
-//! `MultiplexedConnection` measured in the same round.
+//! Method: the clients take turns within each round. At each (op, C) a round spawns C tasks per
+//! client on a 2-worker multi-thread runtime; every task runs one command after another on its
+//! clone of its client, but only during that client's turn (the others' tasks are parked). After
+//! a warm-up turn each, the clients alternate in slices of 100 ms (each after a 10 ms settle that
+//! is not counted; the order rotates at every pass) until each has had its measured time (1 s a
+//! round). The machine's speed drifts by more than the differences measured here (seen: ×2 within
+//! a minute), so turns this short put every client on the same machine. Counted: the commands
+//! that complete during the client's own measured slices (as many are in flight when a slice
+//! begins as when it ends); each task records per-op latency in an HDR histogram; client CPU per
+//! op is `getrusage(RUSAGE_SELF)` user+sys over the client's slices divided by its ops (the
+//! server is another process). Reported: medians over rounds, and the median of the per-round
+//! ratios to the raw `MultiplexedConnection`.
 //!
 //! Every client speaks RESP3 (as `RedisHandle` does). The raw connection has no response timeout
 //! (like the one the connection actor owns: deadlines are the handle's); `ConnectionManager` and
@@ -26,7 +31,7 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{Options, Table, parse_list, si};
@@ -36,6 +41,7 @@ use hdrhistogram::Histogram;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis_supervisor::testing::RedisServer;
 use redis_supervisor::{Config, RedisHandle, Supervisor};
+use tokio::sync::Notify;
 
 const KEYS: usize = 10_000;
 const VALUE_LEN: usize = 64;
@@ -43,10 +49,21 @@ const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 /// Step between the keys a task uses (prime, so tasks walk the whole key space).
 const STRIDE: usize = 7919;
 
-/// Phases of a measurement, shared with the tasks: warm-up (not counted), measured, stop.
-const WARMUP: u8 = 0;
-const MEASURE: u8 = 1;
-const STOP: u8 = 2;
+/// A slice: the clients take turns of this length within a round, each after a short settle.
+const SLICE: Duration = Duration::from_millis(100);
+/// Between turns: the previous client's commands in flight finish, the next one's tasks start.
+/// Not counted.
+const SETTLE: Duration = Duration::from_millis(10);
+
+/// The turn, shared with every task of a round: `phase << 8 | client`, where `client` is the
+/// index (in the round's client list) of the one client whose tasks run now.
+const WARMUP: u32 = 0;
+const MEASURE: u32 = 1;
+const STOP: u32 = 2;
+
+fn turn(phase: u32, client: usize) -> u32 {
+    phase << 8 | client as u32
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
@@ -165,21 +182,53 @@ struct TaskResult {
     first_error: Option<String>,
 }
 
+/// The turn-taking shared by one round's tasks: the turn, and a wake-up per client.
+struct Turns {
+    now: AtomicU32,
+    wake: Vec<Notify>,
+}
+
+impl Turns {
+    fn set(&self, phase: u32, client: usize) {
+        self.now.store(turn(phase, client), Ordering::SeqCst);
+        if phase == STOP {
+            self.wake.iter().for_each(Notify::notify_waiters);
+        } else {
+            self.wake[client].notify_waiters();
+        }
+    }
+}
+
+/// One task of client `me`: while it is `me`'s turn, one command after another; otherwise
+/// parked. Counts the commands that complete during `me`'s measured turns.
 async fn worker(
     mut client: Client,
+    me: usize,
     op: Op,
     keys: Arc<Vec<String>>,
     value: Bytes,
     mut i: usize,
-    phase: Arc<AtomicU8>,
+    turns: Arc<Turns>,
 ) -> TaskResult {
     // Nanoseconds, 1 ns .. 10 s, 2 significant digits (1 % resolution).
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 2).expect("histogram");
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+    let measuring = turn(MEASURE, me);
     loop {
-        let p = phase.load(Ordering::Relaxed);
-        if p == STOP {
+        let now = turns.now.load(Ordering::Relaxed);
+        if now >> 8 == STOP {
             break;
+        }
+        if (now & 0xff) as usize != me {
+            // Parked until our turn (registered before the second look, so no wake is missed).
+            let woken = turns.wake[me].notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let now = turns.now.load(Ordering::SeqCst);
+            if now >> 8 != STOP && (now & 0xff) as usize != me {
+                woken.await;
+            }
+            continue;
         }
         let key = &keys[i % KEYS];
         i = i.wrapping_add(STRIDE);
@@ -190,7 +239,9 @@ async fn worker(
             errors += 1;
             first_error.get_or_insert(e);
         }
-        if p == MEASURE {
+        // Counted when it completes inside a measured turn of ours: as many commands are in
+        // flight when a turn begins (counted) as when it ends (not counted).
+        if turns.now.load(Ordering::Relaxed) == measuring {
             ops += 1;
             hist.saturating_record(ns.max(1));
         }
@@ -208,62 +259,104 @@ struct Timing {
     measure: Duration,
 }
 
-async fn measure(
-    client: &Client,
+/// How many slices of about [`SLICE`] each client's measured time is cut into.
+fn slices(timing: &Timing) -> u32 {
+    (timing.measure.as_secs_f64() / SLICE.as_secs_f64())
+        .round()
+        .clamp(1.0, 1e6) as u32
+}
+
+/// One round at one (op, C): C tasks per client, all spawned for the round; the clients take
+/// turns in slices of about [`SLICE`] (order rotated at every pass) until each has had
+/// `timing.measure` in all, after a warm-up turn each. One sample per client, in `clients`' order.
+async fn measure_round(
+    clients: &[(Kind, Client)],
     op: Op,
     c: usize,
     keys: &Arc<Vec<String>>,
     value: &Bytes,
     timing: &Timing,
-) -> Result<Sample, String> {
-    let phase = Arc::new(AtomicU8::new(WARMUP));
-    let tasks: Vec<_> = (0..c)
-        .map(|t| {
-            tokio::spawn(worker(
-                client.clone(),
-                op,
-                keys.clone(),
-                value.clone(),
-                t * (KEYS / c.max(1)),
-                phase.clone(),
-            ))
+) -> Result<Vec<Sample>, String> {
+    let n = clients.len();
+    let turns = Arc::new(Turns {
+        now: AtomicU32::new(turn(WARMUP, 0)),
+        wake: (0..n).map(|_| Notify::new()).collect(),
+    });
+    let tasks: Vec<Vec<_>> = clients
+        .iter()
+        .enumerate()
+        .map(|(me, (_, client))| {
+            (0..c)
+                .map(|t| {
+                    tokio::spawn(worker(
+                        client.clone(),
+                        me,
+                        op,
+                        keys.clone(),
+                        value.clone(),
+                        t * (KEYS / c.max(1)),
+                        turns.clone(),
+                    ))
+                })
+                .collect()
         })
         .collect();
-    tokio::time::sleep(timing.warmup).await;
-    let cpu0 = common::cpu_time();
-    let t0 = Instant::now();
-    phase.store(MEASURE, Ordering::Relaxed);
-    tokio::time::sleep(timing.measure).await;
-    phase.store(STOP, Ordering::Relaxed);
-    let elapsed = t0.elapsed();
-    let cpu = common::cpu_time().saturating_sub(cpu0);
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 2).expect("histogram");
-    let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
-    for t in tasks {
-        let r = t.await.map_err(|e| format!("task panicked: {e}"))?;
-        hist.add(&r.hist).map_err(|e| e.to_string())?;
-        ops += r.ops;
-        errors += r.errors;
-        if first_error.is_none() {
-            first_error = r.first_error;
+    for me in 0..n {
+        turns.set(WARMUP, me);
+        tokio::time::sleep(timing.warmup).await;
+    }
+    let slices = slices(timing);
+    let slice = timing.measure / slices;
+    let mut elapsed = vec![Duration::ZERO; n];
+    let mut cpu = vec![Duration::ZERO; n];
+    for pass in 0..slices as usize {
+        for k in 0..n {
+            let me = (k + pass) % n;
+            turns.set(WARMUP, me);
+            tokio::time::sleep(SETTLE).await;
+            let cpu0 = common::cpu_time();
+            let t0 = Instant::now();
+            turns.set(MEASURE, me);
+            tokio::time::sleep(slice).await;
+            turns.set(WARMUP, me);
+            elapsed[me] += t0.elapsed();
+            cpu[me] += common::cpu_time().saturating_sub(cpu0);
         }
     }
-    if errors > 0 {
-        return Err(format!(
-            "{errors} errors, first: {}",
-            first_error.unwrap_or_default()
-        ));
+    turns.set(STOP, 0);
+    let mut samples = Vec::with_capacity(n);
+    for (me, client_tasks) in tasks.into_iter().enumerate() {
+        let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 2).expect("histogram");
+        let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
+        for t in client_tasks {
+            let r = t.await.map_err(|e| format!("task panicked: {e}"))?;
+            hist.add(&r.hist).map_err(|e| e.to_string())?;
+            ops += r.ops;
+            errors += r.errors;
+            if first_error.is_none() {
+                first_error = r.first_error;
+            }
+        }
+        let kind = clients[me].0;
+        if errors > 0 {
+            return Err(format!(
+                "{}: {errors} errors, first: {}",
+                kind.name(),
+                first_error.unwrap_or_default()
+            ));
+        }
+        if ops == 0 {
+            return Err(format!("{}: no operation completed", kind.name()));
+        }
+        samples.push(Sample {
+            ops,
+            ops_per_s: ops as f64 / elapsed[me].as_secs_f64(),
+            p50_us: hist.value_at_quantile(0.50) as f64 / 1e3,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
+            cpu_us_per_op: cpu[me].as_secs_f64() * 1e6 / ops as f64,
+        });
     }
-    if ops == 0 {
-        return Err("no operation completed".into());
-    }
-    Ok(Sample {
-        ops,
-        ops_per_s: ops as f64 / elapsed.as_secs_f64(),
-        p50_us: hist.value_at_quantile(0.50) as f64 / 1e3,
-        p99_us: hist.value_at_quantile(0.99) as f64 / 1e3,
-        cpu_us_per_op: cpu.as_secs_f64() * 1e6 / ops as f64,
-    })
+    Ok(samples)
 }
 
 fn main() {
@@ -406,16 +499,15 @@ async fn run(opts: &Options) -> Result<(), String> {
     );
     let load_before = common::loadavg();
     let mut results: Results = BTreeMap::new();
+    let round_clients: Vec<(Kind, Client)> =
+        kinds.iter().map(|&k| (k, clients[&k].clone())).collect();
     for round in 0..rounds {
-        // A B C D in round 0, B C D A in round 1, …
-        let mut order = kinds.clone();
-        order.rotate_left(round % kinds.len());
         for &op in &ops {
             for &c in &concurrency {
-                for &kind in &order {
-                    let sample = measure(&clients[&kind], op, c, &keys, &value, &timing)
-                        .await
-                        .map_err(|e| format!("{} {} C={c}: {e}", kind.name(), op.name()))?;
+                let samples = measure_round(&round_clients, op, c, &keys, &value, &timing)
+                    .await
+                    .map_err(|e| format!("{} C={c}: {e}", op.name()))?;
+                for (&(kind, _), sample) in round_clients.iter().zip(samples) {
                     eprintln!(
                         "round {} {} C={:<3} {:<34} {:>10} ops/s  p50 {:>7.1} µs  p99 {:>7.1} µs  cpu {:>5.2} µs/op  ({} ops)",
                         round + 1,
@@ -511,12 +603,14 @@ fn report(
     out.push_str(&format!(
         "## Throughput and latency{}\n\nMachine: {}; load average before/after the run: {}. `redis-server` from the test fixture on loopback; \
          tokio multi-thread runtime with 2 workers; 64-byte values over {KEYS} keys; medians of {rounds} \
-         interleaved rounds of {:.1} s (after {:.1} s warm-up) per client and C. \
+         rounds; in each, the clients take turns in slices of {} ms until each has had {:.2} s \
+         (after a {:.2} s warm-up turn each). \
          \"× raw\" is the median of the per-round ratios to raw `MultiplexedConnection`. \
          CPU is this process's user+sys time per op (the server is another process).\n\n",
         if opts.quick { " (quick mode)" } else { "" },
         common::machine(),
         load,
+        (timing.measure / slices(timing)).as_millis(),
         timing.measure.as_secs_f64(),
         timing.warmup.as_secs_f64()
     ));
