@@ -6,10 +6,10 @@
 //! cargo bench --bench memory -- --quick   # 2 s outage
 //! ```
 //!
-//! 1. Idle binary: the `redis-supervisor` binary cargo built for this bench (bench profile,
-//!    `CARGO_BIN_EXE_redis-supervisor`) is started against a fixture server with the HTTP listener
-//!    on a free loopback port; once `/health` answers 200 it is left idle for 2 s, then `VmRSS` and
-//!    `VmHWM` are read from `/proc/PID/status`; then it gets SIGTERM.
+//! 1. Idle binary: the `redis-supervisor` binary cargo built for this bench (bench profile under
+//!    `cargo bench`, `CARGO_BIN_EXE_redis-supervisor`) is started against a fixture server with
+//!    the HTTP listener on a free loopback port; once `/health` answers 200 it is left idle for
+//!    2 s, then `VmRSS` and `VmHWM` are read from `/proc/PID/status`; then it gets SIGTERM.
 //! 2. Outage: a supervisor (command timeout 30 s, longer than the outage) is up; the server is
 //!    killed; once `Down` is published, 10 000 GETs are spawned as tasks and wait for the
 //!    connection (offline policy `wait`). This process's `VmRSS` is sampled every 50 ms through the
@@ -267,7 +267,10 @@ fn report(opts: &Options, idle: &Idle, o: &Outage, outage: Duration) -> String {
         &[false, true, true, true, false],
     );
     t.row(vec![
-        "`redis-supervisor` (bench profile), up, idle 2 s".into(),
+        format!(
+            "`redis-supervisor` ({} profile), up, idle 2 s",
+            if common::UNOPTIMIZED { "test" } else { "bench" }
+        ),
         mib(idle.rss_kb),
         mib(idle.hwm_kb),
         idle.threads.to_string(),
