@@ -23,6 +23,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -148,12 +149,17 @@ pub(crate) async fn within<F: Future>(
     let coalesce = (SHORT..=LONG).contains(&remaining);
     let shared = coalesce.then(|| group(tick_of(deadline)?)).flatten();
     if let Some(group) = shared {
-        let woken = group.wake.notified();
+        let mut woken = std::pin::pin!(group.wake.notified());
         if !group.fired.load(Ordering::SeqCst) {
-            tokio::select! {
-                biased;
-                out = &mut fut => return Some(out),
-                () = woken => {}
+            // The command first, then the group (what a biased `select!` does, without its
+            // per-poll bookkeeping: this runs for every command).
+            let out = std::future::poll_fn(|cx| match fut.as_mut().poll(cx) {
+                Poll::Ready(out) => Poll::Ready(Some(out)),
+                Poll::Pending => woken.as_mut().poll(cx).map(|()| None),
+            })
+            .await;
+            if out.is_some() {
+                return out;
             }
         }
     }
