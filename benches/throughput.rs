@@ -65,6 +65,11 @@ fn turn(phase: u32, client: usize) -> u32 {
     phase << 8 | client as u32
 }
 
+/// `(phase, client)` of a turn made by [`turn`].
+fn parts(turn: u32) -> (u32, usize) {
+    (turn >> 8, (turn & 0xff) as usize)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Op {
     Get,
@@ -215,17 +220,17 @@ async fn worker(
     let (mut ops, mut errors, mut first_error) = (0u64, 0u64, None);
     let measuring = turn(MEASURE, me);
     loop {
-        let now = turns.now.load(Ordering::Relaxed);
-        if now >> 8 == STOP {
+        let (phase, whose) = parts(turns.now.load(Ordering::Relaxed));
+        if phase == STOP {
             break;
         }
-        if (now & 0xff) as usize != me {
+        if whose != me {
             // Parked until our turn (registered before the second look, so no wake is missed).
             let woken = turns.wake[me].notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
-            let now = turns.now.load(Ordering::SeqCst);
-            if now >> 8 != STOP && (now & 0xff) as usize != me {
+            let (phase, whose) = parts(turns.now.load(Ordering::SeqCst));
+            if phase != STOP && whose != me {
                 woken.await;
             }
             continue;
@@ -563,7 +568,7 @@ async fn run(opts: &Options) -> Result<(), String> {
         return Ok(());
     }
     common::write_result(opts, "throughput.md", &report);
-    if !opts.quick && !common::UNOPTIMIZED && ops.contains(&Op::Get) {
+    if common::writes_results(opts) && ops.contains(&Op::Get) {
         plot(&results, &concurrency, &kinds)?;
     }
     Ok(())

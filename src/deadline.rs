@@ -7,9 +7,9 @@
 //! 10 ms) on one worker thread share one [`Group`]: one timer task that wakes them all at the
 //! start of that tick (never after their deadline: the tick is rounded down). A command still
 //! waiting then finishes the last fraction of the tick on a timer of its own — only commands
-//! that are really about to time out pay for one. Short deadlines (under two ticks) use a timer of their own from
-//! the start, and so do long ones (over a minute): a group's timer task lives until its tick, so
-//! after a shutdown such tasks end within the longest command timeout.
+//! that are really about to time out pay for one. Short deadlines (under two ticks) use a timer
+//! of their own from the start, and so do long ones (over a minute): a group's timer task lives
+//! until its tick, so after a shutdown such tasks end within the longest command timeout.
 //!
 //! Why 10 ms and not 1: a group costs a spawned task and a timer that fires, whether or not
 //! anyone still waits on it (healthy commands are long answered by then). At a low command rate

@@ -253,14 +253,17 @@ pub fn results_dir() -> PathBuf {
 /// `scripts/bench-quick.sh` does): it runs, but what it measures is not the crate's speed.
 pub const UNOPTIMIZED: bool = cfg!(debug_assertions);
 
-/// Writes `benches/results/NAME` in full mode; in quick mode, or from an unoptimized build,
-/// nothing is written.
+/// Whether this run writes `benches/results/`: full mode from an optimized build.
+pub fn writes_results(opts: &Options) -> bool {
+    !opts.quick && !UNOPTIMIZED
+}
+
+/// Writes `benches/results/NAME` when [`writes_results`]; otherwise nothing is written.
 pub fn write_result(opts: &Options, name: &str, contents: &str) {
-    if opts.quick {
-        return;
-    }
-    if UNOPTIMIZED {
-        eprintln!("unoptimized build: benches/results/{name} left as it is (use cargo bench)");
+    if !writes_results(opts) {
+        if !opts.quick {
+            eprintln!("unoptimized build: benches/results/{name} left as it is (use cargo bench)");
+        }
         return;
     }
     let path = results_dir().join(name);
