@@ -1,7 +1,7 @@
 //! The crate's one typed error, and how each kind of failure is classified.
 //!
 //! Classification lives on the type: [`Error::is_retryable`], [`Error::is_ambiguous`],
-//! [`Error::is_unavailable`]. No message of this type ever contains a password or token (DESIGN.md
+//! [`Error::is_unavailable`]. No message of this type ever contains a password or token (ARCHITECTURE.md
 //! promise 8): configuration errors show values redacted, and server messages come from Redis, which
 //! never echoes credentials back.
 

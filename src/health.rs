@@ -1,5 +1,5 @@
 //! The health actor: judges the live connection by its own behaviour, never by callers'
-//! deadlines (DESIGN.md promise 10).
+//! deadlines (ARCHITECTURE.md promise 10).
 //!
 //! On a drift-free timer it sends `PING` (with its own timeout) to the connection in the route
 //! every probe interval and reads `INFO` every info interval. Each probe ends in a verdict,

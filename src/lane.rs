@@ -1,7 +1,7 @@
 //! A [`Lane`]: one live connection as callers see it — redis-rs's multiplexed connection (whose
 //! pipeline task is the connection's write queue: callers write into it directly, one hop) and
 //! the state every caller shares about it: whether it is open, and whether anything came back on
-//! it while a health probe waited (the health actor's evidence of silence, DESIGN.md promise 10).
+//! it while a health probe waited (the health actor's evidence of silence, ARCHITECTURE.md promise 10).
 //!
 //! The connection actor creates a lane with a port to report what callers see (a broken
 //! transport, a "cannot serve yet" refusal); the supervisor publishes it in the route.

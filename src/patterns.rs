@@ -1,6 +1,6 @@
 //! The patterns services build on Redis, each a thin type over a [`RedisHandle`](crate::RedisHandle)
 //! (public API only, plus the handle's pattern metrics): it owns a namespace, its scripts and its
-//! degradation policy (DESIGN.md promise 6), and never reaches into the actors.
+//! degradation policy (ARCHITECTURE.md promise 6), and never reaches into the actors.
 //!
 //! - [`cache`]: JSON values with a TTL, single-flight `get_or_load`, SCAN-based invalidation.
 //! - [`ratelimit`]: a GCRA rate limiter in one server-side script, and a tower layer for axum.

@@ -1,4 +1,4 @@
-//! A connection busy delivering big replies is not silent (DESIGN.md promise 10): the health
+//! A connection busy delivering big replies is not silent (ARCHITECTURE.md promise 10): the health
 //! actor's probe that waits behind them is "slow", never a failure. In a file of its own: its
 //! load (48 tasks fetching 1 MiB values) would disturb the timing of other tests run beside it.
 

@@ -1,4 +1,4 @@
-//! The redaction sweep of issue 5 (DESIGN.md promise 8): with a distinctive password (and
+//! The redaction sweep of issue 5 (ARCHITECTURE.md promise 8): with a distinctive password (and
 //! username), drive connect failures, authentication failures, TLS failures and a normal session
 //! over TLS with an ACL user; capture all tracing output, every error's Display and Debug, the
 //! config's Debug and Display, every availability event, `/health`, `/health/redis` and

@@ -1,5 +1,5 @@
 //! TLS, mutual TLS, ACL users and password files against real `redis-server` processes started with
-//! TLS by the fixture (DESIGN.md promises 8 and 9, issue 5).
+//! TLS by the fixture (ARCHITECTURE.md promises 8 and 9, issue 5).
 //!
 //! Every certificate is made at test time with rcgen into the fixture's temporary directory: a CA, a
 //! server certificate for `localhost` + 127.0.0.1 signed by it, one for `other.example` only, an

@@ -1,5 +1,5 @@
 //! Certificates made at test time with rcgen, and a fixture `redis-server` with a TLS port that
-//! presents them (DESIGN.md promises 8 and 9).
+//! presents them (ARCHITECTURE.md promises 8 and 9).
 //!
 //! [`Pki::generate`] writes into one directory (the fixture's): `ca.pem`, the CA that signs every
 //! leaf; `wrong-ca.pem`, a second, unrelated CA that signs nothing; and `NAME.pem` / `NAME.key` for
