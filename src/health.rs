@@ -18,6 +18,7 @@
 //! the `/health/redis` snapshot.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -191,12 +192,48 @@ fn ticker(actor: ActorRef<HealthMsg>, period: Duration, msg: fn() -> HealthMsg) 
 /// How one probe request ended.
 enum Probe {
     Answered(Value),
+    /// Answered with an error reply (its code): the server is there.
+    Denied(String),
+    /// Answered with a reply that is not the probe's own: the connection has lost the order of
+    /// its replies (a command answered with another's reply), so no reply on it can be trusted.
+    Misordered,
     Refused(NotReady),
     /// No answer within the timeout; `busy` when other replies arrived meanwhile.
     NoAnswer {
         reason: String,
         busy: bool,
     },
+}
+
+/// A `PING` whose reply names this probe alone: `PING redis-supervisor:probe:<n>`, echoed back
+/// by the server.
+fn ping_request() -> (Request, Vec<u8>) {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let token = format!(
+        "redis-supervisor:probe:{}",
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut ping = redis::cmd("PING");
+    ping.arg(&token);
+    (Request::raw(ping), token.into_bytes())
+}
+
+/// Whether `outcome` is the answer to the `PING` that echoes `token`: the token back, or a
+/// refusal that `PING` itself can get (`NOPERM` for a user without it: an answer, though not a
+/// check of the order). Anything else came for another command.
+fn own_reply(outcome: Probe, token: &[u8]) -> Probe {
+    match outcome {
+        Probe::Answered(Value::BulkString(echo)) if echo == token => Probe::Answered(Value::Okay),
+        Probe::Answered(Value::SimpleString(echo)) if echo.as_bytes() == token => {
+            Probe::Answered(Value::Okay)
+        }
+        Probe::Denied(code) if code == "NOPERM" => Probe::Answered(Value::Nil),
+        Probe::Answered(Value::ServerError(e)) if e.code() == "NOPERM" => {
+            Probe::Answered(Value::Nil)
+        }
+        Probe::Answered(_) | Probe::Denied(_) => Probe::Misordered,
+        other => other,
+    }
 }
 
 /// Sends `request` on `lane` and waits for its answer until `timeout`.
@@ -214,8 +251,9 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
     let heard = lane.heard();
     match outcome {
         Ok(Ok(value)) => Probe::Answered(value),
-        // Any other reply proves the server is there (e.g. NOPERM for an ACL user without +ping).
-        Ok(Err(ExecError::Reply(_))) => Probe::Answered(Value::Nil),
+        // Any other reply proves the server is there (e.g. NOPERM for an ACL user without +ping);
+        // whether it is this probe's own is for the caller to judge.
+        Ok(Err(ExecError::Reply(e))) => Probe::Denied(e.code().unwrap_or("ERR").to_string()),
         Ok(Err(ExecError::Refused(not_ready))) => Probe::Refused(not_ready),
         Ok(Err(ExecError::Transport(reason))) => Probe::NoAnswer {
             reason,
@@ -257,8 +295,8 @@ impl HealthState {
                         let (outcome, view) = cluster::probe(&lane, &config, &nodes, timeout).await;
                         return (lane.id(), outcome, start.elapsed(), view);
                     }
-                    let ping = Request::raw(redis::cmd("PING"));
-                    let outcome = probe(&lane, &ping, timeout).await;
+                    let (ping, token) = ping_request();
+                    let outcome = own_reply(probe(&lane, &ping, timeout).await, &token);
                     (lane.id(), outcome, start.elapsed(), None)
                 })
             })
@@ -312,7 +350,13 @@ impl HealthState {
                 "PING slower than {} ms",
                 config.health_slow().as_millis()
             )),
-            Probe::Answered(_) => Verdict::Healthy,
+            Probe::Answered(_) | Probe::Denied(_) => Verdict::Healthy,
+            Probe::Misordered => {
+                self.failures.remove(&id);
+                Verdict::Unhealthy(
+                    "PING was answered with another command's reply: the connection has lost the order of its replies".into(),
+                )
+            }
             Probe::Refused(not_ready) => Verdict::NotReady(not_ready),
             Probe::NoAnswer { reason, busy: true } => Verdict::Slow(format!(
                 "PING: {reason}, behind other replies (connection busy)"
@@ -366,6 +410,8 @@ impl HealthState {
                 .and_then(|v| redis::from_redis_value::<String>(v).map_err(|e| e.to_string())),
             Probe::Refused(n) => Err(n.message),
             Probe::NoAnswer { reason, .. } => Err(reason),
+            Probe::Misordered => Err("INFO got another command's reply".into()),
+            Probe::Denied(code) => Err(format!("INFO refused: {code}")),
         };
         match text {
             Ok(text) => {

@@ -65,6 +65,11 @@ pub enum Fault {
     /// it: a server that accepts and then drops every connection. Existing connections older than this are
     /// closed at once. (Deadlines beyond one year are cut to one year.)
     CloseAfter(Duration),
+    /// Forward, but on each connection open when this fault is set, leave out the next whole reply
+    /// the server sends (RESP push messages pass): from then on every reply reaches the client one
+    /// command early, as on a connection that has lost the order of its replies (what a stray
+    /// `CLIENT REPLY SKIP` does behind a client's back). Connections accepted later pass unchanged.
+    DropReply,
 }
 
 /// An in-process TCP proxy on `127.0.0.1` between clients and one upstream server (typically a
@@ -353,7 +358,7 @@ async fn connect_upstream(
                 continue;
             }
             Fault::CloseAfter(after) => Some(later(accepted_at, after)),
-            Fault::Pass | Fault::Latency(_) | Fault::CloseAfterBytes(_) => None,
+            Fault::Pass | Fault::Latency(_) | Fault::CloseAfterBytes(_) | Fault::DropReply => None,
         };
         tokio::select! {
             connected = TcpStream::connect(upstream) => {
@@ -401,12 +406,24 @@ impl Pipe {
         self.queue.front().map(|chunk| later(chunk.read_at, delay))
     }
 
-    /// Reads once from `src` (if it has data) into the queue.
-    fn fill(&mut self, src: &TcpStream, scratch: &mut [u8]) -> io::Result<()> {
+    /// Reads once from `src` (if it has data) into the queue, leaving out what `frames` drops.
+    fn fill(
+        &mut self,
+        src: &TcpStream,
+        scratch: &mut [u8],
+        frames: Option<&mut Frames>,
+    ) -> io::Result<()> {
         match src.try_read(scratch) {
             Ok(0) => self.eof = true,
             Ok(n) => {
-                let bytes = scratch.get(..n).unwrap_or(scratch).to_vec();
+                let read = scratch.get(..n).unwrap_or(scratch);
+                let bytes = match frames {
+                    Some(frames) => frames.filter(read),
+                    None => read.to_vec(),
+                };
+                if bytes.is_empty() {
+                    return Ok(());
+                }
                 self.queued += bytes.len();
                 self.queue.push_back(Chunk {
                     read_at: Instant::now(),
@@ -476,6 +493,8 @@ async fn forward(
     let mut down = Pipe::default();
     // Bytes forwarded since the connection was accepted or the fault last changed.
     let mut passed: u64 = 0;
+    // The server's replies, frame by frame (for `Fault::DropReply`).
+    let mut frames = Frames::default();
     let mut scratch = vec![0_u8; READ_CHUNK];
     loop {
         let current = *fault.borrow_and_update();
@@ -484,7 +503,7 @@ async fn forward(
         let mut close_at = None;
         let mut budget = None;
         match current {
-            Fault::Pass => {}
+            Fault::Pass | Fault::DropReply => {}
             Fault::Blackhole => flowing = false,
             Fault::Reset => {
                 reset_on_close(&client);
@@ -530,11 +549,11 @@ async fn forward(
         tokio::select! {
             ready = client.readable(), if flowing && up.can_read() => {
                 ready?;
-                up.fill(&client, &mut scratch)?;
+                up.fill(&client, &mut scratch, None)?;
             }
             ready = server.readable(), if flowing && down.can_read() => {
                 ready?;
-                down.fill(&server, &mut scratch)?;
+                down.fill(&server, &mut scratch, Some(&mut frames))?;
             }
             ready = server.writable(), if write_up => {
                 ready?;
@@ -552,7 +571,118 @@ async fn forward(
                     return Ok(());
                 }
                 passed = 0;
+                if *fault.borrow() == Fault::DropReply {
+                    frames.drop_next = true;
+                }
             }
         }
+    }
+}
+
+/// Follows the RESP frames of the server's byte stream (RESP2 and RESP3), to leave out one whole
+/// reply for [`Fault::DropReply`]. Bulk payloads are skipped by length, not scanned.
+#[derive(Default)]
+struct Frames {
+    /// Elements still due in each open aggregate, innermost last (empty between frames).
+    open: Vec<u64>,
+    /// The header line read so far (type byte to CRLF).
+    line: Vec<u8>,
+    /// Bytes of a bulk payload (and its CRLF) still to come.
+    bulk_left: u64,
+    /// Leave out the next reply that starts.
+    drop_next: bool,
+    /// The frame being read is left out.
+    dropping: bool,
+}
+
+impl Frames {
+    /// `bytes` without the bytes of the frames being left out.
+    fn filter(&mut self, mut bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes.len());
+        while !bytes.is_empty() {
+            if self.bulk_left > 0 {
+                let n = usize::try_from(self.bulk_left)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                self.keep(&mut out, &bytes[..n]);
+                self.bulk_left -= n as u64;
+                bytes = &bytes[n..];
+                if self.bulk_left == 0 {
+                    self.element_done();
+                }
+                continue;
+            }
+            let b = bytes[0];
+            bytes = &bytes[1..];
+            if self.line.is_empty() && self.open.is_empty() && self.drop_next && b != b'>' {
+                // A reply (not a push) starts here: leave it out.
+                self.drop_next = false;
+                self.dropping = true;
+            }
+            self.keep(&mut out, &[b]);
+            self.line.push(b);
+            if self.line.ends_with(b"\r\n") {
+                self.header();
+            }
+        }
+        out
+    }
+
+    fn keep(&self, out: &mut Vec<u8>, bytes: &[u8]) {
+        if !self.dropping {
+            out.extend_from_slice(bytes);
+        }
+    }
+
+    /// A complete header line: a simple element, or the start of a bulk or an aggregate.
+    fn header(&mut self) {
+        let line = std::mem::take(&mut self.line);
+        let kind = line.first().copied().unwrap_or(b'+');
+        let count = std::str::from_utf8(&line[1..line.len() - 2])
+            .ok()
+            .and_then(|n| n.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        match kind {
+            b'$' | b'!' | b'=' if count >= 0 => self.bulk_left = count as u64 + 2,
+            b'*' | b'~' | b'>' if count > 0 => self.open.push(count as u64),
+            b'%' | b'|' if count > 0 => self.open.push(count as u64 * 2),
+            _ => self.element_done(),
+        }
+    }
+
+    /// One element ended: the aggregates it completes close; at the top level the frame ends.
+    fn element_done(&mut self) {
+        while let Some(left) = self.open.last_mut() {
+            *left -= 1;
+            if *left > 0 {
+                return;
+            }
+            self.open.pop();
+        }
+        self.dropping = false;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drop_reply_leaves_out_one_whole_reply_however_it_is_cut() {
+        let stream: &[u8] = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n\
+            *2\r\n$1\r\na\r\n$1\r\nb\r\n%1\r\n+k\r\n:1\r\n+OK\r\n$-1\r\n";
+        let expected: &[u8] = b">3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$2\r\nhi\r\n\
+            %1\r\n+k\r\n:1\r\n+OK\r\n$-1\r\n";
+        for cut in 1..stream.len() {
+            let mut frames = Frames {
+                drop_next: true,
+                ..Frames::default()
+            };
+            let mut out = frames.filter(&stream[..cut]);
+            out.extend(frames.filter(&stream[cut..]));
+            assert_eq!(out, expected, "cut at {cut}");
+        }
+        // Not armed: everything passes.
+        assert_eq!(Frames::default().filter(stream), stream);
     }
 }
