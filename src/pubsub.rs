@@ -74,11 +74,20 @@ pub(crate) use subscriber::{SubscriberActor, SubscriberArgs, SubscriberMsg, Subs
 use subscription::Queue;
 pub use subscription::{Message, PubSubEvent, Subscription};
 
+/// Channels (or patterns) handled per step of a large subscribe or unsubscribe: between steps
+/// the task yields (and the registry's lock is let go), and each step is one command to the
+/// server, so a request for 100 000 channels never holds a runtime worker for long.
+pub(crate) const CHUNK: usize = 256;
+
+/// The channels or patterns of one subscription, as given (deduplicated), shared with the
+/// messages that carry them.
+pub(crate) type Targets = Arc<Vec<Vec<u8>>>;
+
 /// Channels or patterns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum TargetKind {
-    Channel,
-    Pattern,
+    Channel = 0,
+    Pattern = 1,
 }
 
 impl TargetKind {
@@ -104,8 +113,14 @@ struct Entry {
 /// subscribed to, and where the push callback delivers.
 #[derive(Default)]
 struct Registry {
+    /// Every live subscription by id: what it wants and its queue (one entry each, however
+    /// many targets it has).
+    subscriptions: HashMap<u64, (TargetKind, Targets, Arc<Queue>)>,
     channels: HashMap<Vec<u8>, Vec<Entry>>,
     patterns: HashMap<Vec<u8>, Vec<Entry>>,
+    /// Targets whose last subscription went away since the subscriber connection last looked:
+    /// what it may have to unsubscribe from (checked against what is wanted by then).
+    released: [Vec<Vec<u8>>; 2],
     next_id: u64,
 }
 
@@ -117,12 +132,12 @@ impl Registry {
         }
     }
 
+    fn released(&mut self, kind: TargetKind) -> &mut Vec<Vec<u8>> {
+        &mut self.released[kind as usize]
+    }
+
     fn queues(&self) -> impl Iterator<Item = &Arc<Queue>> {
-        self.channels
-            .values()
-            .chain(self.patterns.values())
-            .flatten()
-            .map(|e| &e.queue)
+        self.subscriptions.values().map(|(_, _, queue)| queue)
     }
 }
 
@@ -231,81 +246,138 @@ impl PubSubShared {
     /// Whether the subscriber connection is up (and confirmed), and how many subscriptions live.
     pub(crate) fn report(&self) -> (bool, usize) {
         let up = self.live.borrow().is_some();
-        let registry = lock(&self.registry);
-        let mut ids = HashSet::new();
-        for e in registry
-            .channels
-            .values()
-            .chain(registry.patterns.values())
-            .flatten()
-        {
-            ids.insert(e.id);
-        }
-        (up, ids.len())
+        (up, lock(&self.registry).subscriptions.len())
     }
 
-    /// Adds a subscription to the registry; its events start arriving at once for targets the
-    /// connection is already subscribed to.
-    fn register(
+    /// Adds a subscription to the registry, [`CHUNK`] targets at a time; its events start
+    /// arriving at once for targets the connection is already subscribed to. Dropping the
+    /// future part way leaves nothing behind (the subscription, made first, unregisters).
+    async fn register(
         self: &Arc<Self>,
         kind: TargetKind,
-        targets: Vec<Vec<u8>>,
+        targets: Targets,
         capacity: usize,
     ) -> Subscription {
         let queue = Queue::new(capacity);
-        let mut registry = lock(&self.registry);
-        registry.next_id += 1;
-        let id = registry.next_id;
-        for t in &targets {
+        let id = {
+            let mut registry = lock(&self.registry);
+            registry.next_id += 1;
+            let id = registry.next_id;
             registry
-                .targets(kind)
-                .entry(t.clone())
-                .or_default()
-                .push(Entry {
-                    id,
-                    queue: queue.clone(),
-                });
-        }
-        drop(registry);
+                .subscriptions
+                .insert(id, (kind, targets.clone(), queue.clone()));
+            // Grown once here, not by doubling (a rehash of every entry) part way.
+            registry.targets(kind).reserve(targets.len());
+            id
+        };
         self.metrics.subscription(true);
-        Subscription {
+        let sub = Subscription {
             id,
             kind,
-            targets,
-            queue,
+            targets: targets.clone(),
+            queue: queue.clone(),
             shared: self.clone(),
             registered: true,
+        };
+        for chunk in targets.chunks(CHUNK) {
+            {
+                let mut registry = lock(&self.registry);
+                let map = registry.targets(kind);
+                for t in chunk {
+                    map.entry(t.clone()).or_default().push(Entry {
+                        id,
+                        queue: queue.clone(),
+                    });
+                }
+            }
+            if targets.len() > CHUNK {
+                tokio::task::yield_now().await;
+            }
         }
+        sub
     }
 
-    /// Takes a subscription out of the registry (its queue gets nothing more).
-    fn unregister(&self, sub: &Subscription) {
+    /// Takes `targets` of subscription `id` out of the registry.
+    fn unregister_targets(&self, kind: TargetKind, id: u64, targets: &[Vec<u8>]) {
         let mut registry = lock(&self.registry);
-        let map = registry.targets(sub.kind);
-        for t in &sub.targets {
+        let mut released = Vec::new();
+        let map = registry.targets(kind);
+        for t in targets {
             if let Some(entries) = map.get_mut(t) {
-                entries.retain(|e| e.id != sub.id);
+                entries.retain(|e| e.id != id);
                 if entries.is_empty() {
                     map.remove(t);
+                    released.push(t.clone());
                 }
             }
         }
-        drop(registry);
+        registry.released(kind).extend(released);
+    }
+
+    /// Up to `n` released targets of `kind` that no subscription wants any more (taken out of
+    /// the released list).
+    fn take_released(&self, kind: TargetKind, n: usize) -> Vec<Vec<u8>> {
+        let mut registry = lock(&self.registry);
+        let released = registry.released(kind);
+        let at = released.len().saturating_sub(n);
+        let mut taken = released.split_off(at);
+        let wanted = registry.targets(kind);
+        taken.retain(|t| !wanted.contains_key(t));
+        taken
+    }
+
+    /// Whether any released target waits to be looked at.
+    fn any_released(&self, kind: TargetKind) -> bool {
+        !lock(&self.registry).released(kind).is_empty()
+    }
+
+    /// Forgets the released targets (a new connection subscribes only to what is wanted).
+    fn clear_released(&self) {
+        let mut registry = lock(&self.registry);
+        for kind in [TargetKind::Channel, TargetKind::Pattern] {
+            registry.released(kind).clear();
+        }
+    }
+
+    /// Takes a subscription out of the registry (its queue gets nothing more), [`CHUNK`]
+    /// targets at a time.
+    async fn unregister(&self, kind: TargetKind, id: u64, targets: &[Vec<u8>]) {
+        lock(&self.registry).subscriptions.remove(&id);
+        for chunk in targets.chunks(CHUNK) {
+            self.unregister_targets(kind, id, chunk);
+            if targets.len() > CHUNK {
+                tokio::task::yield_now().await;
+            }
+        }
         self.metrics.subscription(false);
     }
 
-    /// The targets some subscription wants, of one kind.
-    fn wanted_targets(&self, kind: TargetKind) -> HashSet<Vec<u8>> {
-        lock(&self.registry).targets(kind).keys().cloned().collect()
+    /// [`unregister`](Self::unregister) from a dropped subscription: at once for a few
+    /// targets; for many, in a task of its own (never holding the dropping thread long), or at
+    /// once outside a runtime.
+    fn unregister_dropped(self: &Arc<Self>, kind: TargetKind, id: u64, targets: Targets) {
+        lock(&self.registry).subscriptions.remove(&id);
+        if targets.len() > CHUNK
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let shared = self.clone();
+            runtime.spawn(async move {
+                shared.unregister(kind, id, &targets).await;
+                shared.reconcile_later();
+            });
+            return;
+        }
+        self.unregister_targets(kind, id, &targets);
+        self.metrics.subscription(false);
+        self.reconcile_later();
     }
 
-    /// Every registered subscription's queue (to confirm or restore them).
-    fn all_queues(&self) -> Vec<Arc<Queue>> {
-        let registry = lock(&self.registry);
-        let mut seen = HashSet::new();
-        registry
-            .queues()
-            .filter(|q| seen.insert(Arc::as_ptr(q)))
+    /// Every live subscription: what it wants, and its queue (to restore them on a new
+    /// connection). Linear in the subscriptions, not in their targets.
+    fn all_subscriptions(&self) -> Vec<(TargetKind, Targets, Arc<Queue>)> {
+        lock(&self.registry)
+            .subscriptions
+            .values()
             .cloned()
             .collect()
     }
@@ -601,15 +673,15 @@ impl PubSub {
         if shared.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        let mut targets: Vec<Vec<u8>> = Vec::with_capacity(names.len());
-        for n in names {
-            let t = n.as_ref().as_bytes().to_vec();
-            if !targets.contains(&t) {
-                targets.push(t);
-            }
-        }
         let deadline = crate::deadline::deadline_after(Instant::now(), self.timeout);
-        let sub = shared.register(kind, targets.clone(), self.buffer);
+        let within = async {
+            let targets: Targets = Arc::new(distinct(names).await);
+            shared.register(kind, targets, self.buffer).await
+        };
+        let Ok(sub) = tokio::time::timeout_at(deadline, within).await else {
+            return Err(timed_out(command, self.timeout, false));
+        };
+        let targets = sub.targets.clone();
         shared.want_connection();
         let queue = sub.queue.clone();
         let confirmed = shared
@@ -625,6 +697,24 @@ impl PubSub {
         // On an error the subscription is dropped: unregistered and unsubscribed.
         confirmed.map(|()| sub)
     }
+}
+
+/// `names` as bytes, each once, in their first order: linear, yielding between [`CHUNK`]s.
+async fn distinct<S: AsRef<str>>(names: &[S]) -> Vec<Vec<u8>> {
+    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(names.len());
+    let mut out = Vec::with_capacity(names.len());
+    for chunk in names.chunks(CHUNK) {
+        for name in chunk {
+            let bytes = name.as_ref().as_bytes();
+            if seen.insert(bytes) {
+                out.push(bytes.to_vec());
+            }
+        }
+        if names.len() > CHUNK {
+            tokio::task::yield_now().await;
+        }
+    }
+    out
 }
 
 /// Keyspace notifications need `K` (keyspace channel) and at least one event class.

@@ -18,7 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef, RpcReplyPort}
 use redis::aio::MultiplexedConnection;
 use tokio::task::JoinHandle;
 
-use super::{PubSubShared, Queue, TargetKind};
+use super::{CHUNK, PubSubShared, Queue, TargetKind, Targets};
 use crate::error::{
     ConnectionFailure, Error, ErrorSide, FailureKind, classify, describe_connection_error,
     from_reply_error,
@@ -38,7 +38,7 @@ pub(crate) enum SubscriberMsg {
     /// subscription whose queue this is confirmed.
     Confirm {
         kind: TargetKind,
-        targets: Vec<Vec<u8>>,
+        targets: Targets,
         queue: Arc<Queue>,
         reply: RpcReplyPort<Result<(), Error>>,
     },
@@ -147,7 +147,7 @@ impl Actor for SubscriberActor {
         state.connected = Some(connected);
         let now = std::time::Instant::now();
         let mut buffered = 0;
-        for queue in shared.all_queues() {
+        for (_, _, queue) in shared.all_subscriptions() {
             queue.confirm();
             buffered += queue.restored(now, &shared.metrics).unwrap_or(0);
         }
@@ -190,24 +190,18 @@ impl Actor for SubscriberActor {
                 targets,
                 queue,
                 reply,
-            } => {
-                let missing: Vec<Vec<u8>> = targets
-                    .into_iter()
-                    .filter(|t| !connected.confirmed(kind).contains(t))
-                    .collect();
-                match subscribe(&shared, connected, kind, missing).await {
-                    Ok(()) => {
-                        queue.confirm();
-                        let _ = reply.send(Ok(()));
-                        None
-                    }
-                    Err(Failed::Refused(e)) => {
-                        let _ = reply.send(Err(e));
-                        None
-                    }
-                    Err(Failed::Connection(f)) => Some(f),
+            } => match subscribe(&shared, connected, kind, &targets).await {
+                Ok(()) => {
+                    queue.confirm();
+                    let _ = reply.send(Ok(()));
+                    None
                 }
-            }
+                Err(Failed::Refused(e)) => {
+                    let _ = reply.send(Err(e));
+                    None
+                }
+                Err(Failed::Connection(f)) => Some(f),
+            },
             SubscriberMsg::Reconcile(reply) => {
                 let mut result = Ok(());
                 let mut broken = None;
@@ -275,30 +269,33 @@ async fn connect(
     }
 }
 
-/// Subscribes a new connection to everything the registry wants. A target the server refuses
-/// (its ACL changed) ends the subscriptions to it; the others are restored.
+/// Subscribes a new connection to everything the live subscriptions want, subscription by
+/// subscription (so the work is in steps of [`CHUNK`], never one pass over every target). A
+/// target the server refuses (its ACL changed) ends the subscriptions to it; the others are
+/// restored.
 async fn restore(
     shared: &PubSubShared,
     connected: &mut Connected,
 ) -> Result<(), ConnectionFailure> {
-    for kind in [TargetKind::Channel, TargetKind::Pattern] {
-        let wanted: Vec<Vec<u8>> = shared.wanted_targets(kind).into_iter().collect();
-        match subscribe(shared, connected, kind, wanted.clone()).await {
+    shared.clear_released();
+    for (kind, targets, _) in shared.all_subscriptions() {
+        match subscribe(shared, connected, kind, &targets).await {
             Ok(()) => {}
             Err(Failed::Connection(f)) => return Err(f),
             Err(Failed::Refused(_)) => {
-                for target in wanted {
-                    match subscribe(shared, connected, kind, vec![target.clone()]).await {
+                for target in targets.iter() {
+                    let one = std::slice::from_ref(target);
+                    match subscribe(shared, connected, kind, one).await {
                         Ok(()) => {}
                         Err(Failed::Connection(f)) => return Err(f),
                         Err(Failed::Refused(e)) => {
                             tracing::warn!(
                                 client = %shared.config.name(),
-                                target = %String::from_utf8_lossy(&target),
+                                target = %String::from_utf8_lossy(target),
                                 error = %e,
                                 "pub/sub subscription could not be restored; it ends"
                             );
-                            shared.close_target(kind, &target);
+                            shared.close_target(kind, target);
                         }
                     }
                 }
@@ -308,58 +305,66 @@ async fn restore(
     Ok(())
 }
 
-/// `SUBSCRIBE`/`PSUBSCRIBE` `targets` within the command timeout.
+/// `SUBSCRIBE`/`PSUBSCRIBE` those of `targets` the connection is not subscribed to yet,
+/// [`CHUNK`] to a command (each step linear in its chunk), each confirmed within the command
+/// timeout.
 async fn subscribe(
     shared: &PubSubShared,
     connected: &mut Connected,
     kind: TargetKind,
-    targets: Vec<Vec<u8>>,
+    targets: &[Vec<u8>],
 ) -> Result<(), Failed> {
-    if targets.is_empty() {
-        return Ok(());
-    }
-    let conn = &mut connected.conn;
     let limit = shared.config.command_timeout();
-    let sent = match kind {
-        TargetKind::Channel => tokio::time::timeout(limit, conn.subscribe(&targets)).await,
-        TargetKind::Pattern => tokio::time::timeout(limit, conn.psubscribe(&targets)).await,
-    };
-    settle(sent, limit, kind.subscribe_command())?;
-    connected.confirmed(kind).extend(targets);
+    // Grown once here, not by doubling (a rehash of every element) part way.
+    connected.confirmed(kind).reserve(targets.len());
+    for chunk in targets.chunks(CHUNK) {
+        let confirmed = connected.confirmed(kind);
+        let missing: Vec<&Vec<u8>> = chunk.iter().filter(|t| !confirmed.contains(*t)).collect();
+        if missing.is_empty() {
+            // Nothing to send for this step: let the runtime run others before the next.
+            tokio::task::yield_now().await;
+            continue;
+        }
+        let conn = &mut connected.conn;
+        let sent = match kind {
+            TargetKind::Channel => tokio::time::timeout(limit, conn.subscribe(&missing)).await,
+            TargetKind::Pattern => tokio::time::timeout(limit, conn.psubscribe(&missing)).await,
+        };
+        settle(sent, limit, kind.subscribe_command())?;
+        connected
+            .confirmed(kind)
+            .extend(missing.into_iter().cloned());
+    }
     Ok(())
 }
 
-/// `UNSUBSCRIBE`/`PUNSUBSCRIBE` what the connection is subscribed to and nobody wants.
+/// `UNSUBSCRIBE`/`PUNSUBSCRIBE` what the connection is subscribed to and nobody wants any more
+/// (the targets released since the last look), [`CHUNK`] to a command.
 async fn unsubscribe_unwanted(
     shared: &PubSubShared,
     connected: &mut Connected,
     kind: TargetKind,
 ) -> Result<(), Failed> {
-    let wanted = shared.wanted_targets(kind);
-    let unwanted: Vec<Vec<u8>> = connected
-        .confirmed(kind)
-        .iter()
-        .filter(|t| !wanted.contains(*t))
-        .cloned()
-        .collect();
-    if unwanted.is_empty() {
-        return Ok(());
-    }
     let limit = shared.config.command_timeout();
-    let conn = &mut connected.conn;
-    let (sent, command) = match kind {
-        TargetKind::Channel => (
-            tokio::time::timeout(limit, conn.unsubscribe(&unwanted)).await,
-            "UNSUBSCRIBE",
-        ),
-        TargetKind::Pattern => (
-            tokio::time::timeout(limit, conn.punsubscribe(&unwanted)).await,
-            "PUNSUBSCRIBE",
-        ),
+    let command = match kind {
+        TargetKind::Channel => "UNSUBSCRIBE",
+        TargetKind::Pattern => "PUNSUBSCRIBE",
     };
-    settle(sent, limit, command)?;
-    for t in &unwanted {
-        connected.confirmed(kind).remove(t);
+    while shared.any_released(kind) {
+        let mut unwanted = shared.take_released(kind, CHUNK);
+        unwanted.retain(|t| connected.confirmed(kind).contains(t));
+        if unwanted.is_empty() {
+            continue;
+        }
+        let conn = &mut connected.conn;
+        let sent = match kind {
+            TargetKind::Channel => tokio::time::timeout(limit, conn.unsubscribe(&unwanted)).await,
+            TargetKind::Pattern => tokio::time::timeout(limit, conn.punsubscribe(&unwanted)).await,
+        };
+        settle(sent, limit, command)?;
+        for t in &unwanted {
+            connected.confirmed(kind).remove(t);
+        }
     }
     Ok(())
 }
@@ -387,6 +392,9 @@ fn settle(
     }
 }
 
+/// What the subscriber connection's probe `PING` carries, to know its reply for its own.
+const PROBE_TOKEN: &str = "redis-supervisor:probe";
+
 /// One health probe: `PING` within the probe timeout. A probe that times out while pushes kept
 /// arriving is not a failure (the connection is busy, not silent); `health_failures` silent
 /// failures in a row fail the connection.
@@ -399,7 +407,8 @@ async fn probe(
     let limit = config.health_timeout().min(config.health_interval());
     shared.heard.store(false, Ordering::Release);
     shared.watching.store(true, Ordering::Release);
-    let ping = redis::cmd("PING");
+    let mut ping = redis::cmd("PING");
+    ping.arg(PROBE_TOKEN);
     let reply = tokio::time::timeout(limit, connected.conn.send_packed_command(&ping)).await;
     shared.watching.store(false, Ordering::Release);
     let heard = shared.heard.load(Ordering::Acquire);
@@ -407,8 +416,17 @@ async fn probe(
         Ok(Err(e)) if classify(&e) == ErrorSide::Transport => {
             return Some(describe_connection_error(&e));
         }
-        // Any answer, even an error reply, is an answer.
-        Ok(_) => *failures = 0,
+        // Its own reply, or a refusal PING can get (NOPERM): an answer. Anything else was
+        // another command's: the connection has lost the order of its replies.
+        Ok(Ok(redis::Value::BulkString(echo))) if echo == PROBE_TOKEN.as_bytes() => *failures = 0,
+        Ok(Err(e)) if e.code() == Some("NOPERM") => *failures = 0,
+        Ok(Ok(redis::Value::ServerError(e))) if e.code() == "NOPERM" => *failures = 0,
+        Ok(_) => {
+            return Some(ConnectionFailure::new(
+                FailureKind::Unhealthy,
+                "subscriber connection: PING was answered with another command's reply",
+            ));
+        }
         Err(_) if heard => *failures = 0,
         Err(_) => *failures += 1,
     }

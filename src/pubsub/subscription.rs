@@ -274,7 +274,7 @@ impl Queue {
 pub struct Subscription {
     pub(super) id: u64,
     pub(super) kind: TargetKind,
-    pub(super) targets: Vec<Vec<u8>>,
+    pub(super) targets: super::Targets,
     pub(super) queue: Arc<Queue>,
     pub(super) shared: Arc<PubSubShared>,
     /// False once the subscription has been taken out of the registry.
@@ -323,14 +323,11 @@ impl Subscription {
     /// subscription is ended anyway: no more events reach it);
     /// [`Error::Server`] if it refuses.
     pub async fn unsubscribe(mut self) -> Result<(), Error> {
-        self.release();
-        self.shared.reconcile(self.kind).await
-    }
-
-    pub(super) fn release(&mut self) {
         if std::mem::take(&mut self.registered) {
-            self.shared.unregister(self);
+            let (kind, id, targets) = (self.kind, self.id, self.targets.clone());
+            self.shared.unregister(kind, id, &targets).await;
         }
+        self.shared.reconcile(self.kind).await
     }
 }
 
@@ -344,9 +341,9 @@ impl futures_core::Stream for Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        if self.registered {
-            self.release();
-            self.shared.reconcile_later();
+        if std::mem::take(&mut self.registered) {
+            let targets = self.targets.clone();
+            self.shared.unregister_dropped(self.kind, self.id, targets);
         }
     }
 }
