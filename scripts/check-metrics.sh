@@ -379,11 +379,13 @@ EXPECT = [
     'redis_client_cache_lookups_total{result="hit"} == 0',
     'redis_client_cache_loads_total{outcome="timeout"} == 0',
     'redis_client_cache_corrupt_total == 0',
-    # No subscription, no blocking command: the dedicated connections are never opened.
+    # No subscription, no blocking command, no transaction: the dedicated connections are never opened.
     'redis_client_pubsub_up == 0',
     'redis_client_pubsub_lagged_total == 0',
     'redis_client_blocking_connections == 0',
     'redis_client_blocking_in_use == 0',
+    'redis_client_leased_connections == 0',
+    'redis_client_leased_in_use == 0',
     'redis_client_failovers_total == 0',
     'redis_client_lane_up{lane="0"} == 1',
 ]

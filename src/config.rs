@@ -52,7 +52,7 @@ pub const MAX_WAITING_BOUND: usize = 1_000_000;
 pub const MAX_LANES: usize = 16;
 /// The largest [`Config::pubsub_buffer`]: 1 000 000 events per subscription.
 pub const MAX_PUBSUB_BUFFER: usize = 1_000_000;
-/// The largest [`Config::blocking_connections`]: 1 024.
+/// The largest [`Config::blocking_connections`] and [`Config::leased_connections`]: 1 024.
 pub const MAX_BLOCKING_CONNECTIONS: usize = 1_024;
 
 /// What a command does while the connection is not up.
@@ -286,6 +286,9 @@ settings! {
     cluster_read_from_replicas: bool = false, env "REDIS_CLUSTER_READ_FROM_REPLICAS", default "`false`";
     /// Dedicated connections for blocking commands (`BLPOP` & co.), opened on demand; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
     blocking_connections: usize = pub DEFAULT_BLOCKING_CONNECTIONS = 16, env "REDIS_BLOCKING_CONNECTIONS", default "16",
+        check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
+    /// Leased connections, opened on demand, each held by one user at a time: [`RedisHandle::transaction`](crate::RedisHandle::transaction) (`WATCH`/`MULTI`/`EXEC`), writes that wait for replicas and lock acquires on a replicated master; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
+    leased_connections: usize = pub DEFAULT_LEASED_CONNECTIONS = 8, env "REDIS_LEASED_CONNECTIONS", default "8",
         check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
 }
 

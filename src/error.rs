@@ -135,6 +135,17 @@ pub enum Error {
         reason: String,
     },
 
+    /// [`RedisHandle::transaction`](crate::RedisHandle::transaction) was aborted `attempts`
+    /// times in a row (another client changed a watched key between `WATCH` and `EXEC` each
+    /// time) and gave up at its bound or its deadline. Nothing of it was committed.
+    #[error(
+        "transaction aborted {attempts} times by changes to its watched keys; nothing was committed"
+    )]
+    TransactionAborted {
+        /// How many times `EXEC` was aborted.
+        attempts: u32,
+    },
+
     /// A [`LockGuard`](crate::lock::LockGuard) found its lock no longer held by it (`extend` or
     /// `release`): the TTL passed (and another holder may have it now) or the key was deleted.
     /// Nothing was changed: another holder's lock is never extended or freed. Work done under
@@ -164,7 +175,8 @@ fn format_since(since: SystemTime) -> String {
 impl Error {
     /// True when retrying the same call later may succeed without any change by the caller:
     /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
-    /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded). Not
+    /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded),
+    /// [`TransactionAborted`](Error::TransactionAborted). Not
     /// [`Loader`](Error::Loader) (whether the loader's failure is transient is the loader's
     /// business: inspect `source`), [`Corrupt`](Error::Corrupt) (the data stays corrupt until
     /// it is overwritten or deleted), [`LockLost`](Error::LockLost) (the lock is gone: acquire
@@ -176,6 +188,7 @@ impl Error {
                 | Error::Timeout { .. }
                 | Error::Connection(_)
                 | Error::Overloaded { .. }
+                | Error::TransactionAborted { .. }
         )
     }
 
@@ -275,6 +288,23 @@ pub(crate) fn from_reply_error(err: redis::RedisError) -> Error {
         redis::ErrorKind::AuthenticationFailed => Error::Server {
             code: "WRONGPASS".to_string(),
             message: "authentication failed".to_string(),
+        },
+        // Refused by redis-rs before anything was sent (the caller's input): not a connection
+        // problem, and retrying the same call cannot help.
+        redis::ErrorKind::Client | redis::ErrorKind::InvalidClientConfig => {
+            Error::InvalidArgument(err.to_string())
+        }
+        // A server error reply redis-rs has no kind for (a module's own code, say): still the
+        // server's answer, not a connection problem.
+        redis::ErrorKind::Extension => Error::Server {
+            code: err
+                .to_string()
+                .split_whitespace()
+                .next()
+                .unwrap_or("ERR")
+                .trim_end_matches(':')
+                .to_string(),
+            message: err.to_string(),
         },
         _ => Error::Connection(err.to_string()),
     }
@@ -519,6 +549,16 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn caller_mistakes_are_not_connection_failures() {
+        let client = redis::RedisError::from((redis::ErrorKind::Client, "empty command"));
+        let e = from_reply_error(client);
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(!e.is_unavailable() && !e.is_retryable());
+        let parse = redis::RedisError::from((redis::ErrorKind::Parse, "bad"));
+        assert!(matches!(from_reply_error(parse), Error::ReplyType(_)));
     }
 
     #[test]

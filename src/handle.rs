@@ -29,6 +29,32 @@
 //! [`cmd_idempotent`](RedisHandle::cmd_idempotent) /
 //! [`pipeline_idempotent`](RedisHandle::pipeline_idempotent).
 //!
+//! # Commands that change the connection's state
+//!
+//! The shared connection is one socket for every caller of a supervisor: a command that changes
+//! what the *connection* is — its database, its protocol, whether it replies, who it is
+//! authenticated as, whether it is in a transaction or subscribed — changes it for every other
+//! caller too (their writes land in another database, they receive each other's replies). These
+//! are refused before anything is sent, with [`Error::InvalidArgument`] naming the command and
+//! the API that does the job instead; a pipeline is checked command by command.
+//!
+//! | command | instead |
+//! |---|---|
+//! | `SELECT` | [`Config::db`](crate::Config::db) (`REDIS_DB`), or a second supervisor for another database |
+//! | `AUTH`, `HELLO` | the credentials of the [`Config`] (`REDIS_USERNAME`, `REDIS_PASSWORD`); the crate always speaks RESP3 |
+//! | `RESET`, `QUIT` | nothing: [`Supervisor::shutdown`](crate::Supervisor::shutdown) closes the connection |
+//! | `CLIENT REPLY`, `CLIENT TRACKING`, `CLIENT CACHING`, `CLIENT NO-EVICT`, `CLIENT NO-TOUCH` | nothing on the shared connection |
+//! | `CLIENT SETNAME`, `CLIENT SETINFO` | [`Config::name`](crate::Config::name) (`REDIS_CLIENT_NAME`): the crate names its connections after it |
+//! | `MULTI`, `EXEC`, `DISCARD` | `pipeline(redis::pipe().atomic()…)`, or [`transaction`](RedisHandle::transaction) |
+//! | `WATCH`, `UNWATCH` | [`transaction`](RedisHandle::transaction): `WATCH` on a connection of its own |
+//! | `SUBSCRIBE`, `PSUBSCRIBE`, `SSUBSCRIBE` and their unsubscribes | [`Supervisor::pubsub`](crate::Supervisor::pubsub) |
+//! | `MONITOR`, `SYNC`, `PSYNC`, `REPLCONF` | nothing: they turn the connection into a stream |
+//! | `READONLY`, `READWRITE`, `ASKING` | nothing: cluster routing (and `ASK` redirects) are the crate's |
+//!
+//! Every other command runs as it is. Commands that change the *server* (`CONFIG SET`,
+//! `FLUSHALL`, `CLIENT KILL`, `CLIENT PAUSE`, …) are the caller's business, as with any client;
+//! `SELECT` inside a Lua script changes only the script's database.
+//!
 //! A caller's deadline is the caller's budget: a command that misses it is no evidence against
 //! the connection, and never makes the supervisor replace it (the health actor judges that).
 
@@ -41,19 +67,22 @@ use redis::{FromRedisValue, ToRedisArgs, Value};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::blocking::{BlockingPool, blocking_time};
+use crate::command::blocking_time;
 use crate::config::{Config, NodeAddr, OfflinePolicy};
 use crate::deadline;
 use crate::error::{Error, FailureKind, from_reply_error};
 use crate::lane::{ExecError, Lane, Lease, NotReady};
-use crate::metrics::{BlockingMetrics, CommandLabel, CommandMetrics, Outcome, PatternMetrics};
+use crate::metrics::{CommandLabel, CommandMetrics, Outcome, PatternMetrics, PoolMetrics};
+use crate::pool::{Pool, Purpose};
 use crate::request::Request;
 use crate::route::{Route, RouteState};
 use crate::sync::Striped;
 
 mod blocking;
 mod bulk;
+mod transaction;
 use bulk::BigReplies;
+pub use transaction::{TRANSACTION_ATTEMPTS, Transaction};
 
 pub(crate) use crate::deadline::deadline_after;
 
@@ -125,7 +154,9 @@ pub(crate) struct HandleCore {
     /// Carried for the patterns built on handles; they write it, the handle never does.
     patterns: PatternMetrics,
     /// The dedicated connections for blocking commands.
-    blocking: BlockingPool,
+    blocking: Pool,
+    /// The leased connections: transactions, writes that wait for replicas, lock acquires.
+    leased: Pool,
     /// With more than one lane: which commands bring back big replies.
     bulk: Option<BigReplies>,
 }
@@ -136,10 +167,12 @@ impl HandleCore {
         route: Route,
         metrics: CommandMetrics,
         patterns: PatternMetrics,
-        blocking: BlockingMetrics,
+        pools: [PoolMetrics; 2],
     ) -> Arc<Self> {
+        let [blocking, leased] = pools;
         Arc::new(HandleCore {
-            blocking: BlockingPool::new(config.clone(), blocking),
+            blocking: Pool::new(config.clone(), Purpose::Blocking, blocking),
+            leased: Pool::new(config.clone(), Purpose::Leased, leased),
             bulk: (config.lanes() > 1).then(BigReplies::new),
             config,
             route,
@@ -181,8 +214,14 @@ impl HandleCore {
         self.waiting.load(Ordering::Relaxed)
     }
 
-    /// The blocking pool (closed and unblocked by the supervisor at shutdown).
-    pub(crate) fn blocking(&self) -> &BlockingPool {
+    /// The two pools, blocking and leased (closed and unblocked by the supervisor at shutdown;
+    /// emptied of idle connections at a failover).
+    pub(crate) fn pools(&self) -> [&Pool; 2] {
+        [&self.blocking, &self.leased]
+    }
+
+    /// The blocking pool.
+    pub(crate) fn blocking(&self) -> &Pool {
         &self.blocking
     }
 }
@@ -646,8 +685,15 @@ impl RedisHandle {
         self.query(cmd, never(CommandLabel::Publish)).await
     }
 
-    /// Any command, as a [`redis::Cmd`]. Keys are sent as given (no key prefix). Treated as
-    /// non-idempotent: never replayed after an ambiguous failure.
+    /// Any command that does not change the connection's own state, as a [`redis::Cmd`]. Keys
+    /// are sent as given (no key prefix). Treated as non-idempotent: never replayed after an
+    /// ambiguous failure.
+    ///
+    /// The connection is shared by every caller of the supervisor, so a command that would change
+    /// what it is for all of them — `SELECT`, `CLIENT REPLY`, `MULTI`/`WATCH`, `SUBSCRIBE`,
+    /// `MONITOR`, `HELLO`, `AUTH`, `RESET`, … — is refused with [`Error::InvalidArgument`] naming
+    /// the API to use instead, and never sent (the table is in the
+    /// [module docs](self#commands-that-change-the-connections-state)).
     ///
     /// A blocking command (`BLPOP`, `BRPOP`, `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`,
     /// `BZPOPMAX`, `BZMPOP`, `XREAD`/`XREADGROUP` with `BLOCK`, `WAIT`, `WAITAOF`) is found by
@@ -658,8 +704,12 @@ impl RedisHandle {
     /// pipeline or `MULTI` they do not block, and run as they are.)
     ///
     /// # Errors
-    /// See the [module docs](self).
+    /// [`Error::InvalidArgument`] for an empty command or one that changes the connection's
+    /// state; otherwise see the [module docs](self).
     pub async fn cmd<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        if let Some(refused) = crate::command::shared_refusal(&cmd) {
+            return Err(self.refuse(&Request::raw(cmd), refused));
+        }
         if let Some(block) = blocking_time(&cmd) {
             return self.raw_blocking(cmd, block, false).await;
         }
@@ -671,8 +721,11 @@ impl RedisHandle {
     /// connection is lost before its reply.
     ///
     /// # Errors
-    /// See the [module docs](self).
+    /// As [`cmd`](Self::cmd).
     pub async fn cmd_idempotent<RV: FromRedisValue>(&self, cmd: redis::Cmd) -> Result<RV, Error> {
+        if let Some(refused) = crate::command::shared_refusal(&cmd) {
+            return Err(self.refuse(&Request::raw(cmd), refused));
+        }
         if let Some(block) = blocking_time(&cmd) {
             return self.raw_blocking(cmd, block, true).await;
         }
@@ -680,7 +733,9 @@ impl RedisHandle {
     }
 
     /// Runs a [`redis::Pipeline`] in one round trip; `redis::pipe().atomic()` wraps it in
-    /// `MULTI`/`EXEC`. Treated as non-idempotent. No key prefix is applied.
+    /// `MULTI`/`EXEC`. Treated as non-idempotent. No key prefix is applied. Each command is
+    /// checked as [`cmd`](Self::cmd) checks one: none may change the connection's state (a
+    /// `MULTI` of your own among them included: use `.atomic()`).
     ///
     /// ```no_run
     /// # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
@@ -691,20 +746,42 @@ impl RedisHandle {
     /// ```
     ///
     /// # Errors
-    /// See the [module docs](self); [`Error::Server`] for the first failing command.
+    /// [`Error::InvalidArgument`] for an empty pipeline or one holding a command that changes
+    /// the connection's state; [`Error::Server`] for the first failing command; otherwise see
+    /// the [module docs](self).
     pub async fn pipeline<RV: FromRedisValue>(&self, pipe: redis::Pipeline) -> Result<RV, Error> {
-        self.run(Request::pipeline(pipe), false).await
+        self.run_pipeline(pipe, false).await
     }
 
     /// Like [`pipeline`](Self::pipeline), for pipelines that are safe to run twice.
     ///
     /// # Errors
-    /// See the [module docs](self).
+    /// As [`pipeline`](Self::pipeline).
     pub async fn pipeline_idempotent<RV: FromRedisValue>(
         &self,
         pipe: redis::Pipeline,
     ) -> Result<RV, Error> {
-        self.run(Request::pipeline(pipe), true).await
+        self.run_pipeline(pipe, true).await
+    }
+
+    async fn run_pipeline<RV: FromRedisValue>(
+        &self,
+        pipe: redis::Pipeline,
+        replay_safe: bool,
+    ) -> Result<RV, Error> {
+        if let Some(refused) = crate::command::pipeline_refusal(&pipe) {
+            return Err(self.refuse(&Request::pipeline(pipe), refused));
+        }
+        self.run(Request::pipeline(pipe), replay_safe).await
+    }
+
+    /// A command refused before it was sent (a caller's mistake): counted, and answered `error`.
+    fn refuse(&self, request: &Request, error: Error) -> Error {
+        let label = request.label();
+        self.core
+            .metrics
+            .command(label, Outcome::Error, Duration::ZERO);
+        error
     }
 
     /// The nodes a walk of the keyspace (`SCAN`) must visit: `[None]` (the one server) unless
@@ -976,7 +1053,7 @@ fn cross_slot(error: Error, request: &Request) -> Error {
     if code != "CROSSSLOT" {
         return error;
     }
-    let keys = crate::request::args(cmd)
+    let keys = crate::command::args(cmd)
         .skip(1)
         .take(8)
         .map(|key| {

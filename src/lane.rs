@@ -303,6 +303,14 @@ enum Leased {
 }
 
 impl Lease {
+    /// The cluster router, when this is a cluster connection (to find a key's node).
+    pub(crate) fn router(&self) -> Option<&Router> {
+        match &self.conn {
+            Leased::Cluster(router) => Some(router),
+            Leased::Node(_) => None,
+        }
+    }
+
     /// The owning connection actor's id.
     pub(crate) fn id(&self) -> ActorId {
         self.shared.id

@@ -244,7 +244,7 @@ server.restart().await?; // same port
 
 pub mod availability;
 pub mod backoff;
-mod blocking;
+mod command;
 pub mod config;
 mod connection;
 mod deadline;
@@ -256,6 +256,7 @@ pub mod info;
 mod lane;
 pub mod metrics;
 mod patterns;
+mod pool;
 pub mod pubsub;
 mod request;
 mod route;
@@ -273,7 +274,7 @@ pub use availability::{
 pub use backoff::BackoffPolicy;
 pub use config::{Config, ConfigBuilder, ConfigError, OfflinePolicy, Secret};
 pub use error::{Error, FailureKind};
-pub use handle::{KeyTtl, RedisHandle, SetOptions};
+pub use handle::{KeyTtl, RedisHandle, SetOptions, Transaction};
 pub use patterns::{cache, lock, presence, ratelimit, session};
 pub use supervisor::Supervisor;
 

@@ -21,10 +21,10 @@ use crate::info::ServerStats;
 mod dedicated;
 mod patterns;
 pub use dedicated::{
-    BLOCKING_CONNECTIONS, BLOCKING_IN_USE, PUBSUB_LAGGED, PUBSUB_MESSAGES, PUBSUB_RESUBSCRIBES,
-    PUBSUB_SUBSCRIPTIONS, PUBSUB_UP,
+    BLOCKING_CONNECTIONS, BLOCKING_IN_USE, LEASED_CONNECTIONS, LEASED_IN_USE, PUBSUB_LAGGED,
+    PUBSUB_MESSAGES, PUBSUB_RESUBSCRIBES, PUBSUB_SUBSCRIPTIONS, PUBSUB_UP,
 };
-pub(crate) use dedicated::{BlockingMetrics, PubSubMetrics};
+pub(crate) use dedicated::{PoolMetrics, PubSubMetrics};
 pub(crate) use patterns::PatternMetrics;
 pub(crate) use patterns::{Acquire, Check, DegradedOp, LoadOutcome, Lookup};
 pub use patterns::{
@@ -326,7 +326,8 @@ pub(crate) struct Metrics {
     pub(crate) health: HealthMetrics,
     pub(crate) patterns: PatternMetrics,
     pub(crate) pubsub: PubSubMetrics,
-    pub(crate) blocking: BlockingMetrics,
+    pub(crate) blocking: PoolMetrics,
+    pub(crate) leased: PoolMetrics,
 }
 
 impl Metrics {
@@ -347,7 +348,8 @@ impl Metrics {
                 health: HealthMetrics::new(&registry),
                 patterns: PatternMetrics::new(&registry),
                 pubsub: PubSubMetrics::new(&registry),
-                blocking: BlockingMetrics::new(&registry),
+                blocking: PoolMetrics::blocking(&registry),
+                leased: PoolMetrics::leased(&registry),
             }
         })
     }
@@ -700,6 +702,18 @@ const DESCRIPTIONS: &[(&str, Kind, Option<Unit>, &str)] = &[
         Kind::Gauge,
         None,
         "Blocking commands running on a dedicated connection now.",
+    ),
+    (
+        LEASED_CONNECTIONS,
+        Kind::Gauge,
+        None,
+        "Leased connections (transactions, writes that wait for replicas, lock acquires) open now.",
+    ),
+    (
+        LEASED_IN_USE,
+        Kind::Gauge,
+        None,
+        "Leased connections held by a transaction or command now.",
     ),
     (
         CLIENT_UP,

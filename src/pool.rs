@@ -1,16 +1,23 @@
-//! The blocking pool: dedicated connections for blocking commands (`BLPOP`, `BRPOP`,
-//! `BZPOPMIN`, `XREAD BLOCK`, `WAIT`, …), so that a command which waits on the server for
-//! seconds never stalls the shared command connection's pipeline or its health probes.
+//! Pools of connections that one command (or one transaction) holds on its own, so that what it
+//! does to its connection — block on the server for seconds, `WATCH` keys, wait for replicas —
+//! never touches the connection every other caller shares. Two pools per supervisor, one per
+//! [`Purpose`]:
 //!
-//! A blocking command holds one connection for its whole run, so the pool hands each out to one
-//! command at a time: at most [`Config::blocking_connections`] run at once (opened on demand,
-//! kept open while idle); more wait for a free one within their deadline, then get
-//! [`Error::Overloaded`]. A connection whose command failed or ran out of time is closed (the
-//! server then unblocks it), never reused. Connections are opened only while the supervisor's
-//! command connection is up, so an outage is paced by the supervisor's backoff, not by callers
-//! retrying in a loop.
+//! - **blocking** (`BLPOP`, `BRPOP`, `BZPOPMIN`, `XREAD BLOCK`, `WAIT`, …): a command that waits
+//!   on the server would stall the shared connection's pipeline and its health probes;
+//! - **leased** (`RedisHandle::transaction`'s `WATCH`/`MULTI`/`EXEC`, writes that wait for
+//!   replicas, lock acquires): connection state of its own, and `WAIT`.
 //!
-//! At shutdown the pool refuses new commands, sends `CLIENT UNBLOCK <id> ERROR` (on the command
+//! A connection is handed to one user at a time: at most the pool's size run at once (opened on
+//! demand, kept open while idle); more wait for a free one within their deadline, then get
+//! [`Error::Overloaded`]. A connection is given back only in a clean state (its command answered;
+//! no `WATCH` or `MULTI` left on it); one whose command failed, ran out of time or left state
+//! behind is closed (the server then unblocks and forgets it), never reused. Connections are
+//! opened only while the supervisor's command connection is up, so an outage is paced by the
+//! supervisor's backoff, not by callers retrying in a loop; after a failover the idle ones are
+//! closed and the busy ones are not reused.
+//!
+//! At shutdown a pool refuses new commands, sends `CLIENT UNBLOCK <id> ERROR` (on the command
 //! connection) for every command still blocked, so each returns at once and is answered
 //! [`Error::ShuttingDown`] — it popped nothing — and closes the idle connections.
 
@@ -29,7 +36,7 @@ use crate::error::{
     ConnectionFailure, Error, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::lane::{ExecError, Lane, NotReady};
-use crate::metrics::BlockingMetrics;
+use crate::metrics::PoolMetrics;
 use crate::request::Request;
 use crate::sync::lock;
 use crate::topology::Topology;
@@ -52,11 +59,34 @@ pub(crate) struct Dedicated {
     epoch: u64,
 }
 
-/// The pool (one per supervisor, shared by every handle).
-pub(crate) struct BlockingPool {
+/// What a pool's connections are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    /// Blocking commands ([`Config::blocking_connections`] of them).
+    Blocking,
+    /// Transactions, writes that wait for replicas, lock acquires
+    /// ([`Config::leased_connections`] of them).
+    Leased,
+}
+
+impl Purpose {
+    /// The connections' name suffix (`CLIENT SETNAME redis-supervisor:<name>:<suffix>`).
+    fn name(self) -> &'static str {
+        match self {
+            Purpose::Blocking => "blocking",
+            Purpose::Leased => "leased",
+        }
+    }
+}
+
+/// A pool (two per supervisor, shared by every handle).
+pub(crate) struct Pool {
+    purpose: Purpose,
+    /// Connections at most (open and idle together).
+    size: usize,
     config: Arc<Config>,
     topology: Topology,
-    metrics: BlockingMetrics,
+    metrics: PoolMetrics,
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Dedicated>>,
     /// The client ids of the connections running a command now (and, on a cluster, their
@@ -70,12 +100,20 @@ pub(crate) struct BlockingPool {
 }
 
 /// A connection checked out for one command; returned to the pool only by
-/// [`BlockingPool::give_back`] after a clean answer.
+/// [`Pool::give_back`] after a clean answer.
 pub(crate) struct Checkout<'a> {
-    pool: &'a BlockingPool,
+    pool: &'a Pool,
     key: u64,
     dedicated: Option<Dedicated>,
     _permit: OwnedSemaphorePermit,
+}
+
+impl Checkout<'_> {
+    /// The connection, for a user that runs several commands on it (a transaction); `None`
+    /// only once it was taken back.
+    pub(crate) fn conn(&mut self) -> Option<&mut MultiplexedConnection> {
+        self.dedicated.as_mut().map(|d| &mut d.conn)
+    }
 }
 
 impl Drop for Checkout<'_> {
@@ -89,10 +127,15 @@ impl Drop for Checkout<'_> {
     }
 }
 
-impl BlockingPool {
-    pub(crate) fn new(config: Arc<Config>, metrics: BlockingMetrics) -> Self {
-        let size = config.blocking_connections();
-        BlockingPool {
+impl Pool {
+    pub(crate) fn new(config: Arc<Config>, purpose: Purpose, metrics: PoolMetrics) -> Self {
+        let size = match purpose {
+            Purpose::Blocking => config.blocking_connections(),
+            Purpose::Leased => config.leased_connections(),
+        };
+        Pool {
+            purpose,
+            size,
             topology: Topology::of(&config),
             config,
             metrics,
@@ -113,9 +156,7 @@ impl BlockingPool {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(Error::ShuttingDown),
             Err(_) if self.closed.load(Ordering::Acquire) => Err(Error::ShuttingDown),
-            Err(_) => Err(Error::Overloaded {
-                limit: self.config.blocking_connections(),
-            }),
+            Err(_) => Err(Error::Overloaded { limit: self.size }),
         }
     }
 
@@ -139,9 +180,7 @@ impl BlockingPool {
                 // None to that node: one to another node makes room (the pool's size bounds
                 // every connection, idle ones too).
                 None if node.is_some()
-                    && idle.len() + self.config.blocking_connections()
-                        - self.permits.available_permits()
-                        >= self.config.blocking_connections() =>
+                    && idle.len() + self.size - self.permits.available_permits() >= self.size =>
                 {
                     if !idle.is_empty() {
                         idle.swap_remove(0);
@@ -234,7 +273,7 @@ impl BlockingPool {
     /// Dedicated connections open now, and how many run a command.
     pub(crate) fn report(&self) -> (usize, usize) {
         let idle = lock(&self.idle).len();
-        let in_use = self.config.blocking_connections() - self.permits.available_permits();
+        let in_use = self.size - self.permits.available_permits();
         (idle + in_use, in_use)
     }
 
@@ -324,7 +363,11 @@ impl BlockingPool {
         setup
             .cmd("CLIENT")
             .arg("SETNAME")
-            .arg(format!("redis-supervisor:{}:blocking", config.name()))
+            .arg(format!(
+                "redis-supervisor:{}:{}",
+                config.name(),
+                self.purpose.name()
+            ))
             .ignore()
             .cmd("CLIENT")
             .arg("ID");
@@ -358,191 +401,4 @@ fn classify_reply(result: redis::RedisResult<Value>) -> Result<Value, ExecError>
         return Err(ExecError::Refused(refusal));
     }
     result.map_err(ExecError::Reply)
-}
-
-/// How a command blocks, from its name and arguments: `Some(Ok(block))` for a blocking command
-/// that blocks up to `block`, `Some(Err(_))` for one that would block forever (timeout 0) or
-/// whose timeout is not a number, `None` for a command that does not block.
-pub(crate) fn blocking_time(cmd: &redis::Cmd) -> Option<Result<Duration, Error>> {
-    let mut args = crate::request::args(cmd);
-    let name = args.next()?;
-    // Most commands are rejected on their first letter, without an allocation.
-    if !matches!(name.first(), Some(b'B' | b'b' | b'W' | b'w' | b'X' | b'x')) {
-        return None;
-    }
-    let upper = name.to_ascii_uppercase();
-    let args: Vec<&[u8]> = args.collect();
-    let (arg, unit) = match upper.as_slice() {
-        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BLMOVE" | b"BRPOPLPUSH" => {
-            (args.last().copied(), Unit::Seconds)
-        }
-        b"BLMPOP" | b"BZMPOP" => (args.first().copied(), Unit::Seconds),
-        b"WAIT" | b"WAITAOF" => (args.last().copied(), Unit::Millis),
-        b"XREAD" | b"XREADGROUP" => {
-            let at = args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))?;
-            (args.get(at + 1).copied(), Unit::Millis)
-        }
-        _ => return None,
-    };
-    let name = String::from_utf8_lossy(&upper).into_owned();
-    Some(parse_block(&name, arg, unit))
-}
-
-/// The key a blocking command blocks on (its first), which decides its node on a cluster;
-/// `None` for `WAIT`/`WAITAOF` (no key) or a command whose key cannot be found.
-pub(crate) fn first_key(cmd: &redis::Cmd) -> Option<&[u8]> {
-    let args: Vec<&[u8]> = crate::request::args(cmd).collect();
-    let name = args.first()?.to_ascii_uppercase();
-    match name.as_slice() {
-        b"BLMPOP" | b"BZMPOP" => args.get(3).copied(),
-        b"XREAD" | b"XREADGROUP" => {
-            let at = args
-                .iter()
-                .position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
-            args.get(at + 1).copied()
-        }
-        b"WAIT" | b"WAITAOF" => None,
-        _ => args.get(1).copied(),
-    }
-}
-
-/// `cmd` with its block time set to `block` (at least 10 ms: 0 would block forever), for a
-/// command that waited for a connection and has less of its deadline left than it would block;
-/// `None` when `cmd` is not a blocking command whose block time this knows.
-pub(crate) fn with_block_time(cmd: &redis::Cmd, block: Duration) -> Option<redis::Cmd> {
-    let args: Vec<&[u8]> = crate::request::args(cmd).collect();
-    let name = args.first()?.to_ascii_uppercase();
-    let last = args.len().checked_sub(1)?;
-    let (at, unit) = match name.as_slice() {
-        b"BLPOP" | b"BRPOP" | b"BZPOPMIN" | b"BZPOPMAX" | b"BLMOVE" | b"BRPOPLPUSH" => {
-            (last, Unit::Seconds)
-        }
-        b"BLMPOP" | b"BZMPOP" => (1, Unit::Seconds),
-        b"WAIT" | b"WAITAOF" => (last, Unit::Millis),
-        b"XREAD" | b"XREADGROUP" => (
-            args.iter().position(|a| a.eq_ignore_ascii_case(b"BLOCK"))? + 1,
-            Unit::Millis,
-        ),
-        _ => return None,
-    };
-    if at == 0 || at > last {
-        return None;
-    }
-    let block = block.max(Duration::from_millis(10));
-    let value = match unit {
-        Unit::Seconds => format!("{:.3}", block.as_secs_f64()),
-        Unit::Millis => block.as_millis().to_string(),
-    };
-    let mut out = redis::cmd(std::str::from_utf8(args[0]).ok()?);
-    for (i, a) in args.iter().enumerate().skip(1) {
-        if i == at {
-            out.arg(value.as_str());
-        } else {
-            out.arg(*a);
-        }
-    }
-    Some(out)
-}
-
-#[derive(Clone, Copy)]
-enum Unit {
-    Seconds,
-    Millis,
-}
-
-fn parse_block(name: &str, arg: Option<&[u8]>, unit: Unit) -> Result<Duration, Error> {
-    let text = arg.map(String::from_utf8_lossy).unwrap_or_default();
-    let secs = text.trim().parse::<f64>().ok().map(|n| match unit {
-        Unit::Seconds => n,
-        Unit::Millis => n / 1000.0,
-    });
-    match secs {
-        Some(s) if s > 0.0 && s.is_finite() && s <= crate::config::MAX_DURATION.as_secs_f64() => {
-            Ok(Duration::from_secs_f64(s))
-        }
-        Some(0.0) => Err(Error::InvalidArgument(format!(
-            "{name} with timeout 0 would block forever; give it a finite timeout (every command \
-             here is answered by a deadline)"
-        ))),
-        _ => Err(Error::InvalidArgument(format!(
-            "{name} timeout {text:?} is not a number of {} from just above 0 to 24 h",
-            match unit {
-                Unit::Seconds => "seconds",
-                Unit::Millis => "milliseconds",
-            }
-        ))),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn block(args: &[&str]) -> Option<Result<Duration, Error>> {
-        let mut cmd = redis::cmd(args[0]);
-        for a in &args[1..] {
-            cmd.arg(*a);
-        }
-        blocking_time(&cmd)
-    }
-
-    #[test]
-    fn blocking_commands_are_found_with_their_block_time() {
-        let ok = |args: &[&str]| block(args).and_then(Result::ok);
-        assert_eq!(ok(&["blpop", "a", "b", "2"]), Some(Duration::from_secs(2)));
-        assert_eq!(ok(&["BRPOP", "a", "0.5"]), Some(Duration::from_millis(500)));
-        assert_eq!(
-            ok(&["BLMPOP", "3", "1", "a", "LEFT"]),
-            Some(Duration::from_secs(3))
-        );
-        assert_eq!(
-            ok(&["XREAD", "COUNT", "1", "block", "250", "STREAMS", "s", "$"]),
-            Some(Duration::from_millis(250))
-        );
-        assert_eq!(ok(&["WAIT", "1", "100"]), Some(Duration::from_millis(100)));
-        assert!(block(&["XREAD", "STREAMS", "s", "0"]).is_none(), "no BLOCK");
-        assert!(block(&["GET", "k"]).is_none());
-        let forever = block(&["BLPOP", "a", "0"]).and_then(Result::err);
-        assert!(forever.is_some_and(|e| e.to_string().contains("forever")));
-        let nan = block(&["BLPOP", "a", "soon"]).and_then(Result::err);
-        assert!(nan.is_some_and(|e| e.to_string().contains("\"soon\"")));
-        assert!(block(&["BLPOP", "a", "1e12"]).is_some_and(|r| r.is_err()));
-    }
-
-    #[test]
-    fn block_times_are_shortened_in_place() {
-        let short = |args: &[&str], ms: u64| {
-            let mut cmd = redis::cmd(args[0]);
-            for a in &args[1..] {
-                cmd.arg(*a);
-            }
-            with_block_time(&cmd, Duration::from_millis(ms)).map(|c| {
-                c.args_iter()
-                    .filter_map(|a| match a {
-                        redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
-                        _ => None,
-                    })
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-        };
-        assert_eq!(
-            short(&["BLPOP", "a", "b", "5"], 1250).as_deref(),
-            Some("BLPOP a b 1.250")
-        );
-        assert_eq!(
-            short(&["BLMPOP", "5", "1", "a", "LEFT"], 300).as_deref(),
-            Some("BLMPOP 0.300 1 a LEFT")
-        );
-        assert_eq!(
-            short(&["XREAD", "BLOCK", "5000", "STREAMS", "s", "$"], 700).as_deref(),
-            Some("XREAD BLOCK 700 STREAMS s $")
-        );
-        // Never 0 (forever).
-        assert_eq!(
-            short(&["BRPOP", "a", "5"], 0).as_deref(),
-            Some("BRPOP a 0.010")
-        );
-        assert_eq!(short(&["GET", "a"], 10), None);
-    }
 }

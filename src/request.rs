@@ -1,5 +1,5 @@
-//! What a caller asks a connection to run: one command or a pipeline, with its metric label.
-//! The one place a command's name is decoded from its bytes (for labels and error messages).
+//! What a caller asks a connection to run: one command or a pipeline, with its metric label
+//! (what the crate knows of a command from its arguments is `command`).
 
 use crate::config::NodeAddr;
 use crate::metrics::CommandLabel;
@@ -20,20 +20,6 @@ enum Body {
     Pipeline(redis::Pipeline),
 }
 
-/// A command's arguments as sent, its name first (cursor placeholders left out): the one
-/// place that reads them, for names, keys and block times.
-pub(crate) fn args(cmd: &redis::Cmd) -> impl Iterator<Item = &[u8]> {
-    cmd.args_iter().filter_map(|a| match a {
-        redis::Arg::Simple(b) => Some(b),
-        _ => None,
-    })
-}
-
-/// The name of a command: its first argument, as sent.
-pub(crate) fn command_name(cmd: &redis::Cmd) -> Option<&[u8]> {
-    args(cmd).next()
-}
-
 impl Request {
     /// A command whose label the caller knows (the typed methods).
     pub(crate) fn typed(cmd: redis::Cmd, label: CommandLabel) -> Self {
@@ -46,7 +32,7 @@ impl Request {
 
     /// A raw command: its label is decoded from its name (`other` when not in the fixed set).
     pub(crate) fn raw(cmd: redis::Cmd) -> Self {
-        let label = command_name(&cmd).map_or(CommandLabel::Other, CommandLabel::for_name);
+        let label = crate::command::name(&cmd).map_or(CommandLabel::Other, CommandLabel::for_name);
         Self::typed(cmd, label)
     }
 
@@ -109,7 +95,7 @@ impl Request {
     /// for pipelines, `COMMAND` when it has none.
     pub(crate) fn name(&self) -> String {
         match &self.body {
-            Body::Cmd(cmd) => command_name(cmd).map_or_else(
+            Body::Cmd(cmd) => crate::command::name(cmd).map_or_else(
                 || "COMMAND".to_string(),
                 |n| String::from_utf8_lossy(n).to_ascii_uppercase(),
             ),

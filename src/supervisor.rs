@@ -1106,11 +1106,18 @@ impl Supervisor {
             patterns,
             pubsub,
             blocking,
+            leased,
         } = Metrics::new(config.name(), config.lanes(), recorder);
         let config = Arc::new(config);
         let (route, reader) = RouteWriter::new();
         let core = Arc::new(Core {
-            handles: HandleCore::new(config.clone(), reader.clone(), commands, patterns, blocking),
+            handles: HandleCore::new(
+                config.clone(),
+                reader.clone(),
+                commands,
+                patterns,
+                [blocking, leased],
+            ),
             pubsub: PubSubShared::new(config.clone(), pubsub),
             publishing: std::sync::Mutex::new(()),
             lanes: std::sync::Mutex::new(
@@ -1225,7 +1232,9 @@ impl Supervisor {
         };
         self.core.begin_shutdown();
         let handles = &self.core.handles;
-        handles.blocking().close(lane).await;
+        for pool in handles.pools() {
+            pool.close(lane.clone()).await;
+        }
         if tokio::time::timeout(self.core.config.shutdown_timeout(), handles.drained())
             .await
             .is_err()

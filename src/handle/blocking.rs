@@ -18,7 +18,7 @@ use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
 use super::{Need, RedisHandle, convert, deadline_after};
-use crate::blocking::{first_key, with_block_time};
+use crate::command::{key as first_key, with_block_time};
 use crate::config::NodeAddr;
 use crate::error::{Error, from_reply_error};
 use crate::lane::{ExecError, NotReady};
@@ -156,7 +156,7 @@ impl RedisHandle {
             .await
     }
 
-    /// A raw blocking command (found by name, see `blocking::blocking_time`) on the pool.
+    /// A raw blocking command (found by name, see `command::blocking_time`) on the pool.
     pub(super) async fn raw_blocking<RV: FromRedisValue>(
         &self,
         cmd: redis::Cmd,
@@ -372,7 +372,7 @@ impl RedisHandle {
 }
 
 fn is_waitaof(cmd: &redis::Cmd) -> bool {
-    crate::request::command_name(cmd).is_some_and(|n| n.eq_ignore_ascii_case(b"WAITAOF"))
+    crate::command::name(cmd).is_some_and(|n| n.eq_ignore_ascii_case(b"WAITAOF"))
 }
 
 /// `WAIT`/`WAITAOF` after a replicated mark (see [`RedisHandle::wait_replicas`]).

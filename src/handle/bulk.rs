@@ -36,12 +36,10 @@ impl BigReplies {
         let cmd = request.as_cmd()?;
         // FNV-1a over the arguments, with a separator between them.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for arg in cmd.args_iter() {
-            if let redis::Arg::Simple(bytes) = arg {
-                for b in bytes.iter().chain(std::iter::once(&0xff)) {
-                    h ^= u64::from(*b);
-                    h = h.wrapping_mul(0x0100_0000_01b3);
-                }
+        for bytes in crate::command::args(cmd) {
+            for b in bytes.iter().chain(std::iter::once(&0xff)) {
+                h ^= u64::from(*b);
+                h = h.wrapping_mul(0x0100_0000_01b3);
             }
         }
         Some((h % (WORDS as u64 * 64)) as usize)

@@ -32,12 +32,11 @@ use redis::{RedisResult, Value};
 use tokio::time::Instant;
 
 use super::ExecError;
+use crate::command::{is_read_only, key as command_key};
 use crate::config::NodeAddr;
 use crate::error::{ErrorSide, classify, describe_connection_error};
 use crate::request::Request;
-use crate::topology::cluster::{
-    Node, Router, command_key, is_read_only, key_slot, redirect_target,
-};
+use crate::topology::cluster::{Node, Router, key_slot, redirect_target};
 
 /// Redirects followed for one command before its last answer is the caller's.
 const MAX_REDIRECTS: u32 = 16;
@@ -281,7 +280,7 @@ struct Split {
 impl Split {
     /// The parts of `cmd`, when it is a splittable command over more than one slot.
     fn of(cmd: &redis::Cmd) -> Option<Split> {
-        let mut args = crate::request::args(cmd);
+        let mut args = crate::command::args(cmd);
         let name = args.next()?;
         let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
         let (combine, step) = if is(b"MGET") {

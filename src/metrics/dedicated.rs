@@ -1,5 +1,6 @@
 //! The dedicated connections' metrics: the pub/sub subscriber connection (written only by the
-//! `pubsub` module) and the blocking-command pool (written only by the `blocking` module).
+//! `pubsub` module) and the two connection pools, blocking and leased (written only by the
+//! `pool` module).
 //! Registered with the supervisor's other metrics at start, each series at zero.
 
 use metrics::{Counter, Gauge};
@@ -24,6 +25,11 @@ pub const PUBSUB_RESUBSCRIBES: &str = "redis_client_pubsub_resubscribes_total";
 pub const BLOCKING_CONNECTIONS: &str = "redis_client_blocking_connections";
 /// `redis_client_blocking_in_use`: blocking commands running on a dedicated connection now.
 pub const BLOCKING_IN_USE: &str = "redis_client_blocking_in_use";
+/// `redis_client_leased_connections`: leased connections (transactions, writes that wait for
+/// replicas, lock acquires) open now.
+pub const LEASED_CONNECTIONS: &str = "redis_client_leased_connections";
+/// `redis_client_leased_in_use`: leased connections held by a transaction or command now.
+pub const LEASED_IN_USE: &str = "redis_client_leased_in_use";
 
 /// The subscriber connection's handles.
 pub(crate) struct PubSubMetrics {
@@ -75,17 +81,26 @@ impl PubSubMetrics {
     }
 }
 
-/// The blocking pool's handles.
-pub(crate) struct BlockingMetrics {
+/// One connection pool's handles.
+pub(crate) struct PoolMetrics {
     connections: Gauge,
     in_use: Gauge,
 }
 
-impl BlockingMetrics {
-    pub(super) fn new(r: &Registry) -> Self {
-        BlockingMetrics {
+impl PoolMetrics {
+    /// The blocking pool's.
+    pub(super) fn blocking(r: &Registry) -> Self {
+        PoolMetrics {
             connections: r.gauge(BLOCKING_CONNECTIONS),
             in_use: r.gauge(BLOCKING_IN_USE),
+        }
+    }
+
+    /// The leased pool's.
+    pub(super) fn leased(r: &Registry) -> Self {
+        PoolMetrics {
+            connections: r.gauge(LEASED_CONNECTIONS),
+            in_use: r.gauge(LEASED_IN_USE),
         }
     }
 
@@ -98,7 +113,7 @@ impl BlockingMetrics {
         }
     }
 
-    /// A blocking command started (`true`) or ended on a dedicated connection.
+    /// A connection was checked out (`true`) or came back (or was closed).
     pub(crate) fn in_use(&self, started: bool) {
         if started {
             self.in_use.increment(1.0);

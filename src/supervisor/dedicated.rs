@@ -278,7 +278,9 @@ impl SupervisorActor {
             state.subscriber.moved = true;
             subscriber.stop(Some(reason));
         }
-        state.core.handles.blocking().close_idle();
+        for pool in state.core.handles.pools() {
+            pool.close_idle();
+        }
     }
 
     /// Shutdown: stop the subscriber actor and end every subscription's stream.

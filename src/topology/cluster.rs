@@ -9,9 +9,6 @@
 //! - [`Router`]: the slot map (from `CLUSTER SLOTS`, refreshed in the background when a
 //!   command meets `MOVED`, a node that refuses connections, or when the health probe sees a
 //!   new shape), and one lazily opened connection per node, dropped when it breaks.
-//! - [`command_key`]: which argument of a command decides its slot. A guess that is wrong (a
-//!   command this table does not know) costs one `MOVED`, which is followed: routing corrects
-//!   itself.
 //! - [`shards`], [`key_slot`], [`redirect_target`]: the cluster's shape, a key's slot, a
 //!   redirect's node.
 //!
@@ -326,105 +323,6 @@ pub(crate) async fn open_node(
         })?
 }
 
-/// The argument that decides a command's slot (its first key), or `None` for a command
-/// without arguments (it may run on any primary). Commands whose key is not their first
-/// argument are listed; every other is taken to have its key first — for a keyless command such
-/// as `CONFIG GET` that only picks some primary, and a wrong guess costs one `MOVED`.
-pub(crate) fn command_key(cmd: &redis::Cmd) -> Option<&[u8]> {
-    let mut args = crate::request::args(cmd);
-    let name = args.next()?;
-    // Most commands (GET, SET, HGET, …) are none of the listed ones: told apart by their first
-    // letter, without comparing names.
-    if !matches!(
-        name.first().map(u8::to_ascii_uppercase),
-        Some(b'B' | b'E' | b'F' | b'L' | b'M' | b'O' | b'S' | b'X' | b'Z')
-    ) {
-        return args.next();
-    }
-    let is = |names: &[&[u8]]| names.iter().any(|n| name.eq_ignore_ascii_case(n));
-    if is(&[
-        b"EVAL",
-        b"EVALSHA",
-        b"EVAL_RO",
-        b"EVALSHA_RO",
-        b"FCALL",
-        b"FCALL_RO",
-    ]) {
-        let _script = args.next()?;
-        let numkeys = std::str::from_utf8(args.next()?)
-            .ok()?
-            .parse::<usize>()
-            .ok()?;
-        return (numkeys > 0).then(|| args.next()).flatten();
-    }
-    if is(&[b"XREAD", b"XREADGROUP"]) {
-        args.position(|a| a.eq_ignore_ascii_case(b"STREAMS"))?;
-        return args.next();
-    }
-    // The key after a timeout and a key count.
-    if is(&[b"BLMPOP", b"BZMPOP"]) {
-        return args.nth(2);
-    }
-    // The key after a key count, or after a subcommand or operation.
-    if is(&[
-        b"LMPOP",
-        b"ZMPOP",
-        b"SINTERCARD",
-        b"ZINTERCARD",
-        b"ZDIFF",
-        b"ZINTER",
-        b"ZUNION",
-        b"BITOP",
-        b"OBJECT",
-        b"XINFO",
-        b"XGROUP",
-        b"MEMORY",
-    ]) {
-        return args.nth(1);
-    }
-    args.next()
-}
-
-/// Whether a command only reads, so that it may go to a replica when reads from replicas are
-/// on.
-pub(crate) fn is_read_only(cmd: &redis::Cmd) -> bool {
-    let Some(name) = crate::request::command_name(cmd) else {
-        return false;
-    };
-    [
-        &b"GET"[..],
-        b"MGET",
-        b"EXISTS",
-        b"PTTL",
-        b"TTL",
-        b"STRLEN",
-        b"GETRANGE",
-        b"HGET",
-        b"HMGET",
-        b"HGETALL",
-        b"HEXISTS",
-        b"HLEN",
-        b"HKEYS",
-        b"HVALS",
-        b"LRANGE",
-        b"LLEN",
-        b"LINDEX",
-        b"SMEMBERS",
-        b"SISMEMBER",
-        b"SCARD",
-        b"ZRANGE",
-        b"ZSCORE",
-        b"ZCARD",
-        b"ZRANK",
-        b"ZCOUNT",
-        b"TYPE",
-        b"XRANGE",
-        b"XLEN",
-    ]
-    .iter()
-    .any(|n| name.eq_ignore_ascii_case(n))
-}
-
 /// The first seed node that answers `PING` within the connect timeout, for a connection that
 /// needs one node of the cluster, not a slot (the pub/sub subscriber: a classic `PUBLISH`
 /// reaches the subscribers of every node).
@@ -612,37 +510,6 @@ mod tests {
         assert_eq!(n, Some(("::1".to_string(), 7000)));
         assert!(redirect_target(Some("3999")).is_none());
         assert!(redirect_target(None).is_none());
-    }
-
-    #[test]
-    fn the_key_is_found_where_each_command_keeps_it() {
-        let key = |args: &[&str]| {
-            let mut cmd = redis::cmd(args[0]);
-            for a in &args[1..] {
-                cmd.arg(*a);
-            }
-            command_key(&cmd).map(|k| String::from_utf8_lossy(k).into_owned())
-        };
-        assert_eq!(key(&["GET", "k"]).as_deref(), Some("k"));
-        assert_eq!(key(&["set", "k", "v"]).as_deref(), Some("k"));
-        assert_eq!(
-            key(&["EVALSHA", "abc", "2", "k1", "k2", "a"]).as_deref(),
-            Some("k1")
-        );
-        assert_eq!(key(&["EVAL", "return 1", "0"]), None);
-        assert_eq!(
-            key(&["XREAD", "COUNT", "1", "STREAMS", "s", "0"]).as_deref(),
-            Some("s")
-        );
-        assert_eq!(
-            key(&["BLMPOP", "1", "1", "l", "LEFT"]).as_deref(),
-            Some("l")
-        );
-        assert_eq!(key(&["LMPOP", "1", "l", "LEFT"]).as_deref(), Some("l"));
-        assert_eq!(key(&["BITOP", "AND", "dest", "a"]).as_deref(), Some("dest"));
-        assert_eq!(key(&["OBJECT", "ENCODING", "k"]).as_deref(), Some("k"));
-        assert_eq!(key(&["SADD", "s", "m"]).as_deref(), Some("s"));
-        assert_eq!(key(&["PING"]), None);
     }
 
     #[test]
