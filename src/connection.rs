@@ -22,7 +22,7 @@ use crate::error::{
 };
 use crate::info::ServerStats;
 use crate::lane::{Conn, Lane, LaneEvent, NotReady};
-use crate::topology::{Topology, cluster};
+use crate::topology::{Kind, Topology, cluster};
 
 /// How long QUIT may take during shutdown.
 const QUIT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -116,7 +116,7 @@ impl Actor for ConnectionActor {
     ) -> Result<(), ActorProcessingErr> {
         let config = state.args.config.clone();
         let limit = config.connect_timeout();
-        let attempt = connect(&config, state.args.topology, state.args.lane, &myself);
+        let attempt = connect(&config, &state.args.topology, state.args.lane, &myself);
         let (conn, stats, not_ready, address) =
             tokio::time::timeout(limit, attempt).await.map_err(|_| {
                 ConnectionFailure::new(
@@ -222,11 +222,11 @@ type Handshake = (Conn, ServerStats, Option<NotReady>, crate::config::NodeAddr);
 /// server gauges.
 async fn connect(
     config: &Arc<Config>,
-    topology: Topology,
+    topology: &Topology,
     lane: usize,
     actor: &ActorRef<ConnectionMsg>,
 ) -> Result<Handshake, ConnectionFailure> {
-    if topology == Topology::Cluster {
+    if topology.kind() == Kind::Cluster {
         return connect_cluster(config).await;
     }
     let located = topology.locate(config).await?;

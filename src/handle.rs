@@ -77,6 +77,7 @@ use crate::pool::{Pool, Purpose};
 use crate::request::Request;
 use crate::route::{Route, RouteState};
 use crate::sync::Striped;
+use crate::topology::Topology;
 
 mod blocking;
 mod bulk;
@@ -159,6 +160,8 @@ pub(crate) struct HandleCore {
     leased: Pool,
     /// With more than one lane: which commands bring back big replies.
     bulk: Option<BigReplies>,
+    /// Where connections go.
+    topology: Topology,
 }
 
 impl HandleCore {
@@ -168,11 +171,18 @@ impl HandleCore {
         metrics: CommandMetrics,
         patterns: PatternMetrics,
         pools: [PoolMetrics; 2],
+        topology: Topology,
     ) -> Arc<Self> {
         let [blocking, leased] = pools;
         Arc::new(HandleCore {
-            blocking: Pool::new(config.clone(), Purpose::Blocking, blocking),
-            leased: Pool::new(config.clone(), Purpose::Leased, leased),
+            blocking: Pool::new(
+                config.clone(),
+                topology.clone(),
+                Purpose::Blocking,
+                blocking,
+            ),
+            leased: Pool::new(config.clone(), topology.clone(), Purpose::Leased, leased),
+            topology,
             bulk: (config.lanes() > 1).then(BigReplies::new),
             config,
             route,
@@ -446,6 +456,11 @@ impl RedisHandle {
     /// The configuration of the supervisor this handle belongs to (key prefix, name, …).
     pub fn config(&self) -> &Config {
         &self.core.config
+    }
+
+    /// Where this handle's commands go (for the patterns: whether keys must share a slot).
+    pub(crate) fn topology(&self) -> &Topology {
+        &self.core.topology
     }
 
     /// The patterns' metrics (registered with this supervisor's recorder and `client` label).
@@ -787,7 +802,7 @@ impl RedisHandle {
     /// The nodes a walk of the keyspace (`SCAN`) must visit: `[None]` (the one server) unless
     /// on a cluster, where it is every primary (from `CLUSTER SLOTS`), each walked alone.
     pub(crate) async fn scan_targets(&self) -> Result<Vec<Option<NodeAddr>>, Error> {
-        if self.core.config.cluster_nodes().is_empty() {
+        if !self.core.topology.slotted() {
             return Ok(vec![None]);
         }
         let mut slots = redis::cmd("CLUSTER");

@@ -33,6 +33,7 @@ use crate::lane::{ExecError, Lane, NotReady};
 use crate::metrics::{HealthMetrics, ProbeOutcome};
 use crate::request::Request;
 use crate::route::Route;
+use crate::topology::Topology;
 
 pub use crate::info::ServerStats;
 
@@ -148,6 +149,7 @@ pub(crate) enum HealthMsg {
 #[derive(Clone)]
 pub(crate) struct HealthArgs {
     pub(crate) config: Arc<Config>,
+    pub(crate) topology: Topology,
     pub(crate) route: Route,
     pub(crate) metrics: Arc<HealthMetrics>,
     pub(crate) board: HealthBoard,
@@ -416,7 +418,7 @@ impl HealthState {
         match text {
             Ok(text) => {
                 let stats = ServerStats::parse(&text);
-                let demoted = !self.args.config.sentinels().is_empty()
+                let demoted = self.args.topology.follows_sentinels()
                     && !stats.role.is_empty()
                     && stats.role != "master";
                 if demoted {

@@ -35,6 +35,7 @@ use serde::Serialize;
 
 use crate::availability::Availability;
 use crate::supervisor::{Status, Supervisor};
+use crate::topology::Kind;
 
 /// The body of `/health`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -278,8 +279,8 @@ async fn redis_report(State(status): State<Status>) -> Response {
             })
             .collect(),
         topology: match status.sentinel() {
-            _ if !status.config().cluster_nodes().is_empty() => TopologyReport {
-                kind: "cluster",
+            _ if status.topology() == Kind::Cluster => TopologyReport {
+                kind: Kind::Cluster.name(),
                 master: None,
                 sentinels: Vec::new(),
                 watching: None,
@@ -297,14 +298,14 @@ async fn redis_report(State(status): State<Status>) -> Response {
                     .collect(),
             },
             Some(view) => TopologyReport {
-                kind: "sentinel",
+                kind: Kind::Sentinel.name(),
                 master: view.master.map(|m| m.to_string()),
                 sentinels: view.known.iter().map(ToString::to_string).collect(),
                 watching: view.watching.map(|w| w.to_string()),
                 nodes: Vec::new(),
             },
             None => TopologyReport {
-                kind: "standalone",
+                kind: Kind::Standalone.name(),
                 master: Some(format!(
                     "{}:{}",
                     status.config().host(),

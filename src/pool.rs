@@ -128,7 +128,12 @@ impl Drop for Checkout<'_> {
 }
 
 impl Pool {
-    pub(crate) fn new(config: Arc<Config>, purpose: Purpose, metrics: PoolMetrics) -> Self {
+    pub(crate) fn new(
+        config: Arc<Config>,
+        topology: Topology,
+        purpose: Purpose,
+        metrics: PoolMetrics,
+    ) -> Self {
         let size = match purpose {
             Purpose::Blocking => config.blocking_connections(),
             Purpose::Leased => config.leased_connections(),
@@ -136,7 +141,7 @@ impl Pool {
         Pool {
             purpose,
             size,
-            topology: Topology::of(&config),
+            topology,
             config,
             metrics,
             permits: Arc::new(Semaphore::new(size)),

@@ -620,7 +620,7 @@ impl PubSub {
     /// [`Error::InvalidArgument`] naming the setting when keyspace notifications are off, or
     /// on a cluster; otherwise as [`subscribe`](Self::subscribe).
     pub async fn keyspace_events(&self, key_pattern: &str) -> Result<Subscription, Error> {
-        if !self.shared.config.cluster_nodes().is_empty() {
+        if self.handle.topology().slotted() {
             return Err(Error::InvalidArgument(format!(
                 "keyspace notifications for {key_pattern:?}: on a Redis Cluster each node \
                  announces only its own keys, and the subscriber reaches one node; subscribe \

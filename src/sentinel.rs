@@ -1,16 +1,25 @@
-//! The sentinel watcher: with Sentinel configured, an actor under the supervisor that keeps one
-//! RESP3 connection to one sentinel at a time, subscribed to `+switch-master` (and `+odown`,
-//! `+failover-end`, `+sentinel`, logged), and asks it for the master every health interval. It
-//! tells the supervisor the master the sentinels name (`WatcherReport::Master`): on a switch at
-//! once, otherwise on every check, so a connection left on another node than the one the
-//! sentinels name — a missed message, a watcher that just moved — is replaced too.
+//! The sentinel watcher: with Sentinel configured, an actor under the supervisor that keeps a
+//! RESP3 connection to one sentinel at a time, asks it for the master every health interval, and
+//! listens to the events of **every** known sentinel (the one watched and, on connections of
+//! their own, the others: only the sentinel leading a failover announces its steps).
+//!
+//! It tells the supervisor the master to follow (`WatcherReport::Master`):
+//! - **at the promotion**: when the leading sentinel sends `REPLICAOF NO ONE` to the replica it
+//!   selected (`+failover-state-send-slaveof-noone`, or `+promoted-slave` if that was missed),
+//!   that replica is the master from then on. The old master would go on acknowledging writes
+//!   that the failover then throws away until the sentinels announce the switch (about a second
+//!   later), so the connections move now, not at the announcement. Until the sentinels name the
+//!   new master, their answers naming the old one are not followed (see
+//!   [`SentinelShared::named`]); an aborted failover (`-failover-abort-*`) ends that;
+//! - at `+switch-master`, and on every check: so a connection left on another node than the one
+//!   the sentinels name — a missed message, a watcher that just moved — is replaced too.
 //!
 //! When its sentinel stops answering (a broken connection, or `health_failures` checks in a row
 //! without an answer) it fails; the supervisor starts it again on the next sentinel (the
-//! configured ones, then those discovered with `SENTINEL SENTINELS`), after a backoff.
+//! configured ones, then those discovered with `SENTINEL SENTINELS`), after a backoff. A lost
+//! connection to another sentinel is opened again at the next check.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use redis::Value;
@@ -21,83 +30,44 @@ use crate::config::{Config, NodeAddr};
 use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
 };
-use crate::sync::lock;
+use crate::topology::SentinelShared;
 
-/// The channels the watcher subscribes to on its sentinel.
-const EVENTS: [&str; 4] = ["+switch-master", "+odown", "+failover-end", "+sentinel"];
+/// The channels the watcher subscribes to on each sentinel.
+const EVENTS: [&str; 6] = [
+    "+switch-master",
+    "+failover-state-send-slaveof-noone",
+    "+promoted-slave",
+    "+odown",
+    "+failover-end",
+    "+sentinel",
+];
+
+/// The failover aborts (`-failover-abort-not-elected`, `-failover-abort-no-good-slave`, …).
+const ABORTS: &str = "-failover-abort-*";
 
 /// What the watcher tells the supervisor.
 #[derive(Debug)]
 pub(crate) enum WatcherReport {
-    /// The master the sentinels name now; `switched` when a `+switch-master` said so.
+    /// The master to follow now; `switched` when the sentinels switched (or are promoting) it, so
+    /// connections elsewhere move at once.
     Master { master: NodeAddr, switched: bool },
-}
-
-/// What `/health/redis` shows of the Sentinel topology; written only by the watcher.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SentinelView {
-    /// The master the sentinels named last.
-    pub(crate) master: Option<NodeAddr>,
-    /// Every sentinel known: the configured ones, then those discovered.
-    pub(crate) known: Vec<NodeAddr>,
-    /// The sentinel watched now.
-    pub(crate) watching: Option<NodeAddr>,
-}
-
-/// What the watcher, its restarts and the HTTP routes share.
-pub(crate) struct SentinelShared {
-    config: Arc<Config>,
-    view: Mutex<SentinelView>,
-    /// Where the next watcher starts (rotates on every failure).
-    next: AtomicUsize,
-}
-
-impl SentinelShared {
-    pub(crate) fn new(config: Arc<Config>) -> Arc<Self> {
-        let known = config.sentinels().iter().cloned().collect();
-        Arc::new(SentinelShared {
-            config,
-            view: Mutex::new(SentinelView {
-                known,
-                ..SentinelView::default()
-            }),
-            next: AtomicUsize::new(0),
-        })
-    }
-
-    /// The topology as last seen.
-    pub(crate) fn view(&self) -> SentinelView {
-        lock(&self.view).clone()
-    }
-
-    /// The watcher failed: the next one starts at the following sentinel.
-    pub(crate) fn rotate(&self) {
-        self.next.fetch_add(1, Ordering::Relaxed);
-        lock(&self.view).watching = None;
-    }
-
-    fn learn(&self, sentinel: NodeAddr) {
-        let mut view = lock(&self.view);
-        if !view.known.contains(&sentinel) {
-            tracing::info!(client = %self.config.name(), sentinel = %sentinel, "sentinel discovered");
-            view.known.push(sentinel);
-        }
-    }
 }
 
 /// Messages of the watcher.
 pub(crate) enum WatcherMsg {
-    /// An event published by the sentinel (channel, payload).
+    /// An event published by a sentinel (channel, payload).
     Event(String, String),
     /// Time to ask for the master.
     Check,
-    /// The sentinel connection broke.
+    /// The watched sentinel's connection broke.
     Broken,
+    /// The connection listening to another sentinel's events broke.
+    ListenerLost(NodeAddr),
 }
 
 /// Start-up arguments of the watcher.
 pub(crate) struct WatcherArgs {
-    pub(crate) shared: Arc<SentinelShared>,
+    pub(crate) shared: std::sync::Arc<SentinelShared>,
     pub(crate) report: DerivedActorRef<WatcherReport>,
 }
 
@@ -106,6 +76,8 @@ pub(crate) struct WatcherState {
     args: WatcherArgs,
     conn: Option<MultiplexedConnection>,
     sentinel: Option<NodeAddr>,
+    /// Connections listening to the other sentinels' events.
+    listeners: HashMap<NodeAddr, MultiplexedConnection>,
     /// Checks in a row without an answer.
     failures: u32,
     checks: Option<JoinHandle<()>>,
@@ -129,6 +101,7 @@ impl Actor for WatcherActor {
             args,
             conn: None,
             sentinel: None,
+            listeners: HashMap::new(),
             failures: 0,
             checks: None,
         })
@@ -140,15 +113,16 @@ impl Actor for WatcherActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let shared = state.args.shared.clone();
+        let config = shared.config().clone();
         let known = shared.view().known;
-        let start = shared.next.load(Ordering::Relaxed);
+        let start = shared.next_index();
         let mut tried = Vec::new();
         for i in 0..known.len() {
             let sentinel = &known[(start + i) % known.len()];
-            match watch(&shared.config, sentinel, &myself).await {
+            match watch(&config, sentinel, &myself, None).await {
                 Ok(conn) => {
-                    lock(&shared.view).watching = Some(sentinel.clone());
-                    tracing::debug!(client = %shared.config.name(), sentinel = %sentinel, "watching sentinel");
+                    shared.watching(Some(sentinel.clone()));
+                    tracing::debug!(client = %config.name(), sentinel = %sentinel, "watching sentinel");
                     state.conn = Some(conn);
                     state.sentinel = Some(sentinel.clone());
                     break;
@@ -165,7 +139,8 @@ impl Actor for WatcherActor {
         // The first check at once: it reports the master and discovers the other sentinels.
         check(state).await?;
         discover(state).await;
-        let interval = shared.config.health_interval();
+        listen_to_others(state, &myself).await;
+        let interval = config.health_interval();
         state.checks = Some(myself.send_interval(interval, || WatcherMsg::Check));
         Ok(())
     }
@@ -183,7 +158,7 @@ impl Actor for WatcherActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
@@ -192,7 +167,15 @@ impl Actor for WatcherActor {
                 event(state, &channel, &payload);
                 Ok(())
             }
-            WatcherMsg::Check => check(state).await,
+            WatcherMsg::Check => {
+                check(state).await?;
+                listen_to_others(state, &myself).await;
+                Ok(())
+            }
+            WatcherMsg::ListenerLost(sentinel) => {
+                state.listeners.remove(&sentinel);
+                Ok(())
+            }
             WatcherMsg::Broken => {
                 let sentinel = state.sentinel.as_ref().map(ToString::to_string);
                 Err(Box::new(ConnectionFailure::new(
@@ -207,11 +190,13 @@ impl Actor for WatcherActor {
     }
 }
 
-/// Opens the watching connection to `sentinel` and subscribes to its events.
+/// Opens a connection to `sentinel` subscribed to its events (delivered to `actor`). Its loss
+/// is told as `Broken` (the watched sentinel, `listener` `None`) or `ListenerLost`.
 async fn watch(
     config: &Config,
     sentinel: &NodeAddr,
     actor: &ActorRef<WatcherMsg>,
+    listener: Option<NodeAddr>,
 ) -> Result<MultiplexedConnection, String> {
     let limit = config.connect_timeout();
     let client = config
@@ -222,18 +207,7 @@ async fn watch(
         .set_connection_timeout(Some(limit))
         .set_response_timeout(None)
         .set_push_sender(move |info: redis::PushInfo| {
-            match info.kind {
-                redis::PushKind::Disconnection => {
-                    let _ = events.cast(WatcherMsg::Broken);
-                }
-                redis::PushKind::Message => {
-                    let mut data = info.data.into_iter().map(text);
-                    if let (Some(Some(channel)), Some(Some(payload))) = (data.next(), data.next()) {
-                        let _ = events.cast(WatcherMsg::Event(channel, payload));
-                    }
-                }
-                _ => {}
-            }
+            forward(&events, info, listener.as_ref());
             Ok::<(), ()>(())
         });
     let open = async {
@@ -244,11 +218,55 @@ async fn watch(
         conn.subscribe(&EVENTS)
             .await
             .map_err(|e| describe_connection_error(&e).message)?;
+        conn.psubscribe(ABORTS)
+            .await
+            .map_err(|e| describe_connection_error(&e).message)?;
         Ok(conn)
     };
     tokio::time::timeout(limit, open)
         .await
         .unwrap_or_else(|_| Err(format!("no answer within {} ms", limit.as_millis())))
+}
+
+/// A push from a sentinel connection, as a message to the watcher.
+fn forward(actor: &ActorRef<WatcherMsg>, info: redis::PushInfo, listener: Option<&NodeAddr>) {
+    let mut data = info.data.into_iter().map(text);
+    let (channel, payload) = match info.kind {
+        redis::PushKind::Disconnection => {
+            let _ = actor.cast(match listener {
+                Some(sentinel) => WatcherMsg::ListenerLost(sentinel.clone()),
+                None => WatcherMsg::Broken,
+            });
+            return;
+        }
+        redis::PushKind::Message => (data.next(), data.next()),
+        // [pattern, channel, payload]
+        redis::PushKind::PMessage => (data.nth(1), data.next()),
+        _ => return,
+    };
+    if let (Some(Some(channel)), Some(Some(payload))) = (channel, payload) {
+        let _ = actor.cast(WatcherMsg::Event(channel, payload));
+    }
+}
+
+/// Listens to the events of every known sentinel not listened to yet (each within the connect
+/// timeout; one that does not answer is tried again at the next check).
+async fn listen_to_others(state: &mut WatcherState, actor: &ActorRef<WatcherMsg>) {
+    let shared = state.args.shared.clone();
+    let config = shared.config().clone();
+    for sentinel in shared.view().known {
+        if Some(&sentinel) == state.sentinel.as_ref() || state.listeners.contains_key(&sentinel) {
+            continue;
+        }
+        match watch(&config, &sentinel, actor, Some(sentinel.clone())).await {
+            Ok(conn) => {
+                state.listeners.insert(sentinel, conn);
+            }
+            Err(why) => {
+                tracing::debug!(client = %config.name(), sentinel = %sentinel, reason = %why, "cannot listen to sentinel events");
+            }
+        }
+    }
 }
 
 fn text(v: Value) -> Option<String> {
@@ -263,7 +281,7 @@ fn text(v: Value) -> Option<String> {
 /// row (or a broken connection) fail the watcher.
 async fn check(state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
     let shared = state.args.shared.clone();
-    let config = &shared.config;
+    let config = shared.config();
     let Some(conn) = state.conn.as_mut() else {
         return Ok(());
     };
@@ -302,13 +320,15 @@ async fn check(state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
     };
     state.failures = 0;
     if let Some((host, port)) = master {
-        report_master(state, NodeAddr { host, port }, false);
+        let master = NodeAddr { host, port };
+        if shared.named(&master, false) {
+            report_master(state, master, false);
+        }
     }
     Ok(())
 }
 
 fn report_master(state: &WatcherState, master: NodeAddr, switched: bool) {
-    lock(&state.args.shared.view).master = Some(master.clone());
     // A gone supervisor is stopping this actor anyway.
     let _ = state
         .args
@@ -324,8 +344,8 @@ async fn discover(state: &mut WatcherState) {
     };
     let mut ask = redis::cmd("SENTINEL");
     ask.arg("SENTINELS")
-        .arg(shared.config.sentinel_master().unwrap_or_default());
-    let limit = shared.config.health_timeout();
+        .arg(shared.config().sentinel_master().unwrap_or_default());
+    let limit = shared.config().health_timeout();
     let Ok(Ok(reply)) = tokio::time::timeout(limit, conn.send_packed_command(&ask)).await else {
         return;
     };
@@ -346,30 +366,53 @@ async fn discover(state: &mut WatcherState) {
     }
 }
 
-/// One event from the sentinel.
+/// The node at `words[at]` (host) and `words[at + 1]` (port).
+fn node_at(words: &[&str], at: usize) -> Option<NodeAddr> {
+    let host = words.get(at)?;
+    let port = words.get(at + 1)?.parse().ok()?;
+    Some(NodeAddr {
+        host: (*host).to_string(),
+        port,
+    })
+}
+
+/// One event from a sentinel (the same event may come from several).
 fn event(state: &WatcherState, channel: &str, payload: &str) {
-    let config = &state.args.shared.config;
+    let shared = &state.args.shared;
+    let config = shared.config();
     let name = config.sentinel_master().unwrap_or_default();
     let words: Vec<&str> = payload.split_whitespace().collect();
     match channel {
         // "<name> <old-ip> <old-port> <new-ip> <new-port>"
         "+switch-master" if words.first() == Some(&name) => {
-            if let (Some(host), Some(Ok(port))) = (words.get(3), words.get(4).map(|p| p.parse())) {
+            if let Some(master) = node_at(&words, 3) {
                 tracing::info!(client = %config.name(), payload, "sentinel: +switch-master");
-                let master = NodeAddr {
-                    host: (*host).to_string(),
-                    port,
-                };
+                shared.named(&master, true);
                 report_master(state, master, true);
             }
         }
+        // "slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>": the replica the
+        // leader selected is being made (or was made) master.
+        "+failover-state-send-slaveof-noone" | "+promoted-slave"
+            if words.first() == Some(&"slave") && words.get(5) == Some(&name) =>
+        {
+            if let Some(replica) = node_at(&words, 2)
+                && shared.promoting().as_ref() != Some(&replica)
+            {
+                tracing::info!(client = %config.name(), channel, payload, "sentinel: a replica is being promoted");
+                shared.promote(replica.clone());
+                report_master(state, replica, true);
+            }
+        }
+        // "master <name> <ip> <port> …"
+        c if c.starts_with("-failover-abort") && words.get(1) == Some(&name) => {
+            tracing::info!(client = %config.name(), channel, payload, "sentinel: failover aborted");
+            shared.abort_promotion();
+        }
         // "sentinel <id> <ip> <port> @ <name> <ip> <port>"
         "+sentinel" if words.get(5) == Some(&name) => {
-            if let (Some(host), Some(Ok(port))) = (words.get(2), words.get(3).map(|p| p.parse())) {
-                state.args.shared.learn(NodeAddr {
-                    host: (*host).to_string(),
-                    port,
-                });
+            if let Some(sentinel) = node_at(&words, 2) {
+                shared.learn(sentinel);
             }
         }
         // "master <name> <ip> <port> #quorum …" / "master <name> <ip> <port>"

@@ -31,11 +31,15 @@ use crate::lane::{Lane, NotReady};
 use crate::metrics::{ClientMetrics, ConnectOutcome, HealthMetrics, Metrics, SharedRecorder};
 use crate::pubsub::{PubSub, PubSubShared, SubscriberReport, SubscriberWanted};
 use crate::route::{Route, RouteState, RouteWriter};
-use crate::sentinel::{SentinelShared, WatcherReport};
+use crate::sentinel::WatcherReport;
 use crate::topology::Topology;
 
 mod dedicated;
 mod lanes;
+
+/// The longest wait before connecting again to a replica being promoted that did not say
+/// "master" yet.
+const PROMOTION_RETRY: Duration = Duration::from_millis(10);
 use dedicated::{Subscriber, Watcher};
 
 /// What the supervisor and the public [`Supervisor`] share; written only by this module.
@@ -53,8 +57,8 @@ pub(crate) struct Core {
     board: HealthBoard,
     /// The pub/sub registry and subscriber connection state.
     pubsub: Arc<PubSubShared>,
-    /// With Sentinel: what the watcher knows of the topology.
-    sentinel: Option<Arc<SentinelShared>>,
+    /// Where connections go (with Sentinel: what the watcher knows of it).
+    topology: Topology,
     /// Each lane's state for `/health/redis` (written by the supervisor actor only).
     lanes: std::sync::Mutex<Vec<LaneStatus>>,
     /// Orders publications against the start of shutdown (see `publish`).
@@ -399,7 +403,7 @@ impl SupervisorActor {
         state.core.lane_status(lane, "connecting", None);
         let args = ConnectionArgs {
             config: state.core.config.clone(),
-            topology: state.topology,
+            topology: state.topology.clone(),
             lane,
             report: myself.get_derived(),
         };
@@ -423,6 +427,7 @@ impl SupervisorActor {
         let core = &state.core;
         let args = HealthArgs {
             config: core.config.clone(),
+            topology: core.topology.clone(),
             route: core.health_route.clone(),
             metrics: core.health_metrics.clone(),
             board: core.board.clone(),
@@ -468,10 +473,17 @@ impl SupervisorActor {
         // may not have switched yet.)
         let moved = failure.kind == FailureKind::Failover
             || (was_up && failure.kind == FailureKind::NotMaster);
+        // The replica the sentinels are promoting still said "replica": it turns master within
+        // milliseconds of `REPLICAOF NO ONE`, so it is asked again soon, not after a backoff.
+        let promoting = failure.kind == FailureKind::NotMaster && state.topology.promoting();
         let storming = state.storm.is_some();
         let slot = &mut state.slots[lane];
         let delay = if moved {
             Duration::ZERO
+        } else if promoting {
+            slot.tracker
+                .on_failure(now, fastrand::f64(), storming)
+                .min(PROMOTION_RETRY)
         } else {
             slot.tracker.on_failure(now, fastrand::f64(), storming)
         };
@@ -550,7 +562,7 @@ impl SupervisorActor {
             ready = not_ready.is_none(),
             "redis connection up"
         );
-        if state.topology == Topology::Sentinel {
+        if state.topology.kind() == crate::topology::Kind::Sentinel {
             match state.master.clone() {
                 Some(known) if known != address => self.announce_failover(state, &known, &address),
                 _ => state.master = Some(address.clone()),
@@ -837,7 +849,7 @@ impl Actor for SupervisorActor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let config = core.config.clone();
         Ok(SupervisorState {
-            topology: Topology::of(&config),
+            topology: core.topology.clone(),
             intensity: RestartIntensity::new(config.restart_intensity(), config.restart_window()),
             storm: None,
             slots: (0..config.lanes()).map(|_| Slot::new(&config)).collect(),
@@ -857,7 +869,7 @@ impl Actor for SupervisorActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         self.start_health(&myself, state).await;
-        if state.core.sentinel.is_some() {
+        if state.core.topology.sentinel().is_some() {
             self.start_watcher(&myself, state).await;
         }
         for lane in 0..state.slots.len() {
@@ -1109,6 +1121,7 @@ impl Supervisor {
             leased,
         } = Metrics::new(config.name(), config.lanes(), recorder);
         let config = Arc::new(config);
+        let topology = Topology::of(&config);
         let (route, reader) = RouteWriter::new();
         let core = Arc::new(Core {
             handles: HandleCore::new(
@@ -1117,6 +1130,7 @@ impl Supervisor {
                 commands,
                 patterns,
                 [blocking, leased],
+                topology.clone(),
             ),
             pubsub: PubSubShared::new(config.clone(), pubsub),
             publishing: std::sync::Mutex::new(()),
@@ -1131,8 +1145,7 @@ impl Supervisor {
                     })
                     .collect(),
             ),
-            sentinel: (Topology::of(&config) == Topology::Sentinel)
-                .then(|| SentinelShared::new(config.clone())),
+            topology: topology.clone(),
             config,
             route,
             availability: AvailabilityPublisher::new(Availability::Connecting { attempt: 1 }),
@@ -1319,8 +1332,13 @@ impl Status {
     }
 
     /// With Sentinel: the topology as the watcher last saw it.
-    pub(crate) fn sentinel(&self) -> Option<crate::sentinel::SentinelView> {
-        self.core.sentinel.as_ref().map(|s| s.view())
+    pub(crate) fn sentinel(&self) -> Option<crate::topology::SentinelView> {
+        self.core.topology.sentinel().map(|s| s.view())
+    }
+
+    /// The deployment's kind.
+    pub(crate) fn topology(&self) -> crate::topology::Kind {
+        self.core.topology.kind()
     }
 
     /// The blocking pool's open connections and commands running.

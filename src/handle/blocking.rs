@@ -235,7 +235,7 @@ impl RedisHandle {
         let mut refusal: Option<NotReady> = None;
         let mut need = Need::default();
         // On a cluster: the node the command's key lives on (found once, then from `MOVED`).
-        let cluster = !self.core.config.cluster_nodes().is_empty();
+        let cluster = self.core.topology.slotted();
         let mut node: Option<NodeAddr> = None;
         let mut redirects = 0;
         loop {

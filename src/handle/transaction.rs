@@ -208,7 +208,7 @@ impl RedisHandle {
     {
         let _entry = self.core.gate.enter().ok_or(Error::ShuttingDown)?;
         let deadline = deadline_after(start, self.timeout);
-        let slot = transaction_slot(keys, self.core.config.cluster_nodes().is_empty())?;
+        let slot = transaction_slot(keys, !self.core.topology.slotted())?;
         let pool = &self.core.leased;
         let mut node: Option<NodeAddr> = None;
         let mut aborts = 0u32;

@@ -249,7 +249,7 @@ impl Inner {
     /// `key` as it is written in both keys of a lock: in a hash tag on a Redis Cluster (the
     /// acquire script touches the lock and its counter, which must share a slot), else as is.
     fn tagged<'k>(&self, key: &'k str) -> std::borrow::Cow<'k, str> {
-        if self.handle.config().cluster_nodes().is_empty() {
+        if !self.handle.topology().slotted() {
             std::borrow::Cow::Borrowed(key)
         } else {
             std::borrow::Cow::Owned(format!("{{{key}}}"))

@@ -247,7 +247,7 @@ impl SessionStoreBuilder {
     /// `session` on a Redis Cluster, where sessions are not supported.
     pub fn build(self) -> Result<SessionStore, Error> {
         let ns = Namespace::new(&self.handle, "session.namespace", &self.namespace)?;
-        if !self.handle.config().cluster_nodes().is_empty() {
+        if self.handle.topology().slotted() {
             // A session and its user's index live in different slots, and the scripts reach
             // the other sessions of a user by name: a cluster refuses both.
             return Err(Error::Config(crate::error::ConfigError::new(

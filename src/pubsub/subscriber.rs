@@ -120,7 +120,7 @@ impl Actor for SubscriberActor {
         let shared = state.args.shared.clone();
         let config = shared.config.clone();
         let limit = config.connect_timeout();
-        let opened = tokio::time::timeout(limit, connect(&shared, state.args.topology, &myself))
+        let opened = tokio::time::timeout(limit, connect(&shared, &state.args.topology, &myself))
             .await
             .unwrap_or_else(|_| {
                 Err(ConnectionFailure::new(
@@ -234,7 +234,7 @@ impl Actor for SubscriberActor {
 /// Opens the subscriber connection (RESP3, with the push callback) and names it.
 async fn connect(
     shared: &Arc<PubSubShared>,
-    topology: Topology,
+    topology: &Topology,
     actor: &ActorRef<SubscriberMsg>,
 ) -> Result<MultiplexedConnection, ConnectionFailure> {
     let config = &shared.config;

@@ -90,7 +90,7 @@ impl SupervisorActor {
         state.subscriber.timer = None;
         let args = SubscriberArgs {
             shared: state.core.pubsub.clone(),
-            topology: state.topology,
+            topology: state.topology.clone(),
             report: myself.get_derived(),
         };
         match SubscriberActor::spawn_linked(None, SubscriberActor, args, myself.get_cell()).await {
@@ -161,7 +161,7 @@ impl SupervisorActor {
         state: &mut SupervisorState,
     ) {
         state.watcher.timer = None;
-        let Some(shared) = state.core.sentinel.clone() else {
+        let Some(shared) = state.core.topology.sentinel().cloned() else {
             return;
         };
         let args = WatcherArgs {
@@ -196,7 +196,7 @@ impl SupervisorActor {
     }
 
     fn watcher_lost(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState) {
-        if let Some(shared) = &state.core.sentinel {
+        if let Some(shared) = state.core.topology.sentinel() {
             shared.rotate();
         }
         if state.stopping || state.core.handles.is_closed() {
