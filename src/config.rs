@@ -287,6 +287,10 @@ settings! {
     /// Dedicated connections for blocking commands (`BLPOP` & co.), opened on demand; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
     blocking_connections: usize = pub DEFAULT_BLOCKING_CONNECTIONS = 16, env "REDIS_BLOCKING_CONNECTIONS", default "16",
         check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);
+    /// Replicas every write must reach before it is answered `Ok` (`WAIT` after it, on a leased connection); fewer within [`wait_timeout`](Config::wait_timeout) is [`Error::NotReplicated`](crate::Error::NotReplicated). Per handle: [`RedisHandle::wait_replicas`](crate::RedisHandle::wait_replicas). `0`: off (0 to 64).
+    wait_replicas: u32 = 0, env "REDIS_WAIT_REPLICAS", default "`0` (off)", check |n| ensure(*n <= 64, "must be 0 to 64 replicas");
+    /// How long a write waits for [`wait_replicas`](Config::wait_replicas) replicas (cut to what its deadline leaves).
+    wait_timeout: Duration = pub DEFAULT_WAIT_TIMEOUT = Duration::from_millis(500), env "REDIS_WAIT_TIMEOUT_MS", default "500 ms";
     /// Leased connections, opened on demand, each held by one user at a time: [`RedisHandle::transaction`](crate::RedisHandle::transaction) (`WATCH`/`MULTI`/`EXEC`), writes that wait for replicas and lock acquires on a replicated master; callers beyond it wait within their deadline, then get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_BLOCKING_CONNECTIONS`]).
     leased_connections: usize = pub DEFAULT_LEASED_CONNECTIONS = 8, env "REDIS_LEASED_CONNECTIONS", default "8",
         check |n| count(*n, MAX_BLOCKING_CONNECTIONS as u64);

@@ -135,6 +135,38 @@ pub enum Error {
         reason: String,
     },
 
+    /// A write was to reach `required` replicas before it was answered (see
+    /// [`RedisHandle::wait_replicas`](crate::RedisHandle::wait_replicas)), and `WAIT` said only
+    /// `acknowledged` had it in time. It **ran on the master**, but may not survive a failover:
+    /// asynchronous replication can lose it if the master fails before a replica has it. Not
+    /// retryable as such (a retry would run it twice); [`is_ambiguous`](Error::is_ambiguous).
+    #[error(
+        "{command} ran on the master, but only {acknowledged} of {required} replicas acknowledged it in time ({reason}): it may not survive a failover"
+    )]
+    NotReplicated {
+        /// The command name, e.g. `INCR`.
+        command: String,
+        /// Replicas that acknowledged it.
+        acknowledged: u32,
+        /// Replicas required.
+        required: u32,
+        /// What `WAIT` answered, or why it could not.
+        reason: String,
+    },
+
+    /// A command was redirected (`MOVED`/`ASK`, on a Redis Cluster) more times than the
+    /// redirect budget allows (16), within its deadline: a slot moving faster than it could
+    /// follow, or nodes that disagree. It did not run.
+    #[error("{command} redirected {redirects} times (last to {last}); not run")]
+    TooManyRedirects {
+        /// The command name, e.g. `GET`.
+        command: String,
+        /// Redirects followed.
+        redirects: u32,
+        /// The node the last redirect named (`host:port`).
+        last: String,
+    },
+
     /// [`RedisHandle::transaction`](crate::RedisHandle::transaction) was aborted `attempts`
     /// times in a row (another client changed a watched key between `WATCH` and `EXEC` each
     /// time) and gave up at its bound or its deadline. Nothing of it was committed.
@@ -176,7 +208,8 @@ impl Error {
     /// True when retrying the same call later may succeed without any change by the caller:
     /// [`Unavailable`](Error::Unavailable), [`Timeout`](Error::Timeout),
     /// [`Connection`](Error::Connection), [`Overloaded`](Error::Overloaded),
-    /// [`TransactionAborted`](Error::TransactionAborted). Not
+    /// [`TransactionAborted`](Error::TransactionAborted),
+    /// [`TooManyRedirects`](Error::TooManyRedirects). Not
     /// [`Loader`](Error::Loader) (whether the loader's failure is transient is the loader's
     /// business: inspect `source`), [`Corrupt`](Error::Corrupt) (the data stays corrupt until
     /// it is overwritten or deleted), [`LockLost`](Error::LockLost) (the lock is gone: acquire
@@ -189,15 +222,19 @@ impl Error {
                 | Error::Connection(_)
                 | Error::Overloaded { .. }
                 | Error::TransactionAborted { .. }
+                | Error::TooManyRedirects { .. }
         )
     }
 
-    /// True when the command may or may not have executed on the server: a
-    /// [`Timeout`](Error::Timeout) with `sent`, or [`Ambiguous`](Error::Ambiguous).
+    /// True when the command may or may not have executed on the server — a
+    /// [`Timeout`](Error::Timeout) with `sent`, or [`Ambiguous`](Error::Ambiguous) — or may not
+    /// survive a failover ([`NotReplicated`](Error::NotReplicated)).
     pub fn is_ambiguous(&self) -> bool {
         matches!(
             self,
-            Error::Ambiguous { .. } | Error::Timeout { sent: true, .. }
+            Error::Ambiguous { .. }
+                | Error::Timeout { sent: true, .. }
+                | Error::NotReplicated { .. }
         )
     }
 

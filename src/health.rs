@@ -247,9 +247,14 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
         };
     }
     lane.listen();
-    let mut lease = lane.lease();
-    let deadline = crate::deadline::deadline_after(Instant::now(), timeout);
-    let outcome = tokio::time::timeout(timeout, lease.run(request, false, false, deadline)).await;
+    let outcome = match lane.cluster() {
+        None => {
+            let mut lease = lane.lease();
+            tokio::time::timeout(timeout, lease.run(request, false)).await
+        }
+        // A cluster lane routes by node: what a probe reads (INFO) any primary tells.
+        Some(router) => tokio::time::timeout(timeout, on_any_primary(&router, request)).await,
+    };
     let heard = lane.heard();
     match outcome {
         Ok(Ok(value)) => Probe::Answered(value),
@@ -265,6 +270,27 @@ async fn probe(lane: &Lane, request: &Request, timeout: Duration) -> Probe {
             reason: format!("no reply within {} ms", timeout.as_millis()),
             busy: heard,
         },
+    }
+}
+
+/// `request` on the cluster connection to some primary, classified as on a lane.
+async fn on_any_primary(
+    router: &crate::topology::cluster::Router,
+    request: &Request,
+) -> Result<Value, ExecError> {
+    let node = router
+        .any_primary()
+        .ok_or_else(|| ExecError::Transport("the cluster names no primary".into()))?;
+    let mut conn = router
+        .conn(&node)
+        .await
+        .map_err(|e| ExecError::Transport(crate::error::describe_connection_error(&e).message))?;
+    match request.send(&mut conn, false).await {
+        Err(e) if crate::error::classify(&e) == crate::error::ErrorSide::Transport => Err(
+            ExecError::Transport(crate::error::describe_connection_error(&e).message),
+        ),
+        Ok(Value::ServerError(e)) => Err(ExecError::Reply(e.into())),
+        other => other.map_err(ExecError::Reply),
     }
 }
 

@@ -12,7 +12,6 @@ use std::sync::{Arc, Mutex};
 use ractor::ActorId;
 use redis::Value;
 use redis::aio::MultiplexedConnection;
-use tokio::time::Instant;
 
 use crate::error::{
     ConnectionFailure, ErrorSide, FailureKind, classify, describe_connection_error,
@@ -21,10 +20,8 @@ use crate::request::Request;
 use crate::sync::{Striped, lock};
 use crate::topology::cluster::Router;
 
-mod cluster;
-
-/// The connection under a lane: one server's multiplexed connection, or redis-rs's cluster
-/// client (which holds one per node and routes by slot).
+/// The connection under a lane: one server's multiplexed connection, or the crate's cluster
+/// router (one connection per node; the delivery loop routes each command by slot).
 #[derive(Clone)]
 pub(crate) enum Conn {
     Node(MultiplexedConnection),
@@ -282,8 +279,7 @@ impl Lane {
         }
     }
 
-    /// True when this lane is a cluster connection: a transport error on it is one node's,
-    /// and a replay-safe command was already sent again on it (see `lane/cluster.rs`).
+    /// True when this lane is a cluster's (its commands go to the nodes of their slots).
     pub(crate) fn is_cluster(&self) -> bool {
         matches!(self.conn, Conn::Cluster(_))
     }
@@ -316,23 +312,12 @@ impl Lease {
         self.shared.id
     }
 
-    /// True when this is a cluster connection (see [`Lane::is_cluster`]).
-    pub(crate) fn is_cluster(&self) -> bool {
-        matches!(self.conn, Leased::Cluster(_))
-    }
-
     /// Runs `request` on this connection from the caller's task and classifies the result. A
     /// broken transport is reported once (and closes the lane); a refusal is reported each time.
     /// `heavy`: its last reply was big (counted apart, so small commands keep off this lane
-    /// while it is delivering one). On a cluster, redirects are followed and a replay-safe
-    /// command whose node connection dropped is sent once more, within `deadline`.
-    pub(crate) async fn run(
-        &mut self,
-        request: &Request,
-        heavy: bool,
-        replay_safe: bool,
-        deadline: Instant,
-    ) -> Result<Value, ExecError> {
+    /// while it is delivering one). Not for a cluster lane, whose commands the delivery loop
+    /// routes to its nodes (here they answer [`ExecError::Transport`], unsent).
+    pub(crate) async fn run(&mut self, request: &Request, heavy: bool) -> Result<Value, ExecError> {
         let Lease { shared, conn } = self;
         let shared: &LaneShared = shared;
         let _counted = shared.counted.then(|| Outstanding::enter(shared, heavy));
@@ -347,18 +332,10 @@ impl Lease {
             Leased::Node(None) => {
                 return Err(ExecError::Transport("connection already returned".into()));
             }
-            Leased::Cluster(conn) => {
-                // Boxed: the cluster path is large, and would otherwise grow every command's
-                // future, standalone ones included.
-                let result = Box::pin(cluster::run(conn, request, replay_safe, deadline)).await;
-                // One node's lost connection is not the cluster connection's: nothing is
-                // reported; a reply proves the cluster answers.
-                if shared.watching.load(Ordering::Acquire)
-                    && !matches!(result, Err(ExecError::Transport(_)))
-                {
-                    shared.heard.store(true, Ordering::Release);
-                }
-                return result;
+            Leased::Cluster(_) => {
+                return Err(ExecError::Transport(
+                    "a cluster lane routes by node (not sent)".into(),
+                ));
             }
         };
         if let Err(err) = &result

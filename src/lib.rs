@@ -248,6 +248,7 @@ mod command;
 pub mod config;
 mod connection;
 mod deadline;
+mod delivery;
 pub mod error;
 pub mod handle;
 pub mod health;

@@ -35,7 +35,7 @@ use crate::config::{Config, NodeAddr};
 use crate::error::{
     ConnectionFailure, Error, ErrorSide, FailureKind, classify, describe_connection_error,
 };
-use crate::lane::{ExecError, Lane, NotReady};
+use crate::lane::Lane;
 use crate::metrics::PoolMetrics;
 use crate::request::Request;
 use crate::sync::lock;
@@ -57,6 +57,15 @@ pub(crate) struct Dedicated {
     alive: Arc<AtomicBool>,
     /// The pool's epoch when it was opened: one of an older epoch is not reused.
     epoch: u64,
+}
+
+/// Replicas a write must reach before it is answered `Ok` (`WAIT` on its own connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Durability {
+    /// How many replicas must acknowledge it.
+    pub(crate) replicas: u32,
+    /// How long `WAIT` may wait for them (cut to what the deadline leaves).
+    pub(crate) timeout: Duration,
 }
 
 /// What a pool's connections are for.
@@ -98,6 +107,55 @@ pub(crate) struct Pool {
     closing: watch::Sender<bool>,
     closed: AtomicBool,
 }
+
+/// What a command on a pool's connection came to: its reply, and, when it was to reach replicas,
+/// what `WAIT` said.
+pub(crate) struct Ran {
+    pub(crate) result: redis::RedisResult<Value>,
+    pub(crate) waited: Option<Waited>,
+}
+
+/// What `WAIT` said after a write.
+#[derive(Debug)]
+pub(crate) enum Waited {
+    /// This many replicas acknowledged it.
+    Acknowledged(u64),
+    /// `WAIT` did not answer a count (refused, lost, out of time): why.
+    Refused(String),
+}
+
+/// `WAIT replicas timeout` on `conn`, after a write on it; the timeout cut to what the deadline
+/// leaves (less a margin for the reply).
+async fn wait(
+    conn: &mut MultiplexedConnection,
+    durability: Durability,
+    deadline: Instant,
+) -> Waited {
+    let left = deadline
+        .saturating_duration_since(Instant::now())
+        .saturating_sub(WAIT_MARGIN);
+    let timeout = durability.timeout.min(left);
+    if timeout.is_zero() {
+        return Waited::Refused("no time was left to wait for replicas".into());
+    }
+    let mut cmd = redis::cmd("WAIT");
+    cmd.arg(durability.replicas)
+        .arg(u64::try_from(timeout.as_millis().max(1)).unwrap_or(u64::MAX));
+    match tokio::time::timeout_at(deadline, conn.send_packed_command(&cmd)).await {
+        Ok(Ok(Value::Int(n))) => Waited::Acknowledged(u64::try_from(n).unwrap_or(0)),
+        Ok(Ok(Value::ServerError(e))) => Waited::Refused(format!(
+            "WAIT refused: {} {}",
+            e.code(),
+            e.details().unwrap_or_default()
+        )),
+        Ok(Ok(other)) => Waited::Refused(format!("WAIT answered {other:?}")),
+        Ok(Err(e)) => Waited::Refused(format!("WAIT failed: {e}")),
+        Err(_) => Waited::Refused("WAIT got no answer by the deadline".into()),
+    }
+}
+
+/// Time kept from a `WAIT`'s timeout for its answer to arrive by the deadline.
+const WAIT_MARGIN: Duration = Duration::from_millis(20);
 
 /// A connection checked out for one command; returned to the pool only by
 /// [`Pool::give_back`] after a clean answer.
@@ -243,14 +301,18 @@ impl Pool {
         }
     }
 
-    /// Runs `request` on the checked-out connection until `deadline`; cut short at shutdown if
-    /// `CLIENT UNBLOCK` did not end it. `None`: no answer in time (it may have run).
+    /// Runs `request` on the checked-out connection until `deadline` (behind `ASKING` for an
+    /// `ASK` redirect), then, for `durability`, `WAIT`s on it for that many replicas (within what
+    /// the deadline leaves); cut short at shutdown if `CLIENT UNBLOCK` did not end it. `None`: no
+    /// answer in time (it may have run).
     pub(crate) async fn run(
         &self,
         checkout: &mut Checkout<'_>,
         request: &Request,
+        ask: bool,
         deadline: Instant,
-    ) -> Option<Result<Value, ExecError>> {
+        durability: Option<Durability>,
+    ) -> Option<Ran> {
         let d = checkout.dedicated.as_mut()?;
         let mut closing = self.closing.subscribe();
         let cut_off = async move {
@@ -258,20 +320,25 @@ impl Pool {
             tokio::time::sleep(UNBLOCK_GRACE).await;
         };
         let exec = async {
-            let result = match (request.as_cmd(), request.as_pipeline()) {
-                (Some(cmd), _) => d.conn.send_packed_command(cmd).await,
-                (None, Some(pipe)) => pipe
-                    .query_async::<Vec<Value>>(&mut d.conn)
-                    .await
-                    .map(|mut replies| replies.pop().unwrap_or(Value::Nil)),
-                (None, None) => Ok(Value::Nil),
+            let result = request.send(&mut d.conn, ask).await;
+            let waited = match (&result, durability) {
+                (Ok(value), Some(durability)) if !matches!(value, Value::ServerError(_)) => {
+                    Some(wait(&mut d.conn, durability, deadline).await)
+                }
+                _ => None,
             };
-            classify_reply(result)
+            Ran { result, waited }
         };
         tokio::select! {
-            result = exec => Some(result),
+            ran = exec => Some(ran),
             () = tokio::time::sleep_until(deadline) => None,
-            () = cut_off => Some(Err(ExecError::Transport("cut off at shutdown".into()))),
+            () = cut_off => Some(Ran {
+                result: Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cut off at shutdown",
+                ))),
+                waited: None,
+            }),
         }
     }
 
@@ -393,17 +460,4 @@ impl Pool {
             epoch,
         })
     }
-}
-
-/// A blocking command's result, classified as on a lane.
-fn classify_reply(result: redis::RedisResult<Value>) -> Result<Value, ExecError> {
-    if let Err(e) = &result
-        && classify(e) == ErrorSide::Transport
-    {
-        return Err(ExecError::Transport(describe_connection_error(e).message));
-    }
-    if let Some(refusal) = NotReady::of_reply(&result) {
-        return Err(ExecError::Refused(refusal));
-    }
-    result.map_err(ExecError::Reply)
 }

@@ -12,6 +12,8 @@ pub(crate) struct Request {
     /// On a cluster: the node it must run on (a keyspace walk visits each primary), instead of
     /// the node its keys' slot names.
     node: Option<Box<NodeAddr>>,
+    /// A pipeline that stands for its last command (its reply is the caller's).
+    last_only: bool,
 }
 
 #[derive(Debug)]
@@ -27,6 +29,7 @@ impl Request {
             body: Body::Cmd(cmd),
             label,
             node: None,
+            last_only: false,
         }
     }
 
@@ -47,15 +50,18 @@ impl Request {
             body: Body::Pipeline(pipe),
             label,
             node: None,
+            last_only: false,
         }
     }
 
-    /// A pipeline that stands for one command (its label and its name in errors).
+    /// A pipeline that stands for its last command: its label, its name in errors, and its
+    /// reply is the caller's (the others prepare it).
     pub(crate) fn pipeline_as(pipe: redis::Pipeline, label: CommandLabel) -> Self {
         Self {
             body: Body::Pipeline(pipe),
             label,
             node: None,
+            last_only: true,
         }
     }
 
@@ -68,6 +74,15 @@ impl Request {
     /// The cluster node it must run on, if one was named.
     pub(crate) fn node(&self) -> Option<&NodeAddr> {
         self.node.as_deref()
+    }
+
+    /// Whether it writes (for a handle whose writes wait for replicas): a command not known
+    /// to only read, or a pipeline holding one.
+    pub(crate) fn writes(&self) -> bool {
+        match &self.body {
+            Body::Cmd(cmd) => !crate::command::is_read_only(cmd),
+            Body::Pipeline(pipe) => pipe.cmd_iter().any(|c| !crate::command::is_read_only(c)),
+        }
     }
 
     /// The metric label.
@@ -88,6 +103,37 @@ impl Request {
         match &self.body {
             Body::Pipeline(pipe) => Some(pipe),
             Body::Cmd(_) => None,
+        }
+    }
+
+    /// Sends this request on `conn` (behind `ASKING` for an `ASK` redirect): one command's
+    /// reply, or a pipeline's replies (a transaction's: `EXEC`'s).
+    pub(crate) async fn send(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        ask: bool,
+    ) -> redis::RedisResult<redis::Value> {
+        match &self.body {
+            Body::Cmd(cmd) if ask => {
+                let mut asking = redis::pipe();
+                asking.cmd("ASKING").ignore().add_command(cmd.clone());
+                let mut replies: Vec<redis::Value> = asking.query_async(conn).await?;
+                Ok(replies.pop().unwrap_or(redis::Value::Nil))
+            }
+            Body::Cmd(cmd) => conn.send_packed_command(cmd).await,
+            // Boxed: a pipeline's future is large.
+            Body::Pipeline(pipe) => Box::pin(pipe.query_async::<redis::Value>(conn)).await,
+        }
+    }
+
+    /// The caller's reply from what the connection answered: a pipeline that stands for its last
+    /// command ([`pipeline_as`](Self::pipeline_as)) answers that command's reply.
+    pub(crate) fn reply_of(&self, value: redis::Value) -> redis::Value {
+        match (&self.body, value) {
+            (Body::Pipeline(_), redis::Value::Array(mut replies)) if self.last_only => {
+                replies.pop().unwrap_or(redis::Value::Nil)
+            }
+            (_, value) => value,
         }
     }
 

@@ -325,7 +325,41 @@ async fn check(state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
             report_master(state, master, false);
         }
     }
+    count_replicas(state, limit).await;
     Ok(())
+}
+
+/// `SENTINEL REPLICAS <master>`: how many replicas the sentinels see replicating (no `s_down`,
+/// `o_down` or `disconnected` flag, reporting the role `slave` with its link to the master `ok`):
+/// the replicas a failover may promote, which what must survive one waits for.
+async fn count_replicas(state: &mut WatcherState, limit: std::time::Duration) {
+    let shared = state.args.shared.clone();
+    let Some(conn) = state.conn.as_mut() else {
+        return;
+    };
+    let mut ask = redis::cmd("SENTINEL");
+    ask.arg("REPLICAS")
+        .arg(shared.config().sentinel_master().unwrap_or_default());
+    let Ok(Ok(reply)) = tokio::time::timeout(limit, conn.send_packed_command(&ask)).await else {
+        return;
+    };
+    let Ok(replicas) = redis::from_redis_value::<Vec<HashMap<String, String>>>(reply) else {
+        return;
+    };
+    let up = replicas
+        .iter()
+        .filter(|r| {
+            let up = r.get("flags").is_some_and(|flags| {
+                !flags
+                    .split(',')
+                    .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+            });
+            let replicating = r.get("role-reported").is_some_and(|role| role == "slave")
+                && r.get("master-link-status").is_some_and(|link| link == "ok");
+            up && replicating
+        })
+        .count();
+    shared.replicas(u32::try_from(up).unwrap_or(u32::MAX));
 }
 
 fn report_master(state: &WatcherState, master: NodeAddr, switched: bool) {

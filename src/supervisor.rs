@@ -22,8 +22,9 @@ use crate::config::Config;
 use crate::connection::{
     ConnectionActor, ConnectionArgs, ConnectionMsg, ConnectionReport, ConnectionUp,
 };
+use crate::delivery::HandleCore;
 use crate::error::{ConnectionFailure, Error, FailureKind};
-use crate::handle::{HandleCore, RedisHandle};
+use crate::handle::RedisHandle;
 use crate::health::{
     HealthActor, HealthArgs, HealthBoard, HealthMsg, HealthReport, HealthSnapshot, Verdict,
 };
@@ -1228,7 +1229,7 @@ impl Supervisor {
             return Ok(());
         }
         // Gave up, stopped, or not up in time: the route says which, and why.
-        Err(crate::handle::unavailable(
+        Err(crate::delivery::unavailable(
             &self.core.route.current().state,
             None,
         ))
@@ -1343,6 +1344,9 @@ impl Status {
 
     /// The blocking pool's open connections and commands running.
     pub(crate) fn blocking(&self) -> (usize, usize) {
-        self.core.handles.blocking().report()
+        self.core
+            .handles
+            .pool(crate::pool::Purpose::Blocking)
+            .report()
     }
 }

@@ -378,10 +378,10 @@ async fn a_lost_connection_during_blpop_is_ambiguous() {
     sup.shutdown().await;
 }
 
-/// `wait_replicas` waits for the writes made through the shared connection, although it runs on
+/// `wait` waits for the writes made through the shared connection, although it runs on
 /// a dedicated one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wait_replicas_counts_a_real_replica() {
+async fn wait_counts_a_real_replica() {
     let primary = server().await;
     let port = primary.port().to_string();
     let replica = server_with(&["--replicaof", "127.0.0.1", &port]).await;
@@ -402,10 +402,7 @@ async fn wait_replicas_counts_a_real_replica() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     redis.set("replicated", "yes").await.unwrap();
-    let acked = redis
-        .wait_replicas(1, Duration::from_secs(5))
-        .await
-        .unwrap();
+    let acked = redis.wait(1, Duration::from_secs(5)).await.unwrap();
     assert_eq!(acked, 1);
     let mut on_replica = admin(&replica).await;
     let v: Option<String> = redis::cmd("GET")
@@ -416,13 +413,7 @@ async fn wait_replicas_counts_a_real_replica() {
     assert_eq!(v.as_deref(), Some("yes"), "acknowledged means replicated");
     // Asking for more replicas than exist waits the timeout and says how many did.
     let start = Instant::now();
-    assert_eq!(
-        redis
-            .wait_replicas(2, Duration::from_millis(300))
-            .await
-            .unwrap(),
-        1
-    );
+    assert_eq!(redis.wait(2, Duration::from_millis(300)).await.unwrap(), 1);
     assert!(start.elapsed() >= Duration::from_millis(250));
     // Raw WAIT gets the same treatment.
     let raw: i64 = redis

@@ -5,13 +5,15 @@
 //! 1. 64 tasks of INCR over 1000 keys spread over every slot: all routed, and with no fault
 //!    `Σ counters = ok` (nothing lost, nothing replayed).
 //! 2. Multi-key commands: split and recombined (`MGET`, `DEL`, `EXISTS`, `MSET`), hash tags,
-//!    and a cross-slot command refused with `Error::CrossSlot` naming the keys.
+//!    and a cross-slot command refused with `Error::CrossSlot` naming the keys; a `WATCH`
+//!    transaction on one slot.
 //! 3. `/health/redis` lists every primary up; the cluster gauges carry a `node` label.
 //! 4. A resharding under load: `MOVED`/`ASK` followed, no error to any caller, `Σ = ok`.
 //! 5. kill -9 of a primary under load: no command past its deadline, the state `Degraded`
 //!    naming the dead node's slots, the replica promoted, those slots served again within
 //!    node-timeout + 2 s of the promotion, a `ClusterChanged` event, `Up` again, and
-//!    `Σ counters ≤ ok + ambiguous`.
+//!    `Σ counters ≤ ok + ambiguous`; the fencing tokens of a lock on the dead node's slots,
+//!    taken in turn by 8 tasks throughout, unique and strictly increasing.
 
 #[path = "support/helpers.rs"]
 mod helpers;
@@ -217,6 +219,86 @@ async fn reset(r: &RedisHandle) {
         .expect("DEL over the cluster");
 }
 
+/// The slot of `key`, computed as the cluster specification says (CRC16/XMODEM of the key or of
+/// its hash tag, modulo 16 384).
+fn crc16_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes
+        .iter()
+        .position(|b| *b == b'{')
+        .and_then(|open| {
+            let rest = &bytes[open + 1..];
+            rest.iter()
+                .position(|b| *b == b'}')
+                .filter(|close| *close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(bytes);
+    let mut crc: u16 = 0;
+    for b in tagged {
+        crc ^= u16::from(*b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+/// 8 tasks taking one lock in turn (acquire, hold 10 ms, release), recording each fencing
+/// token in hand-out order.
+struct LockGrants {
+    stop: Arc<AtomicBool>,
+    tokens: Arc<Mutex<Vec<(Instant, u64)>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LockGrants {
+    fn start(r: &RedisHandle, key: &str) -> LockGrants {
+        let locks = redis_supervisor::lock::LockManager::new(r.with_timeout(DEADLINE));
+        let stop = Arc::new(AtomicBool::new(false));
+        let tokens: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
+        let tasks = (0..8)
+            .map(|_| {
+                let (locks, stop, tokens, key) =
+                    (locks.clone(), stop.clone(), tokens.clone(), key.to_string());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let ttl = Duration::from_millis(500);
+                        match locks.acquire(&key, ttl, Duration::from_secs(1)).await {
+                            Ok(guard) => {
+                                tokens.lock().await.push((Instant::now(), guard.token()));
+                                tokio::time::sleep(Duration::from_millis(10)).await;
+                                let _ = guard.release().await;
+                            }
+                            Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                    }
+                })
+            })
+            .collect();
+        LockGrants {
+            stop,
+            tokens,
+            tasks,
+        }
+    }
+
+    /// Stops the tasks: the tokens in hand-out order.
+    async fn stop(self) -> Vec<u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("a lock task panicked");
+        }
+        let mut tokens = self.tokens.lock().await.clone();
+        tokens.sort_by_key(|(at, _)| *at);
+        tokens.into_iter().map(|(_, t)| t).collect()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cluster_routes_follows_and_fails_over() {
     let started = Instant::now();
@@ -307,6 +389,21 @@ async fn cluster_routes_follows_and_fails_over() {
         .await
         .expect("MULTI on one slot");
     assert_eq!((n, v.as_str()), (1, "x"));
+    // A check-and-set transaction on one slot, on a leased connection to its node.
+    let (doubled,): (i64,) = r
+        .transaction(&["{u1}n"], |tx| async move {
+            let n: i64 = tx.get("{u1}n").await?;
+            let mut writes = redis::pipe();
+            writes.set("{u1}n", n * 2).ignore().get("{u1}n");
+            Ok(writes)
+        })
+        .await
+        .expect("transaction on a cluster");
+    assert_eq!(doubled, 2);
+    let cross: Result<(), Error> = r
+        .transaction(&["a", "b"], |_tx| async { Ok(redis::pipe()) })
+        .await;
+    assert!(matches!(cross, Err(Error::CrossSlot { .. })), "{cross:?}");
 
     // Cache invalidation walks every primary.
     let cache = redis_supervisor::cache::Cache::builder(r.clone())
@@ -494,6 +591,16 @@ async fn cluster_routes_follows_and_fails_over() {
         .filter(|i| victim_slots.iter().any(|r| r.contains(&slots_of_keys[*i])))
         .collect();
     assert!(!victim_keys.is_empty());
+    // 8 tasks take a lock whose slot the victim serves, in turn, through its death.
+    let lock_key = (0..)
+        .map(|i| format!("res:{i}"))
+        .find(|k| {
+            victim_slots
+                .iter()
+                .any(|range| range.contains(&crc16_slot(&format!("{{{k}}}"))))
+        })
+        .expect("a lock key on the victim");
+    let grants = LockGrants::start(&r, &lock_key);
     let load = Load::start(&sup);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let killed_at = Instant::now();
@@ -518,6 +625,22 @@ async fn cluster_routes_follows_and_fails_over() {
         .expect("settled after kill");
     tokio::time::sleep(Duration::from_secs(2)).await;
     let failed = load.stop().await;
+    let tokens = grants.stop().await;
+    eprintln!(
+        "kill -9: {} lock grants on {lock_key}, tokens {:?} … {:?}",
+        tokens.len(),
+        tokens.first(),
+        tokens.last()
+    );
+    assert!(tokens.len() > 20, "the lock tasks ran: {}", tokens.len());
+    for pair in tokens.windows(2) {
+        assert!(
+            pair[1] > pair[0],
+            "token {} handed out after {}: {tokens:?}",
+            pair[1],
+            pair[0]
+        );
+    }
     let sum = counters(&r).await;
     eprintln!(
         "kill -9: promoted {:?} after the kill; ok {} ambiguous {} errors {} slowest {:?}; sum {sum}",

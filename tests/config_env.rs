@@ -337,7 +337,10 @@ fn bad_values(var: &str) -> &'static [&'static str] {
         "REDIS_MAX_WAITING" => &["0", "lots", "1000001", "18446744073709551616"],
         "REDIS_LANES" => &["0", "two", "17", "18446744073709551616"],
         "REDIS_PUBSUB_BUFFER" => &["0", "lots", "1000001", "18446744073709551616"],
-        "REDIS_BLOCKING_CONNECTIONS" => &["0", "many", "1025", "18446744073709551616"],
+        "REDIS_BLOCKING_CONNECTIONS" | "REDIS_LEASED_CONNECTIONS" => {
+            &["0", "many", "1025", "18446744073709551616"]
+        }
+        "REDIS_WAIT_REPLICAS" => &["-1", "one", "65", "4294967296"],
         // Each entry must be host:port; a bad one is named whatever else is set.
         "REDIS_SENTINELS" => &["a", "a:0", "a:70000", ":1", "::1:5", "a:1,b"],
         // A master name without the sentinels' addresses.
@@ -415,6 +418,9 @@ fn variable_names_are_kept() {
         "REDIS_SENTINEL_PASSWORD",
         "REDIS_CLUSTER_NODES",
         "REDIS_CLUSTER_READ_FROM_REPLICAS",
+        "REDIS_LEASED_CONNECTIONS",
+        "REDIS_WAIT_REPLICAS",
+        "REDIS_WAIT_TIMEOUT_MS",
     ];
     let mut got = ENV_VARS.to_vec();
     want.sort_unstable();

@@ -67,16 +67,15 @@ async fn up_at(timeline: &Timeline, address: SocketAddr) -> Instant {
     }
 }
 
-/// 64 tasks of INCR on one key: counts of ok and ambiguous answers, and when each success came.
+/// 32 tasks of INCR on one key (`key`): counts of ok and ambiguous answers, and when each
+/// success came and from which server.
 ///
-/// With `replicated`, each INCR is followed, in the same pipeline on the same connection, by
-/// `WAIT 1 5`: an INCR counts as ok only once a replica has it, and one the master acknowledged
-/// but no replica confirmed counts as ambiguous: asynchronous replication may lose it in a
-/// failover (the old master keeps accepting writes until the sentinels demote it), which is
-/// Redis's doing, not the client's, and what `ok ≤ counter` must allow for. (`WAIT` holds its
-/// connection, so the 64 tasks' WAITs run one after another: 5 ms each keeps a round under the
-/// 500 ms deadline while no replica answers.) Without it every acknowledged INCR is ok, and
-/// only `counter ≤ ok + ambiguous` (nothing replayed) holds across a kill.
+/// `durable`: through a handle whose writes wait for one replica (`wait_replicas(1, …)`, the
+/// `WAIT` on a leased connection, never the shared one): an INCR is ok only once a replica has
+/// it, so no ok INCR is lost in a failover, however the master goes — `ok ≤ counter` — and one
+/// the master ran but no replica confirmed is `NotReplicated`, counted with the ambiguous. Plain,
+/// every acknowledged INCR is ok, and only `counter ≤ ok + ambiguous` (nothing replayed) holds:
+/// asynchronous replication may lose acknowledged writes, which is Redis's doing.
 struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicU64>,
@@ -84,17 +83,23 @@ struct Load {
     /// When each INCR was acknowledged, and the port of the server that ran it.
     successes: Arc<Mutex<Vec<(Instant, u16)>>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    key: &'static str,
 }
 
 impl Load {
-    fn start(sup: &Supervisor, replicated: bool) -> Load {
+    fn start(sup: &Supervisor, key: &'static str, durable: bool) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicU64::new(0));
         let ambiguous = Arc::new(AtomicU64::new(0));
         let successes: Arc<Mutex<Vec<(Instant, u16)>>> = Arc::default();
-        let tasks = (0..64)
+        let handle = sup.handle().with_timeout(Duration::from_millis(500));
+        let handle = match durable {
+            true => handle.wait_replicas(1, Duration::from_millis(200)),
+            false => handle,
+        };
+        let tasks = (0..32)
             .map(|_| {
-                let r = sup.handle().with_timeout(Duration::from_millis(500));
+                let r = handle.clone();
                 let (stop, ok, ambiguous, successes) = (
                     stop.clone(),
                     ok.clone(),
@@ -105,26 +110,20 @@ impl Load {
                     while !stop.load(Ordering::Relaxed) {
                         let start = Instant::now();
                         let mut pipe = redis::pipe();
-                        pipe.cmd("INCR").arg("counter");
-                        if replicated {
-                            pipe.cmd("WAIT").arg(1).arg(5);
-                        } else {
-                            pipe.cmd("ECHO").arg(1);
-                        }
+                        pipe.cmd("INCR").arg(key);
                         pipe.cmd("CONFIG").arg("GET").arg("port");
-                        type Reply = (i64, i64, HashMap<String, u16>);
+                        type Reply = (i64, HashMap<String, u16>);
                         match r.pipeline::<Reply>(pipe).await {
-                            Ok((_, replicas, port)) => {
+                            Ok((_, port)) => {
                                 let port = port.get("port").copied().unwrap_or(0);
                                 successes.lock().await.push((Instant::now(), port));
-                                let counted = if replicas >= 1 { &ok } else { &ambiguous };
-                                counted.fetch_add(1, Ordering::Relaxed);
+                                ok.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(e) if e.is_ambiguous() => {
                                 ambiguous.fetch_add(1, Ordering::Relaxed);
                             }
                             // Refused by a demoted master: the INCR did not run.
-                            Err(Error::Unavailable { .. }) => {}
+                            Err(Error::Unavailable { .. } | Error::Overloaded { .. }) => {}
                             Err(e) if e.server_code() == Some("READONLY") => {}
                             // Its deadline passed before it could be sent: it did not run.
                             Err(Error::Timeout { sent: false, .. }) => {}
@@ -143,6 +142,7 @@ impl Load {
             ambiguous,
             successes,
             tasks,
+            key,
         }
     }
 
@@ -168,24 +168,64 @@ impl Load {
         }
     }
 
-    /// Stops the tasks; (ok, ambiguous).
-    async fn stop(self) -> (u64, u64) {
+    /// The last INCR acknowledged by the server at `on`.
+    async fn last_success_on(&self, on: SocketAddr) -> Option<Instant> {
+        self.successes
+            .lock()
+            .await
+            .iter()
+            .filter(|(_, port)| *port == on.port())
+            .map(|(at, _)| *at)
+            .max()
+    }
+
+    /// Stops the tasks; (ok, ambiguous, the counter on the master).
+    async fn stop(self, sup: &Supervisor) -> (u64, u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.tasks {
             t.await.expect("an INCR task panicked");
         }
+        let r = sup.handle().with_timeout(Duration::from_secs(5));
+        let counter: Option<u64> = r.get(self.key).await.expect("GET counter");
         (
             self.ok.load(Ordering::Relaxed),
             self.ambiguous.load(Ordering::Relaxed),
+            counter.unwrap_or(0),
         )
     }
 }
 
-/// Reads the counter on the master after the replica has what it acknowledged.
-async fn counter(sup: &Supervisor) -> u64 {
-    let r = sup.handle().with_timeout(Duration::from_secs(5));
-    let v: Option<u64> = r.get("counter").await.expect("GET counter");
-    v.unwrap_or(0)
+/// When a replica of `topo` other than `old` first answers `ROLE` as a master (polled every
+/// 2 ms from now): the promotion, as the server itself says. (A connection the promotion
+/// kills — the sentinels send `CLIENT KILL TYPE normal` with it — is opened again.)
+fn promotion(topo: &SentinelTopology, old: SocketAddr) -> tokio::task::JoinHandle<Instant> {
+    let replicas: Vec<SocketAddr> = topo
+        .data_addrs()
+        .into_iter()
+        .filter(|a| *a != old)
+        .collect();
+    tokio::spawn(async move {
+        let mut conns: Vec<Option<redis::aio::MultiplexedConnection>> =
+            replicas.iter().map(|_| None).collect();
+        loop {
+            for (addr, conn) in replicas.iter().zip(conns.iter_mut()) {
+                if conn.is_none() {
+                    let client = redis::Client::open(format!("redis://{addr}")).unwrap();
+                    *conn = client.get_multiplexed_async_connection().await.ok();
+                }
+                let Some(c) = conn.as_mut() else { continue };
+                match redis::cmd("ROLE").query_async::<redis::Value>(c).await {
+                    Ok(redis::Value::Array(fields)) if matches!(fields.first(), Some(redis::Value::BulkString(b)) if b == b"master") =>
+                    {
+                        return Instant::now();
+                    }
+                    Ok(_) => {}
+                    Err(_) => *conn = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
 }
 
 /// How a fault moves the master.
@@ -196,9 +236,13 @@ enum Fault {
     Pause,
 }
 
-/// The master is followed through `fault` under 64 tasks of INCR: the first write on the new
-/// master within 1 s of the sentinels naming it (+ the polling slack of the fixture), a
-/// `Failover` event, `Up` naming the new master, and `ok ≤ counter ≤ ok + ambiguous`.
+/// The master is followed through `fault` under 64 tasks of INCR, 32 of them durable (see
+/// `Load`): the connections move at the promotion, so writes stop reaching the old master
+/// within 100 ms of it (reported; asserted within 500 ms, a loaded machine's slack: it was a
+/// second before this was followed); the first write on the new master within 1 s of the
+/// sentinels naming it (+ the polling slack of the fixture), a `Failover` event, `Up` naming
+/// the new master; `counter ≤ ok + ambiguous` for both loads, and `ok ≤ counter` for the durable
+/// one, whatever the fault.
 async fn follows_the_master(fault: Fault) {
     let mut topo = SentinelTopology::start().await.expect("sentinel topology");
     let old = topo.master_addr().await.expect("master");
@@ -217,11 +261,10 @@ async fn follows_the_master(fault: Fault) {
         other => panic!("{other:?}"),
     }
     let timeline = Timeline::start(&sup);
-    // Acknowledged writes are lost by asynchronous replication when the master dies; a
-    // coordinated failover loses only those no replica had (see `Load`).
-    let replicated = matches!(fault, Fault::Failover);
-    let load = Load::start(&sup, replicated);
+    let plain = Load::start(&sup, "counter", false);
+    let durable = Load::start(&sup, "durable", true);
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let promoted = promotion(&topo, old);
     let faulted = Instant::now();
     match fault {
         Fault::Failover => topo.failover().await.expect("SENTINEL FAILOVER"),
@@ -237,7 +280,8 @@ async fn follows_the_master(fault: Fault) {
         .await
         .expect("the sentinels switch");
     let named = Instant::now();
-    let first_write = load.first_success_after(named, new).await;
+    let promoted = promoted.await.expect("promotion watch");
+    let first_write = plain.first_success_after(named, new).await;
     let up = up_at(&timeline, new).await;
     assert!(
         first_write.saturating_duration_since(named) < Duration::from_millis(1500),
@@ -245,15 +289,25 @@ async fn follows_the_master(fault: Fault) {
         first_write - named,
         named - faulted,
     );
+    // Writes acknowledged by the old master after the promotion: lost to the failover.
+    let last_on_old = plain.last_success_on(old).await;
+    let window = last_on_old.map_or(Duration::ZERO, |at| at.saturating_duration_since(promoted));
     eprintln!(
-        "{fault:?}: sentinels named {new} {} ms after the fault; first write on it {} ms later; Up published {} ms after they named it",
-        (named - faulted).as_millis(),
+        "{fault:?}: promoted {} ms after the fault, named by the sentinels {} ms after that; writes acknowledged by the old master until {} ms after the promotion; first write on the new master {} ms after the sentinels named it; Up published {} ms after they named it",
+        (promoted - faulted).as_millis(),
+        named.saturating_duration_since(promoted).as_millis(),
+        window.as_millis(),
         (first_write.saturating_duration_since(named)).as_millis(),
         up.saturating_duration_since(named).as_millis(),
     );
+    assert!(
+        window <= Duration::from_millis(500),
+        "{fault:?}: the old master acknowledged writes {window:?} after the promotion"
+    );
     // Writes keep landing for a while on the new master.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (ok, ambiguous) = load.stop().await;
+    let (ok, ambiguous, n) = plain.stop(&sup).await;
+    let (d_ok, d_ambiguous, d) = durable.stop(&sup).await;
     if let Fault::Pause = fault {
         topo.resume(old).expect("resume the old master");
     }
@@ -268,25 +322,22 @@ async fn follows_the_master(fault: Fault) {
         "{fault:?}: {events:?}"
     );
     assert!(up >= named - Duration::from_secs(5));
-    let n = counter(&sup).await;
+    eprintln!(
+        "{fault:?}: plain: ok {ok}, ambiguous {ambiguous}, counter {n} ({} acknowledged INCRs lost to asynchronous replication); durable: ok {d_ok}, ambiguous {d_ambiguous}, counter {d}",
+        ok.saturating_sub(n)
+    );
     assert!(
         n <= ok + ambiguous,
         "{fault:?}: replayed? ok {ok}, ambiguous {ambiguous}, counter {n}"
     );
-    if replicated {
-        eprintln!("{fault:?}: ok {ok}, ambiguous {ambiguous}, counter {n}");
-        assert!(ok > 0, "{fault:?}: no INCR was confirmed by a replica");
-        assert!(
-            ok <= n,
-            "{fault:?}: ok {ok}, ambiguous {ambiguous}, counter {n}"
-        );
-    } else {
-        eprintln!(
-            "{fault:?}: {} acknowledged INCRs lost to asynchronous replication \
-             (ok {ok}, ambiguous {ambiguous}, counter {n})",
-            ok.saturating_sub(n)
-        );
-    }
+    assert!(
+        d_ok > 0,
+        "{fault:?}: no durable INCR was confirmed by a replica"
+    );
+    assert!(
+        d_ok <= d && d <= d_ok + d_ambiguous,
+        "{fault:?}: durable: ok {d_ok}, ambiguous {d_ambiguous}, counter {d}"
+    );
     let followed = sample(
         &prometheus.render(),
         "redis_client_failovers_total",
@@ -626,5 +677,160 @@ async fn pubsub_and_blocking_follow_the_master() {
         .await
         .unwrap();
     assert_eq!(job, Some(("jobs".into(), "j".into())));
+    sup.shutdown().await;
+}
+
+/// Lock grants: when each was handed out and its fencing token, and when two were held at once.
+#[derive(Clone, Default)]
+struct Grants {
+    handed: Arc<Mutex<Vec<(Instant, u64)>>>,
+    holders: Arc<std::sync::atomic::AtomicU32>,
+    overlaps: Arc<Mutex<Vec<Instant>>>,
+}
+
+impl Grants {
+    /// The first grant after `t`, waiting for it.
+    async fn first_after(&self, t: Instant) -> Instant {
+        let start = Instant::now();
+        loop {
+            if let Some((at, _)) = self.handed.lock().await.iter().find(|(at, _)| *at > t) {
+                return *at;
+            }
+            assert!(
+                start.elapsed() < SETTLE,
+                "no lock granted after the failover"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Fencing tokens never repeat nor go backwards across a `SENTINEL FAILOVER` and then a kill -9
+/// of the new master whose replica lost its link (one topology for both): 8 tasks take one lock in
+/// turn (acquire, hold 20 ms, release). Every token handed out is unique and strictly increasing in hand-out order;
+/// two holders at once only within a failover (Redis replicates asynchronously: that is what
+/// fencing is for); an acquire succeeds within 1 s of the sentinels naming the new master (a
+/// lock whose release the failover lost is held until its TTL, 500 ms here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_tokens_never_repeat_across_failovers() {
+    use redis_supervisor::lock::LockManager;
+    let mut topo = SentinelTopology::start().await.expect("sentinel topology");
+    let sup = Supervisor::start(sentinel_config(&topo, "locks"))
+        .await
+        .unwrap();
+    sup.wait_until_up(SOON).await.unwrap();
+    let locks = LockManager::new(sup.handle().with_timeout(Duration::from_millis(500)));
+    let grants = Grants::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (locks, grants, stop) = (locks.clone(), grants.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let acquired = locks
+                        .acquire(
+                            "resource",
+                            Duration::from_millis(500),
+                            Duration::from_secs(1),
+                        )
+                        .await;
+                    let Ok(guard) = acquired else {
+                        // Busy, or Redis failing over: try again.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    };
+                    let at = Instant::now();
+                    if grants.holders.fetch_add(1, Ordering::SeqCst) > 0 {
+                        grants.overlaps.lock().await.push(at);
+                    }
+                    grants.handed.lock().await.push((at, guard.token()));
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    grants.holders.fetch_sub(1, Ordering::SeqCst);
+                    let _ = guard.release().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut windows = Vec::new();
+    // 1. A planned failover.
+    let old = topo.master_addr().await.unwrap();
+    let faulted = Instant::now();
+    topo.failover().await.expect("SENTINEL FAILOVER");
+    let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
+    let named = Instant::now();
+    let first = grants.first_after(named).await;
+    eprintln!(
+        "failover: first grant {} ms after the sentinels named {new}",
+        first.saturating_duration_since(named).as_millis()
+    );
+    assert!(first.saturating_duration_since(named) < Duration::from_millis(1500));
+    windows.push((faulted, named + Duration::from_secs(2)));
+    topo.wait_until_agreed(SETTLE).await.expect("settled");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // 2. The new master killed while its replica lags: the replica frozen and its replication
+    //    link cut 300 ms before (`CLIENT KILL TYPE replica`), so what the master acknowledged
+    //    meanwhile is not on the replica the sentinels then promote. A token handed out in those
+    //    300 ms would be handed out again: none is (its confirmation waits for the replica, and
+    //    fails).
+    let client = redis::Client::open(format!("redis://{new}")).unwrap();
+    let mut master = client.get_multiplexed_async_connection().await.unwrap();
+    let replica = *topo.data_addrs().iter().find(|a| **a != new).unwrap();
+    topo.pause_node(replica).expect("freeze the replica");
+    let faulted = Instant::now();
+    let cut: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("replica")
+        .query_async(&mut master)
+        .await
+        .unwrap();
+    assert_eq!(cut, 1, "the replica's link cut");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let killed = topo.kill_master().await.expect("kill -9 the master");
+    topo.resume(replica).expect("resume the replica");
+    assert_eq!(killed, new);
+    let newer = topo.wait_for_master_change(new, SETTLE).await.unwrap();
+    let named = Instant::now();
+    let first = grants.first_after(named).await;
+    eprintln!(
+        "kill -9: first grant {} ms after the sentinels named {newer}",
+        first.saturating_duration_since(named).as_millis()
+    );
+    assert!(first.saturating_duration_since(named) < Duration::from_millis(1500));
+    windows.push((faulted, named + Duration::from_secs(2)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("a lock task panicked");
+    }
+    let mut handed = grants.handed.lock().await.clone();
+    handed.sort_by_key(|(at, _)| *at);
+    let tokens: Vec<u64> = handed.iter().map(|(_, t)| *t).collect();
+    eprintln!(
+        "{} grants, tokens {:?} … {:?}",
+        tokens.len(),
+        tokens.first(),
+        tokens.last()
+    );
+    assert!(
+        tokens.len() > 50,
+        "the tasks took the lock: {}",
+        tokens.len()
+    );
+    for pair in tokens.windows(2) {
+        assert!(
+            pair[1] > pair[0],
+            "token {} handed out after {}: {tokens:?}",
+            pair[1],
+            pair[0]
+        );
+    }
+    for at in grants.overlaps.lock().await.iter() {
+        assert!(
+            windows.iter().any(|(from, to)| at >= from && at <= to),
+            "two holders at once outside a failover"
+        );
+    }
     sup.shutdown().await;
 }

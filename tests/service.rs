@@ -277,7 +277,15 @@ struct Running {
 /// The example's app on a fresh fixture server (fast reconnect backoff), served on a loopback
 /// port until `shutdown` resolves, with its job worker running.
 async fn start(shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Running {
-    let server = helpers::server().await;
+    start_with(helpers::server().await, &app::Settings::default(), shutdown).await
+}
+
+/// As [`start`], on `server` with `settings`.
+async fn start_with(
+    server: RedisServer,
+    settings: &app::Settings,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Running {
     let config = helpers::config(&server, |b| b.key_prefix("service:"));
     let recorder = redis_supervisor::metrics::prometheus_builder().build_recorder();
     let prometheus = recorder.handle();
@@ -285,7 +293,7 @@ async fn start(shutdown: impl std::future::Future<Output = ()> + Send + 'static)
         .await
         .unwrap();
     supervisor.wait_until_up(SOON).await.unwrap();
-    let app = app::App::new(&supervisor, &app::Settings::default(), prometheus).unwrap();
+    let app = app::App::new(&supervisor, settings, prometheus).unwrap();
     let worker = app.spawn_worker();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let http = Http {
@@ -637,4 +645,54 @@ async fn sigterm_ends_event_streams_and_serve_returns() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// `LOGIN_WAIT_REPLICAS=1`: a login is answered once a replica has the session; with the
+/// replica gone, a login is 503 ("try again"), saying the session may not survive a failover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_waits_for_a_replica_when_asked() {
+    let err = app::Settings::from_lookup(|k| (k == "LOGIN_WAIT_REPLICAS").then(|| "two".into()))
+        .unwrap_err();
+    assert!(
+        err.contains("LOGIN_WAIT_REPLICAS") && err.contains("\"two\""),
+        "{err}"
+    );
+    let master = helpers::server().await;
+    let mut replica =
+        helpers::server_with(&["--replicaof", master.host(), &master.port().to_string()]).await;
+    let settings = app::Settings {
+        login_replicas: 1,
+        ..app::Settings::default()
+    };
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = start_with(master, &settings, async {
+        let _ = stopped.await;
+    })
+    .await;
+    let http = run.http;
+    // The replica is linked once a login is confirmed by it.
+    let deadline = Instant::now() + SOON;
+    let cookie = loop {
+        let reply = http.post(1, "/login", r#"{"user":"carol"}"#).await;
+        if reply.status == 200 {
+            break reply.cookie();
+        }
+        assert_eq!(reply.status, 503, "{reply:?}");
+        assert!(Instant::now() < deadline, "no login confirmed: {reply:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(http.me(&cookie).await.status, 200);
+    replica.kill().await.unwrap();
+    let refused = http.post(1, "/login", r#"{"user":"dave"}"#).await;
+    assert_eq!(refused.status, 503, "{refused:?}");
+    let reason = refused.json()["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("replicas") && reason.contains("failover"),
+        "{reason}"
+    );
+    stop.send(()).unwrap();
+    run.finish().await;
 }

@@ -65,6 +65,8 @@ fn cmd(args: &[&str]) -> redis::Cmd {
 struct Bystanders {
     stop: Arc<AtomicBool>,
     wrong: Arc<AtomicU64>,
+    /// Rounds done so far, by all of them.
+    rounds: Arc<AtomicU64>,
     tasks: Vec<tokio::task::JoinHandle<u64>>,
 }
 
@@ -72,9 +74,11 @@ impl Bystanders {
     fn start(redis: &RedisHandle) -> Bystanders {
         let stop = Arc::new(AtomicBool::new(false));
         let wrong = Arc::new(AtomicU64::new(0));
+        let rounds = Arc::new(AtomicU64::new(0));
         let tasks = (0..8)
             .map(|i| {
-                let (redis, stop, wrong) = (redis.clone(), stop.clone(), wrong.clone());
+                let (redis, stop, wrong, rounds) =
+                    (redis.clone(), stop.clone(), wrong.clone(), rounds.clone());
                 tokio::spawn(async move {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Relaxed) {
@@ -85,12 +89,28 @@ impl Bystanders {
                             wrong.fetch_add(1, Ordering::Relaxed);
                         }
                         n += 1;
+                        rounds.fetch_add(1, Ordering::Relaxed);
                     }
                     n
                 })
             })
             .collect();
-        Bystanders { stop, wrong, tasks }
+        Bystanders {
+            stop,
+            wrong,
+            rounds,
+            tasks,
+        }
+    }
+
+    /// Waits until they have done `n` more rounds (so that they run meanwhile, and after).
+    async fn more_rounds(&self, n: u64) {
+        let target = self.rounds.load(Ordering::Relaxed) + n;
+        let deadline = Instant::now() + SOON;
+        while self.rounds.load(Ordering::Relaxed) < target {
+            assert!(Instant::now() < deadline, "the bystanders stopped");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Stops them: (rounds done, wrong answers).
@@ -121,6 +141,7 @@ async fn no_command_changes_the_shared_connection_for_the_others() {
     let sup = supervisor_with(&server, |b| b.db(3)).await;
     let redis = sup.handle();
     let bystanders = Bystanders::start(&redis);
+    bystanders.more_rounds(50).await;
     for args in STATEFUL {
         let what = args.join(" ");
         let e = redis.cmd::<redis::Value>(cmd(args)).await.unwrap_err();
@@ -142,6 +163,7 @@ async fn no_command_changes_the_shared_connection_for_the_others() {
             .await
             .unwrap_err();
         assert_refused(e, &format!("pipeline_idempotent with {what}"), args[0]);
+        bystanders.more_rounds(8).await;
     }
     let (rounds, wrong) = bystanders.stop().await;
     assert!(rounds > 0, "the bystanders never ran");

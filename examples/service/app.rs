@@ -85,6 +85,10 @@ pub struct Settings {
     /// `SHUTDOWN_TIMEOUT_MS`: after SIGTERM, how long open HTTP connections may take to finish
     /// before they are cut. Default 10 s.
     pub shutdown_timeout: Duration,
+    /// `LOGIN_WAIT_REPLICAS`: a login is answered only once this many replicas have its session
+    /// ([`RedisHandle::wait_replicas`]), so that a failover does not log the user out. Default 0
+    /// (a single Redis has no replicas); 1 with Sentinel or a cluster.
+    pub login_replicas: u32,
 }
 
 impl Default for Settings {
@@ -95,6 +99,7 @@ impl Default for Settings {
             api_burst: 30,
             db_delay: Duration::from_millis(100),
             shutdown_timeout: Duration::from_secs(10),
+            login_replicas: 0,
         }
     }
 }
@@ -139,6 +144,12 @@ impl Settings {
             api_burst: positive("API_RATE_LIMIT_BURST", d.api_burst)?,
             db_delay: Duration::from_millis(positive("ITEMS_DB_DELAY_MS", 100)?),
             shutdown_timeout: Duration::from_millis(positive("SHUTDOWN_TIMEOUT_MS", 10_000)?),
+            login_replicas: match lookup("LOGIN_WAIT_REPLICAS") {
+                None => d.login_replicas,
+                Some(v) => v.trim().parse::<u32>().ok().filter(|n| *n <= 64).ok_or_else(|| {
+                    format!("invalid LOGIN_WAIT_REPLICAS = {v:?}: expected a number of replicas, 0 to 64")
+                })?,
+            },
         })
     }
 }
@@ -262,6 +273,8 @@ struct Shared {
     pubsub: PubSub,
     cache: Cache,
     sessions: SessionStore,
+    /// The same sessions, created only once `LOGIN_WAIT_REPLICAS` replicas have them.
+    logins: SessionStore,
     presence: Presence,
     db: Arc<Database>,
     jobs: JobStats,
@@ -300,6 +313,11 @@ impl App {
             .namespace("session")
             .ttl(SESSION_TTL)
             .build()?;
+        let durable = redis.wait_replicas(settings.login_replicas, Duration::from_millis(500));
+        let logins = SessionStore::builder(durable)
+            .namespace("session")
+            .ttl(SESSION_TTL)
+            .build()?;
         let presence = Presence::builder(redis.clone())
             .namespace("presence")
             .timeout(PRESENCE_TIMEOUT)
@@ -315,6 +333,7 @@ impl App {
             redis,
             cache,
             sessions,
+            logins,
             presence,
             db: Arc::new(Database::new(settings.db_delay)),
             jobs: JobStats::default(),
@@ -594,7 +613,7 @@ async fn login(State(s): AppState, parsed: Result<Json<Login>, JsonRejection>) -
         logged_in_at: unix_secs(SystemTime::now()),
     };
     let session = s
-        .sessions
+        .logins
         .create(&login.user, &data)
         .await
         .map_err(|e| ApiError::redis("login", &e))?;

@@ -6,10 +6,11 @@
 //! A blocking command's deadline is its own block time plus the handle's timeout as a grace
 //! (not the command timeout alone, which would cut it short). Within it, the command waits (per
 //! the offline policy) for the server to be up, then for a free dedicated connection
-//! ([`Error::Overloaded`] if none frees up in time). Delivery semantics as for every command:
-//! a pop that may have happened without its reply reaching the caller is
-//! [`Error::Ambiguous`] (never replayed); `XREAD` and `WAIT` are read-only and replayed once on a
-//! lost connection. At shutdown a blocked command is unblocked and answered
+//! ([`Error::Overloaded`] if none frees up in time). Delivery is the one loop every command takes
+//! (`delivery.rs`), with these as its data: a pop that may have happened without its reply
+//! reaching the caller is [`Error::Ambiguous`] (never replayed); `XREAD` and `WAIT` are
+//! read-only and replayed once on a lost connection; on a cluster it runs on the node of its
+//! key's slot and follows `MOVED`/`ASK`. At shutdown a blocked command is unblocked and answered
 //! [`Error::ShuttingDown`]: it popped nothing.
 
 use std::time::Duration;
@@ -17,15 +18,14 @@ use std::time::Duration;
 use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
-use super::{Need, RedisHandle, convert, deadline_after};
-use crate::command::{key as first_key, with_block_time};
-use crate::config::NodeAddr;
-use crate::error::{Error, from_reply_error};
-use crate::lane::{ExecError, NotReady};
+use super::{RedisHandle, convert, deadline_after};
+use crate::delivery::{Plan, Via};
+use crate::error::Error;
 use crate::metrics::{CommandLabel, Outcome};
+use crate::pool::Purpose;
 use crate::request::Request;
 
-/// The channel `wait_replicas` publishes an empty message on (see there).
+/// The channel [`RedisHandle::wait`] publishes an empty message on (see there).
 const WAIT_MARK_CHANNEL: &str = "__redis-supervisor:wait";
 
 /// Which key names in a reply carry the key prefix, to be taken off for the caller.
@@ -138,7 +138,8 @@ impl RedisHandle {
 
     /// `WAIT replicas timeout`: waits until at least `replicas` replicas acknowledged every
     /// write the server had applied when this was called — the writes of every handle, this
-    /// one's included — or until `timeout`; returns how many did.
+    /// one's included — or until `timeout`; returns how many did. (To make each write of a
+    /// handle wait for replicas, see [`wait_replicas`](Self::wait_replicas).)
     ///
     /// Redis's `WAIT` counts only the writes of the connection it runs on, and this one runs on
     /// a dedicated connection (it would stall the shared one). So it first publishes an empty
@@ -148,7 +149,7 @@ impl RedisHandle {
     /// # Errors
     /// [`Error::InvalidArgument`] for a `timeout` of 0 (it would block forever) or over 24 h;
     /// otherwise as [`blpop`](Self::blpop), with [`Error::Timeout`] instead of `Ambiguous`.
-    pub async fn wait_replicas(&self, replicas: u32, timeout: Duration) -> Result<u64, Error> {
+    pub async fn wait(&self, replicas: u32, timeout: Duration) -> Result<u64, Error> {
         check_block("WAIT", timeout)?;
         let mut wait = redis::cmd("WAIT");
         wait.arg(replicas).arg(timeout.as_millis().max(1) as u64);
@@ -169,7 +170,7 @@ impl RedisHandle {
             Err(e) => {
                 let took = Duration::ZERO;
                 self.core
-                    .metrics
+                    .metrics()
                     .command(request.label(), Outcome::Error, took);
                 return Err(e);
             }
@@ -206,168 +207,28 @@ impl RedisHandle {
         keys: Keys,
     ) -> Result<RV, Error> {
         let start = Instant::now();
-        let prefix = self.core.config.key_prefix().as_bytes();
+        let prefix = self.core.config().key_prefix().as_bytes();
+        let budget = block.saturating_add(self.timeout);
+        let plan = Plan {
+            request: &request,
+            replay_safe,
+            via: Via::Pool(Purpose::Blocking),
+            budget,
+            deadline: deadline_after(start, budget),
+            offline: self.offline,
+            block: Some(block),
+            durability: None,
+        };
         let result = self
-            .deliver_blocking(&request, block, replay_safe, start)
+            .core
+            .deliver(&plan)
             .await
             .map(|v| unprefix(v, prefix, keys))
             .and_then(convert);
         self.core
-            .metrics
+            .metrics()
             .command(request.label(), Outcome::of(&result), start.elapsed());
         result
-    }
-
-    /// Delivers a blocking command on a dedicated connection by its deadline (block time plus
-    /// the handle's timeout), following the delivery semantics.
-    async fn deliver_blocking(
-        &self,
-        request: &Request,
-        block: Duration,
-        replay_safe: bool,
-        start: Instant,
-    ) -> Result<Value, Error> {
-        let _entry = self.core.gate.enter().ok_or(Error::ShuttingDown)?;
-        let pool = &self.core.blocking;
-        let budget = block.saturating_add(self.timeout);
-        let deadline = deadline_after(start, budget);
-        let mut lost: Option<String> = None;
-        let mut refusal: Option<NotReady> = None;
-        let mut need = Need::default();
-        // On a cluster: the node the command's key lives on (found once, then from `MOVED`).
-        let cluster = self.core.topology.slotted();
-        let mut node: Option<NodeAddr> = None;
-        let mut redirects = 0;
-        loop {
-            need.refusal = refusal.as_ref();
-            // Dedicated connections are opened (and used) only while the server serves.
-            let version = match self.lane(deadline, need).await {
-                Ok((_, version)) => version,
-                Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
-            };
-            if node.is_none() && cluster {
-                // Boxed: it runs a whole command (CLUSTER SLOTS), which would otherwise sit in
-                // every raw command's future.
-                node = Box::pin(self.blocking_node(request)).await?;
-            }
-            let permit = pool.permit(deadline).await?;
-            let mut checkout = match pool.checkout(permit, deadline, node.as_ref()).await {
-                Ok(c) => c,
-                Err(e) => return Err(self.not_resent(request, e, lost, deadline)),
-            };
-            // Shutdown began while it connected: it would not be unblocked. Not sent.
-            if pool.is_closed() {
-                return Err(Error::ShuttingDown);
-            }
-            // A command that waited for its connection blocks only for what its deadline has
-            // left (keeping the handle's timeout for the reply): blocking the full time would
-            // answer after the deadline, and a pop the caller no longer waits for loses its
-            // element.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .saturating_sub(self.timeout);
-            let shortened = match request.as_cmd() {
-                Some(cmd) if left + Duration::from_millis(5) < block => {
-                    with_block_time(cmd, left).map(|c| Request::typed(c, request.label()))
-                }
-                _ => None,
-            };
-            let sent = shortened.as_ref().unwrap_or(request);
-            match pool.run(&mut checkout, sent, deadline).await {
-                // Unblocked by shutdown (`CLIENT UNBLOCK … ERROR`): it popped nothing.
-                Some(Ok(Value::ServerError(e))) if e.code() == "UNBLOCKED" && pool.is_closed() => {
-                    return Err(Error::ShuttingDown);
-                }
-                Some(Ok(value)) => {
-                    pool.give_back(checkout);
-                    return Ok(value);
-                }
-                // The key's slot is served elsewhere (it did not run): go there.
-                Some(Err(ExecError::Reply(e)))
-                    if cluster && matches!(e.code(), Some("MOVED" | "ASK")) && redirects < 5 =>
-                {
-                    redirects += 1;
-                    pool.give_back(checkout);
-                    node = match e.code() {
-                        Some("MOVED") => crate::topology::cluster::redirect_target(e.detail()),
-                        // A slot being migrated: ask again where it is, after a pause.
-                        _ => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            None
-                        }
-                    };
-                }
-                Some(Err(ExecError::Reply(e))) => {
-                    let error = from_reply_error(e);
-                    if error.server_code() == Some("UNBLOCKED") && pool.is_closed() {
-                        return Err(Error::ShuttingDown);
-                    }
-                    pool.give_back(checkout);
-                    return Err(error);
-                }
-                Some(Err(ExecError::Refused(not_ready))) => {
-                    pool.give_back(checkout);
-                    need = Need {
-                        avoid: None,
-                        after: Some(version),
-                        refusal: None,
-                        bulk: false,
-                    };
-                    refusal = Some(not_ready);
-                }
-                Some(Err(ExecError::Transport(reason))) => {
-                    drop(checkout);
-                    if !replay_safe || lost.is_some() {
-                        return Err(Error::Ambiguous {
-                            command: request.name(),
-                            reason,
-                        });
-                    }
-                    if pool.is_closed() {
-                        return Err(Error::ShuttingDown);
-                    }
-                    lost = Some(reason);
-                    need = Need::default();
-                }
-                None => {
-                    drop(checkout);
-                    return Err(if replay_safe {
-                        Error::Timeout {
-                            command: request.name(),
-                            after: budget,
-                            sent: true,
-                        }
-                    } else {
-                        Error::Ambiguous {
-                            command: request.name(),
-                            reason: format!(
-                                "no reply within {} ms (block time plus the handle's timeout)",
-                                budget.as_millis()
-                            ),
-                        }
-                    });
-                }
-            }
-        }
-    }
-}
-
-impl RedisHandle {
-    /// On a cluster: the primary serving the slot of the blocking command's key (from
-    /// `CLUSTER SLOTS`), `None` for a command without a key (`WAIT`) or not on a cluster.
-    async fn blocking_node(&self, request: &Request) -> Result<Option<NodeAddr>, Error> {
-        let Some(key) = request.as_cmd().and_then(first_key) else {
-            return Ok(None);
-        };
-        let slot = crate::topology::cluster::key_slot(key);
-        let mut slots = redis::cmd("CLUSTER");
-        slots.arg("SLOTS");
-        let reply: Value = self.run(Request::raw(slots), true).await?;
-        let (shards, _) = crate::topology::cluster::shards(&reply);
-        Ok(shards
-            .into_iter()
-            .find(|s| s.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
-            .map(|s| s.primary))
     }
 }
 
@@ -375,7 +236,7 @@ fn is_waitaof(cmd: &redis::Cmd) -> bool {
     crate::command::name(cmd).is_some_and(|n| n.eq_ignore_ascii_case(b"WAITAOF"))
 }
 
-/// `WAIT`/`WAITAOF` after a replicated mark (see [`RedisHandle::wait_replicas`]).
+/// `WAIT`/`WAITAOF` after a replicated mark (see [`RedisHandle::wait`]).
 fn wait_request(wait: redis::Cmd) -> Request {
     let mut pipe = redis::pipe();
     pipe.cmd("PUBLISH")

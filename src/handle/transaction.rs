@@ -18,11 +18,11 @@ use redis::aio::MultiplexedConnection;
 use redis::{FromRedisValue, Value};
 use tokio::time::Instant;
 
-use super::{Need, RedisHandle, convert, deadline_after};
+use super::{RedisHandle, convert, deadline_after};
 use crate::config::NodeAddr;
 use crate::error::{Error, ErrorSide, classify, describe_connection_error, from_reply_error};
 use crate::metrics::{CommandLabel, Outcome};
-use crate::pool::Checkout;
+use crate::pool::{Checkout, Purpose};
 use crate::sync::lock;
 use crate::topology::cluster::{key_slot, redirect_target};
 
@@ -191,7 +191,7 @@ impl RedisHandle {
             .await
             .and_then(convert);
         self.core
-            .metrics
+            .metrics()
             .command(CommandLabel::Multi, Outcome::of(&result), start.elapsed());
         result
     }
@@ -206,26 +206,28 @@ impl RedisHandle {
         F: FnMut(Transaction) -> Fut,
         Fut: Future<Output = Result<redis::Pipeline, Error>>,
     {
-        let _entry = self.core.gate.enter().ok_or(Error::ShuttingDown)?;
+        let _entry = self.core.admit().ok_or(Error::ShuttingDown)?;
         let deadline = deadline_after(start, self.timeout);
-        let slot = transaction_slot(keys, !self.core.topology.slotted())?;
-        let pool = &self.core.leased;
+        let slotted = transaction_slot(keys, !self.core.topology().slotted())?;
+        let pool = self.core.pool(Purpose::Leased);
         let mut node: Option<NodeAddr> = None;
         let mut aborts = 0u32;
         let mut lost: Option<String> = None;
         loop {
             // Leased connections are opened (and used) only while the server serves.
-            let (lease, _) = self.lane(deadline, Need::default()).await.map_err(|e| {
-                lost.take().map_or(e, |reason| Error::Unavailable {
-                    since: std::time::SystemTime::now(),
-                    reason: format!("transaction: {reason}"),
-                    kind: crate::error::FailureKind::Closed,
-                })
-            })?;
-            if let (Some(slot), None, Some(router)) = (slot, &node, lease.router()) {
-                node = router.node_for_slot(slot, false).map(|n| n.addr.clone());
+            self.core
+                .serving(deadline, self.offline)
+                .await
+                .map_err(|e| {
+                    lost.take().map_or(e, |reason| Error::Unavailable {
+                        since: std::time::SystemTime::now(),
+                        reason: format!("transaction: {reason}"),
+                        kind: crate::error::FailureKind::Closed,
+                    })
+                })?;
+            if slotted && node.is_none() {
+                node = self.core.primary_for(keys[0]);
             }
-            drop(lease);
             let permit = pool.permit(deadline).await?;
             let mut checkout = pool.checkout(permit, deadline, node.as_ref()).await?;
             match self.attempt(&mut checkout, keys, body, deadline).await {
@@ -358,16 +360,16 @@ impl RedisHandle {
     }
 }
 
-/// On a cluster, the one slot of `keys` (they must share it); `None` on one server. Checks that
-/// there is at least one key.
-fn transaction_slot(keys: &[&[u8]], standalone: bool) -> Result<Option<u16>, Error> {
+/// Whether `keys` are routed by slot (on a cluster, where they must share one). Checks that there
+/// is at least one key.
+fn transaction_slot(keys: &[&[u8]], standalone: bool) -> Result<bool, Error> {
     let Some(first) = keys.first() else {
         return Err(Error::InvalidArgument(
             "a transaction needs at least one key to WATCH".into(),
         ));
     };
     if standalone {
-        return Ok(None);
+        return Ok(false);
     }
     let slot = key_slot(first);
     if keys.iter().any(|k| key_slot(k) != slot) {
@@ -380,7 +382,7 @@ fn transaction_slot(keys: &[&[u8]], standalone: bool) -> Result<Option<u16>, Err
                 .collect(),
         });
     }
-    Ok(Some(slot))
+    Ok(true)
 }
 
 /// A refused `WATCH`: a redirect to follow, or the transaction's error (nothing was watched).
@@ -432,12 +434,9 @@ mod tests {
             transaction_slot(&[], true),
             Err(Error::InvalidArgument(_))
         ));
-        assert_eq!(transaction_slot(&[b"a", b"b"], true).unwrap(), None);
+        assert!(!transaction_slot(&[b"a", b"b"], true).unwrap());
         let tagged: [&[u8]; 2] = [b"{u}a", b"{u}b"];
-        assert_eq!(
-            transaction_slot(&tagged, false).unwrap(),
-            Some(key_slot(b"u"))
-        );
+        assert!(transaction_slot(&tagged, false).unwrap());
         assert!(matches!(
             transaction_slot(&[b"a", b"b"], false),
             Err(Error::CrossSlot { .. })

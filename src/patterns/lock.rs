@@ -25,9 +25,12 @@
 //! (from the OS CSPRNG) that only its guard knows, with the TTL as `PX`. The acquire script runs
 //! `SET key value NX PX ttl` and, only when that succeeds, `INCR` of the lock's counter
 //! `<REDIS_KEY_PREFIX><namespace>.fence:k`: the fencing token, in the same atomic step (on a
-//! Redis Cluster both are written with `{k}`, a hash tag, so they share a slot). `extend`
-//! runs "`PEXPIRE` if the value is still mine", `release` "`DEL` if the value is still mine";
-//! both answer [`Error::LockLost`] when it is not (the TTL passed, perhaps another holds it now).
+//! Redis Cluster both are written with `{k}`, a hash tag, so they share a slot). `ROLE` rides in
+//! the same round trip: when the master has replicas, the token is handed out only once every
+//! one of them has it (a replicated write after it on a leased connection, then `WAIT`; see
+//! "Across a failover"). `extend` runs "`PEXPIRE` if the value is still mine", `release` "`DEL`
+//! if the value is still mine"; both answer [`Error::LockLost`] when it is not (the TTL passed,
+//! perhaps another holds it now).
 //!
 //! [`acquire`](LockManager::acquire) retries with jittered, growing pauses (2 ms up to 50 ms,
 //! never past the holder's remaining TTL) until `wait` has passed, then answers
@@ -58,27 +61,48 @@
 //! - `release`: the lock is either freed or frees itself at its TTL; no other holder's lock was
 //!   touched.
 //!
+//! # Across a failover: what holds, and what does not
+//!
+//! - **Fencing tokens never repeat and never go backwards**, across a Sentinel failover
+//!   (planned or not) and a Redis Cluster failover. A token is handed out only once every
+//!   replica of the master has it: as many as the master reports connected (`ROLE`) or as the
+//!   topology knows replicating (the sentinels, the cluster's slot map), whichever is more. A
+//!   failover promotes one of those replicas, so the counter there is at least every token handed
+//!   out, and the next holder's token is higher. A token the replicas do not confirm in time (a
+//!   replica resynchronising, or one whose link is down) is never handed out: the lock is released
+//!   and [`acquire`](LockManager::acquire) tries again within its `wait`
+//!   ([`try_acquire`](LockManager::try_acquire) answers [`Error::NotReplicated`]). What it costs:
+//!   with replicas, an acquire takes a leased connection
+//!   ([`Config::leased_connections`](crate::Config::leased_connections)) for one more round trip
+//!   and the replicas' acknowledgement.
+//! - **The lock itself can still be held twice** across a failover: a release or an expiry on the
+//!   old master that the new one never saw, a holder that learns late that the master changed.
+//!   Redis replicates asynchronously; this is the single-Redis lock of the Redis documentation, not
+//!   Redlock. That is what fencing is for.
+//! - The crate stops writing to an old master within milliseconds of the sentinels promoting
+//!   another (it follows the promotion, not the announcement), so the window in which the old
+//!   master grants locks that the failover then discards is the promotion's own.
+//! - A server restart without persistence loses every lock, and every counter: the tokens start
+//!   again at 1.
+//!
 //! # Limits (read before relying on it)
 //!
-//! - **Single instance.** This is the single-Redis lock of the Redis documentation, not
-//!   Redlock: correct while one server holds the data. Across a failover (Sentinel, a replica
-//!   promoted) a lock acquired just before it may be lost — replication is asynchronous — and a
-//!   second holder can get it. A server restart without persistence loses every lock.
 //! - **Time.** A holder paused (GC, swap, a stalled VM) past its TTL loses the lock without
 //!   noticing until its next `extend` or `release`. Keep the TTL well above the work, or extend
 //!   it while working.
-//! - **Fencing** is what protects against both: pass [`LockGuard::token`] with every write to the
-//!   protected resource and have the resource refuse a token lower than the highest it has seen.
-//!   Tokens strictly increase per lock name as long as its counter key lives (it has no TTL; one
-//!   small key per lock name ever used; deleting it restarts the tokens at 1, which defeats
-//!   fencing). Fencing does not help a resource that cannot check tokens.
-//! - Keys are computed per lock and both live in one script, so Redis Cluster needs the lock and
-//!   its counter in one slot: not supported yet.
+//! - **Fencing** is what protects against that and a failover alike: pass [`LockGuard::token`]
+//!   with every write to the protected resource and have the resource refuse a token lower than
+//!   the highest it has seen. Tokens strictly increase per lock name as long as its counter key
+//!   lives (it has no TTL; one small key per lock name ever used; deleting it restarts the
+//!   tokens at 1, which defeats fencing). Fencing does not help a resource that cannot check
+//!   tokens.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use redis::Value;
 
 use super::keys::{Namespace, check_id, random_token, ttl_ms};
 use super::script::Lua;
@@ -117,12 +141,35 @@ static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| Lua::new(ACQUIRE_LUA));
 static RELEASE: LazyLock<Lua> = LazyLock::new(|| Lua::new(RELEASE_LUA));
 static EXTEND: LazyLock<Lua> = LazyLock::new(|| Lua::new(EXTEND_LUA));
 
+/// The number of replicas in a `ROLE` reply of a master (`["master", offset, [[ip, port,
+/// offset], …]]`); `None` for anything else (a refusal, a replica's reply).
+fn replicas_of_role(role: Value) -> Option<u32> {
+    let Value::Array(fields) = role else {
+        return None;
+    };
+    let mut fields = fields.into_iter();
+    let is_master = match fields.next()? {
+        Value::BulkString(b) => b == b"master",
+        Value::SimpleString(s) => s == "master",
+        _ => false,
+    };
+    match (is_master, fields.nth(1)?) {
+        (true, Value::Array(replicas)) => u32::try_from(replicas.len()).ok(),
+        _ => None,
+    }
+}
+
 /// The Lua sources of the acquire, release and extend scripts (to run them yourself, e.g. in a
 /// benchmark). Acquire: `KEYS = [lock, counter]`, `ARGV = [value, ttl_ms]`; release:
 /// `KEYS = [lock]`, `ARGV = [value]`; extend: `KEYS = [lock]`, `ARGV = [value, ttl_ms]`.
 pub fn script_sources() -> [&'static str; 3] {
     [ACQUIRE_LUA, RELEASE_LUA, EXTEND_LUA]
 }
+
+/// The longest a token waits for the replicas to confirm it (`WAIT`), per try: a replica
+/// resynchronising after a failover confirms nothing for a while, and `acquire` tries again
+/// (within its `wait`) rather than spending its whole deadline on one try.
+const CONFIRM_WAIT: Duration = Duration::from_millis(200);
 
 /// The first pause between tries of [`LockManager::acquire`].
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
@@ -181,10 +228,14 @@ impl LockManager {
         self.inner.locks.full(&self.inner.tagged(key))
     }
 
-    /// Takes the lock `key` for `ttl`, waiting up to `wait` while another holds it.
+    /// Takes the lock `key` for `ttl`, waiting up to `wait` while another holds it — or while
+    /// the master's replicas cannot confirm the new token (a replica resynchronising after a
+    /// failover, or one whose link is down): such a token is never handed out, and the lock is
+    /// tried again.
     ///
     /// # Errors
     /// [`Error::LockBusy`] when `wait` passed with the lock held by another;
+    /// [`Error::NotReplicated`] when it passed with every token taken unconfirmed;
     /// [`Error::InvalidArgument`] for a `ttl` under 1 ms (longer than 100 years saturates) or
     /// a key over 64 KiB; the handle's error when Redis cannot answer (see the
     /// [module docs](self#delivery-and-degradation) for an ambiguous one: you do not hold the
@@ -199,13 +250,18 @@ impl LockManager {
         let deadline = start.checked_add(wait);
         let mut pause = FIRST_PAUSE;
         loop {
-            let holder_ttl = match self.inner.attempt(key, ttl).await {
+            let (holder_ttl, unconfirmed) = match self.inner.attempt(key, ttl).await {
                 Ok(Attempt::Acquired(guard)) => return Ok(guard),
-                Ok(Attempt::Held(holder_ttl)) => holder_ttl,
+                Ok(Attempt::Held(holder_ttl)) => (holder_ttl, None),
+                // Taken, but not confirmed by the replicas: released, and tried again.
+                Err(e @ Error::NotReplicated { .. }) => (Duration::MAX, Some(e)),
                 Err(e) => return Err(e),
             };
             let now = Instant::now();
             let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(now));
+            if let Some(e) = unconfirmed.filter(|_| left.is_zero()) {
+                return Err(e);
+            }
             if left.is_zero() {
                 self.inner.count(Acquire::Busy);
                 return Err(Error::LockBusy {
@@ -270,40 +326,114 @@ impl Inner {
         };
         let tagged = self.tagged(key);
         let lock = self.locks.full(&tagged);
-        let reply: Result<(i64, i64), Error> = ACQUIRE
-            .run(&self.handle, false, |cmd| {
-                cmd.arg(2)
-                    .arg(&lock)
-                    .arg(self.fences.full(&tagged))
-                    .arg(&value)
-                    .arg(ttl_ms);
-            })
-            .await;
-        match reply {
-            Ok((1, token)) => {
-                self.count(Acquire::Acquired);
-                Ok(Attempt::Acquired(LockGuard {
-                    manager: Arc::clone(self),
-                    key: lock,
-                    value,
-                    token: u64::try_from(token).unwrap_or(0),
-                    released: false,
-                }))
-            }
-            Ok((_, pttl)) => Ok(Attempt::Held(Duration::from_millis(
-                u64::try_from(pttl).unwrap_or(0),
-            ))),
-            Err(e) => {
-                self.count(Acquire::Error);
-                if e.is_ambiguous() {
-                    // The SET may have happened with our value: free what we may hold.
-                    if let Err(clean) = self.release(&lock, &value).await {
-                        tracing::debug!(error = %clean, "lock: cleanup after an ambiguous acquire failed; the lock expires at its TTL");
-                    }
+        let fence = self.fences.full(&tagged);
+        let reply = self.acquire_script(&lock, &fence, &value, ttl_ms).await;
+        // Whether the lock may be ours even though the call fails: free it then.
+        let (error, taken) = match reply {
+            Ok(((1, token), replicas)) => match self.confirm(&fence, replicas).await {
+                Ok(()) => {
+                    self.count(Acquire::Acquired);
+                    return Ok(Attempt::Acquired(LockGuard {
+                        manager: Arc::clone(self),
+                        key: lock,
+                        value,
+                        token: u64::try_from(token).unwrap_or(0),
+                        released: false,
+                    }));
                 }
-                Err(e)
+                // Taken, but its token not confirmed on the replicas: never handed out.
+                Err(e) => (e, true),
+            },
+            Ok(((_, pttl), _)) => {
+                return Ok(Attempt::Held(Duration::from_millis(
+                    u64::try_from(pttl).unwrap_or(0),
+                )));
             }
+            // The SET may have happened with our value.
+            Err(e) => {
+                let taken = e.is_ambiguous();
+                (e, taken)
+            }
+        };
+        self.count(Acquire::Error);
+        if taken && let Err(clean) = self.release(&lock, &value).await {
+            tracing::debug!(error = %clean, "lock: cleanup after a failed acquire failed; the lock expires at its TTL");
         }
+        Err(error)
+    }
+
+    /// The acquire script, with `ROLE` in the same round trip on the same node: its answer
+    /// (`(1, token)` or `(0, holder's pttl)`), and how many replicas the master has (`None`
+    /// when it would not say: `ROLE` refused by an ACL).
+    async fn acquire_script(
+        &self,
+        lock: &str,
+        fence: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<((i64, i64), Option<u32>), Error> {
+        let pipe = |name: &str, script: &str| {
+            let mut pipe = redis::pipe();
+            pipe.cmd(name)
+                .arg(script)
+                .arg(2)
+                .arg(lock)
+                .arg(fence)
+                .arg(value)
+                .arg(ttl_ms)
+                .cmd("ROLE");
+            pipe
+        };
+        let mut replies = self
+            .handle
+            .pipeline_values(pipe("EVALSHA", ACQUIRE.hash()))
+            .await?;
+        if let Value::Array(r) = &replies
+            && matches!(r.first(), Some(Value::ServerError(e)) if e.code() == "NOSCRIPT")
+        {
+            // Not loaded (a restart, `SCRIPT FLUSH`): it did not run; with its body.
+            replies = self
+                .handle
+                .pipeline_values(pipe("EVAL", ACQUIRE.source()))
+                .await?;
+        }
+        let Value::Array(mut replies) = replies else {
+            return Err(Error::ReplyType(format!(
+                "lock acquire answered {replies:?}, not two replies"
+            )));
+        };
+        let role = replies.pop();
+        let script = replies.pop().unwrap_or(Value::Nil);
+        let answer = script
+            .extract_error()
+            .map_err(crate::error::from_reply_error)
+            .and_then(|v| {
+                redis::from_redis_value::<(i64, i64)>(v)
+                    .map_err(|e| Error::ReplyType(e.to_string()))
+            })?;
+        Ok((answer, role.and_then(replicas_of_role)))
+    }
+
+    /// Hands out a token only once the master's replicas have it: a write after the acquire on
+    /// a leased connection to the same node (`INCRBY <fence> 0`, which replicates), then `WAIT`
+    /// for every replica. They then hold the token too, so a failover that promotes one of them
+    /// never hands it out again. Every replica: as many as the master says it has connected
+    /// (`replicas`, from `ROLE`; `None` when it would not say), or as the topology knows
+    /// replicating (the sentinels, the cluster's slot map), whichever is more — a replica whose
+    /// link just dropped is not connected, but may still be promoted. Nothing to wait for
+    /// without replicas.
+    async fn confirm(&self, fence: &str, replicas: Option<u32>) -> Result<(), Error> {
+        let known = self.handle.known_replicas(fence.as_bytes());
+        let replicas = replicas.unwrap_or(0).max(known);
+        if replicas == 0 {
+            return Ok(());
+        }
+        let durable = self
+            .handle
+            .wait_replicas(replicas, self.handle.timeout().min(CONFIRM_WAIT));
+        let mut mark = redis::cmd("INCRBY");
+        mark.arg(fence).arg(0);
+        durable.cmd::<i64>(mark).await.map(drop)
     }
 
     /// The compare-and-delete: whether the lock was ours (and is now gone).
@@ -340,7 +470,8 @@ impl std::fmt::Debug for LockGuard {
 }
 
 impl LockGuard {
-    /// The fencing token: strictly increasing per lock name, so a later holder's is higher.
+    /// The fencing token: strictly increasing per lock name, so a later holder's is higher —
+    /// across failovers too (see the [module docs](self#across-a-failover-what-holds-and-what-does-not)).
     pub fn token(&self) -> u64 {
         self.token
     }

@@ -29,6 +29,16 @@ impl Lua {
         }
     }
 
+    /// The script's SHA1 (for `EVALSHA`).
+    pub(crate) fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The script's body (for `EVAL`).
+    pub(crate) fn source(&self) -> &'static str {
+        self.source
+    }
+
     /// Runs the script with the `numkeys`, keys and arguments `args` appends. `replay_safe`
     /// only for scripts that do not write.
     pub(crate) async fn run<RV: FromRedisValue>(

@@ -73,6 +73,11 @@ struct RouterInner {
     next: AtomicUsize,
     /// False once the connection actor closed it.
     open: AtomicBool,
+    /// A refresh is scheduled for when the throttle allows.
+    scheduled: AtomicBool,
+    /// Counts finished refreshes (read or not): a command that must wait for the map waits for
+    /// the next one.
+    refreshed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Router {
@@ -91,6 +96,8 @@ impl Router {
             last_refresh: Mutex::new(None),
             next: AtomicUsize::new(0),
             open: AtomicBool::new(true),
+            scheduled: AtomicBool::new(false),
+            refreshed: tokio::sync::watch::Sender::new(0),
         }));
         let seeds: Vec<NodeAddr> = router.0.config.cluster_nodes().iter().cloned().collect();
         let mut tried = Vec::new();
@@ -141,6 +148,15 @@ impl Router {
             return Some(shard.replicas[i].clone());
         }
         Some(shard.primary.clone())
+    }
+
+    /// How many replicas the shard serving `slot` has in the slot map.
+    pub(crate) fn replica_count(&self, slot: u16) -> u32 {
+        let map = self.0.map.load();
+        map.slots
+            .get(usize::from(slot))
+            .and_then(|i| map.shards.get(usize::from(*i)))
+            .map_or(0, |s| u32::try_from(s.replicas.len()).unwrap_or(u32::MAX))
     }
 
     /// Whether read-only commands may go to replicas.
@@ -200,25 +216,46 @@ impl Router {
         self.refresh_soon();
     }
 
-    /// Reads the slot map again in the background, at most once per [`REFRESH_EVERY`].
+    /// A receiver of the count of finished refreshes ([`refresh_soon`](Self::refresh_soon)
+    /// asks for the next one).
+    pub(crate) fn refreshes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.refreshed.subscribe()
+    }
+
+    /// Reads the slot map again in the background, at most once per [`REFRESH_EVERY`]: now, or
+    /// when the last one is that old. Either way a refresh finishes soon after every call.
     pub(crate) fn refresh_soon(&self) {
         if !self.0.open.load(Ordering::Acquire) {
             return;
         }
-        {
+        let wait = {
             let mut last = lock(&self.0.last_refresh);
-            if last.is_some_and(|t| t.elapsed() < REFRESH_EVERY) {
-                return;
+            let wait = last.map_or(Duration::ZERO, |t| {
+                REFRESH_EVERY.saturating_sub(t.elapsed())
+            });
+            if wait.is_zero() {
+                if self.0.refreshing.swap(true, Ordering::AcqRel) {
+                    return; // the running one finishes soon
+                }
+                *last = Some(Instant::now());
             }
-            if self.0.refreshing.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
+            wait
+        };
         let router = self.clone();
+        if !wait.is_zero() {
+            if !self.0.scheduled.swap(true, Ordering::AcqRel) {
+                tokio::spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    router.0.scheduled.store(false, Ordering::Release);
+                    router.refresh_soon();
+                });
+            }
+            return;
+        }
         tokio::spawn(async move {
             router.refresh().await;
             router.0.refreshing.store(false, Ordering::Release);
+            router.0.refreshed.send_modify(|n| *n = n.wrapping_add(1));
         });
     }
 

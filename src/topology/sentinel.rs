@@ -28,6 +28,8 @@ pub(crate) struct SentinelView {
     pub(crate) known: Vec<NodeAddr>,
     /// The sentinel watched now.
     pub(crate) watching: Option<NodeAddr>,
+    /// The master's replicas the sentinels see up (from `SENTINEL REPLICAS`, at each check).
+    pub(crate) replicas: u32,
     /// The master followed ahead of the sentinel the watcher asks — a replica being promoted,
     /// or the new master of a switch another sentinel announced — and since when; `None` once
     /// the watched sentinel names it too.
@@ -77,6 +79,11 @@ impl SentinelShared {
         &self.config
     }
 
+    /// The sentinels see `n` replicas of the master up.
+    pub(crate) fn replicas(&self, n: u32) {
+        lock(&self.view).replicas = n;
+    }
+
     /// The watcher now watches `sentinel` (or none).
     pub(crate) fn watching(&self, sentinel: Option<NodeAddr>) {
         lock(&self.view).watching = sentinel;
@@ -95,6 +102,10 @@ impl SentinelShared {
     /// The sentinels are promoting `replica`: it is the master from now on.
     pub(crate) fn promote(&self, replica: NodeAddr) {
         let mut view = lock(&self.view);
+        if view.master.as_ref() != Some(&replica) {
+            // Those were the old master's; the new one's are counted at the next check.
+            view.replicas = 0;
+        }
         view.master = Some(replica.clone());
         view.promoted = Some((replica, Instant::now()));
     }
@@ -113,6 +124,10 @@ impl SentinelShared {
                 return false;
             }
             view.promoted = None;
+        }
+        if view.master.as_ref() != Some(master) {
+            // Those were the old master's; the new one's are counted at the next check.
+            view.replicas = 0;
         }
         view.master = Some(master.clone());
         true
