@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorRef, SupervisionEvent};
 
-use super::{SupervisorActor, SupervisorMsg, SupervisorState, Timer};
+use super::actor::{SupervisorActor, SupervisorMsg, SupervisorState, Timer};
 use crate::availability::EventKind;
 use crate::backoff::RestartTracker;
 use crate::config::Config;
@@ -227,7 +227,7 @@ impl SupervisorActor {
         }
         state.master = Some(master.clone());
         let elsewhere = state
-            .slots
+            .lanes
             .iter()
             .filter_map(|s| s.connected())
             .map(|c| c.address.clone())
@@ -236,8 +236,8 @@ impl SupervisorActor {
             self.failover(myself, state, from, master);
         } else if switched {
             // Lanes waiting out a backoff for a master that has just been replaced: go now.
-            for lane in 0..state.slots.len() {
-                if state.slots[lane].child.is_none() {
+            for lane in 0..state.lanes.len() {
+                if state.lanes[lane].child.is_none() {
                     self.schedule_reconnect(myself, state, lane, Duration::ZERO);
                 }
             }

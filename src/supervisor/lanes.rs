@@ -7,19 +7,19 @@
 //! outage the others' failures are forgotten and they reconnect at once: the server answers
 //! again, so the outage is over for every lane, as it is with one.
 
-use super::{Class, Condition, SupervisorState};
+use super::actor::{Class, Condition, SupervisorState};
 use crate::availability::Availability;
 use crate::lane::Lane;
 
 /// The state, its class and the lanes it is about (the serving ones; or the connected one that
 /// cannot serve yet); `None` with no lane connected.
 pub(super) fn aggregate(state: &SupervisorState) -> Option<(Availability, Class, Vec<Lane>)> {
-    let n = state.slots.len();
-    let serving: Vec<_> = state.slots.iter().filter_map(|s| s.serving()).collect();
+    let n = state.lanes.len();
+    let serving: Vec<_> = state.lanes.iter().filter_map(|s| s.serving()).collect();
     if serving.is_empty() {
         // A connected server that cannot serve is not serving, storm or not (every lane
         // reaches the same server: the first one says why).
-        let c = state.slots.iter().find_map(|s| s.connected())?;
+        let c = state.lanes.iter().find_map(|s| s.connected())?;
         let Condition::NotReady(n) = &c.condition else {
             return None;
         };
@@ -33,7 +33,7 @@ pub(super) fn aggregate(state: &SupervisorState) -> Option<(Availability, Class,
     // Down: lost while another lane served. A lane still making its first connection (or its
     // first since the server came back) is not down.
     let down = state
-        .slots
+        .lanes
         .iter()
         .filter(|s| s.serving().is_none() && s.last_failure.is_some())
         .count();
@@ -42,7 +42,7 @@ pub(super) fn aggregate(state: &SupervisorState) -> Option<(Availability, Class,
         (degraded(storm.clone()), Class::Storm)
     } else if down > 0 {
         let why = state
-            .slots
+            .lanes
             .iter()
             .filter(|s| s.serving().is_none() && s.last_failure.is_some())
             .find_map(|s| match s.connected().map(|c| &c.condition) {
