@@ -6,30 +6,7 @@
 use metrics::{Counter, Gauge};
 
 use super::Registry;
-
-/// `redis_client_pubsub_up`: 1 while the subscriber connection is up with every subscription
-/// confirmed, else 0 (also 0 before the first subscription opens it).
-pub const PUBSUB_UP: &str = "redis_client_pubsub_up";
-/// `redis_client_pubsub_subscriptions`: live [`Subscription`](crate::pubsub::Subscription)s.
-pub const PUBSUB_SUBSCRIPTIONS: &str = "redis_client_pubsub_subscriptions";
-/// `redis_client_pubsub_messages_total`: messages put in a subscription's buffer (a message
-/// reaching two subscriptions counts twice).
-pub const PUBSUB_MESSAGES: &str = "redis_client_pubsub_messages_total";
-/// `redis_client_pubsub_lagged_total`: messages dropped for a subscription whose buffer was full
-/// (each reported to it in a [`Lagged`](crate::pubsub::PubSubEvent::Lagged) event).
-pub const PUBSUB_LAGGED: &str = "redis_client_pubsub_lagged_total";
-/// `redis_client_pubsub_resubscribes_total`: subscriber connections restored after a loss, every
-/// subscription confirmed again.
-pub const PUBSUB_RESUBSCRIBES: &str = "redis_client_pubsub_resubscribes_total";
-/// `redis_client_blocking_connections`: dedicated connections for blocking commands open now.
-pub const BLOCKING_CONNECTIONS: &str = "redis_client_blocking_connections";
-/// `redis_client_blocking_in_use`: blocking commands running on a dedicated connection now.
-pub const BLOCKING_IN_USE: &str = "redis_client_blocking_in_use";
-/// `redis_client_leased_connections`: leased connections (transactions, writes that wait for
-/// replicas, lock acquires) open now.
-pub const LEASED_CONNECTIONS: &str = "redis_client_leased_connections";
-/// `redis_client_leased_in_use`: leased connections held by a transaction or command now.
-pub const LEASED_IN_USE: &str = "redis_client_leased_in_use";
+use super::names::*;
 
 /// The subscriber connection's handles.
 pub(crate) struct PubSubMetrics {

@@ -4,40 +4,8 @@
 
 use metrics::Counter;
 
-use super::{CLIENT_DEGRADED_OPS, Registry};
-
-/// `redis_client_cache_lookups_total{result}`: cache reads by `result` (`hit`, `miss`). A read
-/// answered as a miss by [`Degrade::Miss`](crate::cache::Degrade::Miss) (Redis unavailable, or
-/// corrupt data) counts as a `miss`; `get_many` counts one per key.
-pub const CACHE_LOOKUPS: &str = "redis_client_cache_lookups_total";
-/// `redis_client_cache_loads_total{outcome}`: loader runs of
-/// [`Cache::get_or_load`](crate::cache::Cache::get_or_load) by `outcome` (`ok`, `error`,
-/// `timeout`, `panic`). One per single-flight load, however many callers waited on it.
-pub const CACHE_LOADS: &str = "redis_client_cache_loads_total";
-/// `redis_client_cache_coalesced_total`: `get_or_load` callers that joined a load already
-/// running in this process instead of running the loader themselves.
-pub const CACHE_COALESCED: &str = "redis_client_cache_coalesced_total";
-/// `redis_client_cache_corrupt_total`: reads that found data the cache cannot decode (not JSON,
-/// JSON of another shape, not a string).
-pub const CACHE_CORRUPT: &str = "redis_client_cache_corrupt_total";
-/// `redis_client_ratelimit_checks_total{decision}`: rate-limit checks by `decision`:
-/// `allowed`, `denied`, `degraded` (allowed without Redis by
-/// [`OnUnavailable::Allow`](crate::ratelimit::OnUnavailable::Allow)), `error` (the caller got an
-/// error, e.g. under [`OnUnavailable::Deny`](crate::ratelimit::OnUnavailable::Deny)).
-pub const RATELIMIT_CHECKS: &str = "redis_client_ratelimit_checks_total";
-/// `redis_client_sessions_created_total`: sessions created by
-/// [`SessionStore`](crate::session::SessionStore) (and its tower-sessions adapter).
-pub const SESSIONS_CREATED: &str = "redis_client_sessions_created_total";
-/// `redis_client_sessions_revoked_total`: sessions removed by `revoke`, `revoke_all` (each one
-/// counts) and the tower-sessions `delete`. Sessions that expire are not counted.
-pub const SESSIONS_REVOKED: &str = "redis_client_sessions_revoked_total";
-/// `redis_client_lock_acquires_total{result}`: [`LockManager`](crate::lock::LockManager)
-/// `acquire` and `try_acquire` calls by `result`: `acquired`, `busy` (held by another:
-/// `try_acquire` answered `None`, or `acquire` waited in vain), `error`.
-pub const LOCK_ACQUIRES: &str = "redis_client_lock_acquires_total";
-/// `redis_client_lock_lost_total`: `extend` or `release` calls of a
-/// [`LockGuard`](crate::lock::LockGuard) that found the lock no longer held by it.
-pub const LOCK_LOST: &str = "redis_client_lock_lost_total";
+use super::Registry;
+use super::names::*;
 
 /// Declares a fixed label set: the enum (its discriminant indexes the handles) and the names.
 macro_rules! labels {
