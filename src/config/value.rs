@@ -1,12 +1,15 @@
 //! One setting's value on its way into a [`Config`](super::Config): where it came from and how it
 //! is shown in an error ([`Sourced`]), what the settings table needs of each stored type
-//! ([`Value`]), and the small checks and conversions the table names.
+//! ([`Value`]), the small checks and conversions the table names, and the text parsers of the
+//! variables (whole numbers, milliseconds, booleans).
 
-use std::fmt;
+use std::fmt::{self, Display};
+use std::num::{IntErrorKind, ParseIntError};
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
-use super::{ConfigError, MAX_DURATION, Nodes, OfflinePolicy, Secret, env};
+use super::{ConfigError, MAX_DURATION, Nodes, OfflinePolicy, Secret};
 
 /// A value, the setting (or environment variable) it came from and the text to show for it in
 /// an error: what the user wrote, redacted when secret.
@@ -123,16 +126,16 @@ macro_rules! values {
 
 values! {
     String: show Clone::clone, env |v| Ok(v.to_string());
-    u16: show ToString::to_string, env |v| env::whole(v, u16::MAX, false);
-    i64: show ToString::to_string, env |v| env::whole(v, i64::MAX, false);
+    u16: show ToString::to_string, env |v| whole(v, u16::MAX, false);
+    i64: show ToString::to_string, env |v| whole(v, i64::MAX, false);
     // Counts saturate, so their bound (below the type's maximum) refuses them with its own limit.
-    u32: show ToString::to_string, env |v| env::whole(v, u32::MAX, true);
-    usize: show ToString::to_string, env |v| env::whole(v, usize::MAX, true);
-    Option<u32>: show |n| n.map_or("none".into(), |n| n.to_string()), env |v| env::whole(v, u32::MAX, true).map(Some);
+    u32: show ToString::to_string, env |v| whole(v, u32::MAX, true);
+    usize: show ToString::to_string, env |v| whole(v, usize::MAX, true);
+    Option<u32>: show |n| n.map_or("none".into(), |n| n.to_string()), env |v| whole(v, u32::MAX, true).map(Some);
     f64: show ToString::to_string, env |v| v.trim().parse().map_err(|_| "must be a number".into());
-    bool: show ToString::to_string, env env::boolean;
+    bool: show ToString::to_string, env boolean;
     OfflinePolicy: show ToString::to_string, env str::parse;
-    Duration: show |d| format!("{d:?}"), check duration, env env::millis;
+    Duration: show |d| format!("{d:?}"), check duration, env millis;
     Option<String>: show |s| s.clone().unwrap_or_default(), unset |s| s.as_deref().is_none_or(str::is_empty),
         env |v| Ok(Some(v.to_string()));
     Option<PathBuf>: show |p| p.as_deref().map(|p| p.display().to_string()).unwrap_or_default(),
@@ -204,4 +207,32 @@ pub(super) fn name(name: &str) -> Checked {
         (1..=64).contains(&name.len()) && name.bytes().all(allowed),
         "name must be 1-64 characters of letters, digits, `_`, `.`, `:` or `-`",
     )
+}
+
+/// A whole number of type `T`; one above `max` is `max` when `saturate`, else an error.
+fn whole<T>(v: &str, max: T, saturate: bool) -> Result<T, String>
+where
+    T: FromStr<Err = ParseIntError> + Display,
+{
+    match v.trim().parse::<T>() {
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow && saturate => Ok(max),
+        Err(e) if *e.kind() == IntErrorKind::PosOverflow => Err(format!("must be at most {max}")),
+        r => r.map_err(|_| "must be a whole number".into()),
+    }
+}
+
+/// Whole milliseconds; a number too large for `u64` saturates (and fails the duration bound).
+fn millis(v: &str) -> Result<Duration, String> {
+    whole(v, u64::MAX, true)
+        .map(Duration::from_millis)
+        .map_err(|_| "must be a positive whole number of milliseconds".into())
+}
+
+/// `true`/`false` (also `1`/`0`, `yes`/`no`, `on`/`off`; empty is `false`).
+fn boolean(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
 }

@@ -69,9 +69,9 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::keys::{Namespace, degradable, loggable};
+use super::keys::{Namespace, checked_ttl, degradable, loggable};
 use super::singleflight::{Flight, Flights, Joined, Outcome};
-use crate::error::{ConfigError, Error};
+use crate::error::Error;
 use crate::handle::{KeyTtl, RedisHandle};
 use crate::metrics::{DegradedOp, LoadOutcome, Lookup};
 
@@ -83,8 +83,11 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(300);
 /// The loader's deadline in [`get_or_load`](Cache::get_or_load) when the builder is given none:
 /// 10 seconds.
 pub const DEFAULT_LOAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// The longest TTL stored: longer ones (up to `Duration::MAX`) are cut to this, 100 years.
-pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+pub use super::keys::MAX_TTL;
+pub use builder::CacheBuilder;
+
+mod builder;
+
 /// Keys asked for per `SCAN` step of [`invalidate`](Cache::invalidate) (its `COUNT`), and so
 /// the most keys one `UNLINK` removes (give or take: `COUNT` is a hint to the server).
 pub const INVALIDATE_BATCH: usize = 1000;
@@ -113,99 +116,6 @@ pub struct LoadTimeout {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("the loader panicked or was cancelled")]
 pub struct LoadPanicked;
-
-/// Builds a [`Cache`]; from [`Cache::builder`].
-#[derive(Debug)]
-#[must_use]
-pub struct CacheBuilder {
-    handle: RedisHandle,
-    namespace: String,
-    ttl: Duration,
-    degrade: Degrade,
-    load_timeout: Duration,
-}
-
-impl CacheBuilder {
-    /// The namespace: every key is `<REDIS_KEY_PREFIX><namespace>:<key>`. Default
-    /// [`DEFAULT_NAMESPACE`]. 1 to 256 bytes, no control characters; glob characters and colons
-    /// are fine (invalidation escapes them).
-    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
-        self.namespace = namespace.into();
-        self
-    }
-
-    /// The default TTL (millisecond precision, at least 1 ms; above [`MAX_TTL`] it is cut to
-    /// it). Default [`DEFAULT_TTL`].
-    pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// What to answer when Redis cannot. Default [`Degrade::Miss`].
-    pub fn on_unavailable(mut self, degrade: Degrade) -> Self {
-        self.degrade = degrade;
-        self
-    }
-
-    /// The loader's own deadline in [`Cache::get_or_load`] (more than zero; `Duration::MAX`
-    /// means none). Default [`DEFAULT_LOAD_TIMEOUT`].
-    pub fn load_timeout(mut self, timeout: Duration) -> Self {
-        self.load_timeout = timeout;
-        self
-    }
-
-    /// The cache.
-    ///
-    /// ```no_run
-    /// # fn run(handle: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
-    /// use std::time::Duration;
-    /// let cache = redis_supervisor::cache::Cache::builder(handle)
-    ///     .namespace("api")
-    ///     .ttl(Duration::from_secs(60))
-    ///     .build()?;
-    /// # let _ = cache; Ok(()) }
-    /// ```
-    ///
-    /// # Errors
-    /// [`Error::Config`] naming the setting (`cache.namespace`, `cache.ttl`,
-    /// `cache.load_timeout`) and its value: an empty, too long or control-character namespace, a
-    /// TTL under 1 ms, a zero load timeout.
-    pub fn build(self) -> Result<Cache, Error> {
-        let ns = Namespace::new(&self.handle, "cache.namespace", &self.namespace)?;
-        let ttl = checked_ttl(self.ttl).map_err(|reason| {
-            Error::Config(ConfigError::new(
-                "cache.ttl",
-                format!("{:?}", self.ttl),
-                reason,
-            ))
-        })?;
-        if self.load_timeout.is_zero() {
-            return Err(Error::Config(ConfigError::new(
-                "cache.load_timeout",
-                "0ns",
-                "must be more than zero",
-            )));
-        }
-        Ok(Cache {
-            inner: Arc::new(Inner {
-                handle: self.handle,
-                ns,
-                ttl,
-                degrade: self.degrade,
-                load_timeout: self.load_timeout,
-                flights: Arc::new(Flights::default()),
-            }),
-        })
-    }
-}
-
-/// `ttl` as stored: at least 1 ms, at most [`MAX_TTL`].
-pub(super) fn checked_ttl(ttl: Duration) -> Result<Duration, String> {
-    if ttl < Duration::from_millis(1) {
-        return Err(format!("must be at least 1 ms, got {ttl:?}"));
-    }
-    Ok(ttl.min(MAX_TTL))
-}
 
 /// A JSON cache under one namespace (see the [module docs](self)). Cheap to clone; clones share
 /// the single-flight state.
@@ -237,13 +147,7 @@ impl std::fmt::Debug for Cache {
 impl Cache {
     /// A builder for a cache over `handle` (its deadline bounds every call).
     pub fn builder(handle: RedisHandle) -> CacheBuilder {
-        CacheBuilder {
-            handle,
-            namespace: DEFAULT_NAMESPACE.to_string(),
-            ttl: DEFAULT_TTL,
-            degrade: Degrade::default(),
-            load_timeout: DEFAULT_LOAD_TIMEOUT,
-        }
+        CacheBuilder::new(handle)
     }
 
     /// The default TTL.

@@ -113,12 +113,24 @@ pub(crate) fn check_id(what: &str, id: &str, allow_empty: bool) -> Result<(), Er
     Ok(())
 }
 
+/// The longest TTL the patterns store: longer ones (up to `Duration::MAX`) are cut to this, 100
+/// years.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `ttl` as stored: at least 1 ms, at most [`MAX_TTL`].
+pub(super) fn checked_ttl(ttl: Duration) -> Result<Duration, String> {
+    if ttl < Duration::from_millis(1) {
+        return Err(format!("must be at least 1 ms, got {ttl:?}"));
+    }
+    Ok(ttl.min(MAX_TTL))
+}
+
 /// A TTL or timeout in whole milliseconds for a script: at least 1 ms; longer than
-/// [`MAX_TTL`](crate::cache::MAX_TTL) (up to `Duration::MAX`) saturates to it. The error
+/// [`MAX_TTL`] (up to `Duration::MAX`) saturates to it. The error
 /// names `what`; `config` picks [`Error::Config`] (a builder setting) or
 /// [`Error::InvalidArgument`] (a call's argument).
 pub(crate) fn ttl_ms(what: &str, ttl: Duration, config: bool) -> Result<u64, Error> {
-    match super::cache::checked_ttl(ttl) {
+    match checked_ttl(ttl) {
         Ok(ttl) => Ok(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
         Err(reason) if config => Err(Error::Config(ConfigError::new(
             what,
