@@ -166,8 +166,6 @@ pub(crate) struct HealthState {
     info: Request,
     /// On a cluster: its shape at the last probe that read it.
     shape: Option<Vec<String>>,
-    /// On a cluster: the health actor's own connection to each node it probes.
-    nodes: cluster::NodeConns,
 }
 
 /// The health actor.
@@ -209,7 +207,7 @@ enum Probe {
 
 /// A `PING` whose reply names this probe alone: `PING redis-supervisor:probe:<n>`, echoed back
 /// by the server.
-fn ping_request() -> (Request, Vec<u8>) {
+fn ping_token() -> (redis::Cmd, Vec<u8>) {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let token = format!(
         "redis-supervisor:probe:{}",
@@ -217,7 +215,13 @@ fn ping_request() -> (Request, Vec<u8>) {
     );
     let mut ping = redis::cmd("PING");
     ping.arg(&token);
-    (Request::raw(ping), token.into_bytes())
+    (ping, token.into_bytes())
+}
+
+/// [`ping_token`] as a request on a lane.
+fn ping_request() -> (Request, Vec<u8>) {
+    let (ping, token) = ping_token();
+    (Request::raw(ping), token)
 }
 
 /// Whether `outcome` is the answer to the `PING` that echoes `token`: the token back, or a
@@ -316,11 +320,11 @@ impl HealthState {
         let probes: Vec<_> = lanes
             .into_iter()
             .map(|lane| {
-                let (config, nodes) = (self.args.config.clone(), self.nodes.clone());
+                let config = self.args.config.clone();
                 tokio::spawn(async move {
                     let start = Instant::now();
                     if lane.is_cluster() {
-                        let (outcome, view) = cluster::probe(&lane, &config, &nodes, timeout).await;
+                        let (outcome, view) = cluster::probe(&lane, &config, timeout).await;
                         return (lane.id(), outcome, start.elapsed(), view);
                     }
                     let (ping, token) = ping_request();
@@ -486,7 +490,6 @@ impl Actor for HealthActor {
             failures: HashMap::new(),
             info: Request::raw(redis::cmd("INFO")),
             shape: None,
-            nodes: cluster::NodeConns::default(),
         })
     }
 

@@ -1,55 +1,54 @@
 //! The health probe on a Redis Cluster: `CLUSTER SLOTS` from any node gives the shape (which
 //! primary serves which slots, and its replicas), then every primary — and every replica, when
-//! reads use them — gets its own `PING`, at once, each within the probe timeout. The cluster
-//! connection is judged on the `CLUSTER SLOTS` answer (no node answering at all, K times in a
-//! row, replaces it); the nodes' answers say which slots are served:
+//! reads use them — gets its own `PING <token>`, at once, each within the probe timeout, on
+//! the connection commands to that node use: a silent connection, or one whose reply is not
+//! the token's echo (it lost its reply order), is dropped, and the next command to the node
+//! opens a new one. The cluster connection is judged on the `CLUSTER SLOTS` answer (no node
+//! answering at all, K times in a row, replaces it); the nodes' answers say which slots are
+//! served:
 //! - every primary answers (and every replica reads use): the usual healthy / slow verdict;
 //! - some do not, or some slots have no primary: [`Verdict::Partial`], naming the slots and
 //!   nodes (`Degraded`);
 //! - no primary answers: [`Verdict::NotReady`] with [`FailureKind::ClusterDown`] (commands
 //!   wait, per the offline policy, for a failover).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use tokio::time::Instant;
 
-use super::{NodeHealth, Probe, Verdict};
+use super::{NodeHealth, Probe, Verdict, ping_token};
 use crate::config::{Config, NodeAddr};
 use crate::error::{ErrorSide, FailureKind, classify, describe_connection_error};
 use crate::lane::{Lane, NotReady};
-use crate::sync::lock;
-use crate::topology::cluster::{Ranges, SLOTS, Shard, open_node, shards};
+use crate::topology::cluster::{Ranges, Router, SLOTS, Shard, shards};
 
-/// The health actor's own connection to each node it probes. Not the cluster client's: a
-/// request to a node redis-rs has no connection for makes it reconnect to every seed, and a
-/// probe must see a node as it is, not as the cluster client's repairs leave it.
-pub(super) type NodeConns = Arc<Mutex<HashMap<NodeAddr, MultiplexedConnection>>>;
-
-/// `PING` on the health actor's connection to `node` (opened first when there is none). Any
-/// answer, even an error such as `NOPERM`, proves the node is there; a transport failure
-/// drops the connection (the next probe opens a new one) and says why.
-async fn ping_node(config: &Config, conns: &NodeConns, node: &NodeAddr) -> Result<(), String> {
-    let existing = lock(conns).get(node).cloned();
-    let mut conn = match existing {
-        Some(conn) => conn,
-        None => {
-            let conn = open_node(config, node)
-                .await
-                .map_err(|e| describe_connection_error(&e).message)?;
-            lock(conns).insert(node.clone(), conn.clone());
-            conn
-        }
-    };
-    match conn.send_packed_command(&redis::cmd("PING")).await {
+/// `PING <token>` on the router's own connection to `node` (the one commands use; opened
+/// first when there is none). The echo, or a refusal `PING` itself can get (`NOPERM`), proves
+/// the node answers in order. A transport failure, or a reply that is not the echo (the
+/// connection lost its reply order, and would hand callers each other's replies), drops the
+/// connection: the next command opens a new one.
+async fn ping_node(router: &Router, addr: &NodeAddr) -> Result<(), String> {
+    let node = router.node(addr);
+    let mut conn = router
+        .conn(&node)
+        .await
+        .map_err(|e| describe_connection_error(&e).message)?;
+    let (ping, token) = ping_token();
+    match conn.send_packed_command(&ping).await {
+        Ok(Value::BulkString(echo)) if echo == token => Ok(()),
+        Ok(Value::SimpleString(echo)) if echo.as_bytes() == token => Ok(()),
+        Err(e) if e.code() == Some("NOPERM") => Ok(()),
+        Ok(Value::ServerError(e)) if e.code() == "NOPERM" => Ok(()),
         Err(e) if classify(&e) == ErrorSide::Transport => {
-            lock(conns).remove(node);
+            router.broken(&node);
             Err(describe_connection_error(&e).message)
         }
-        _ => Ok(()),
+        Ok(_) | Err(_) => {
+            router.broken(&node);
+            Err("a reply that was not its PING's echo (the connection lost its reply order; replaced)".into())
+        }
     }
 }
 
@@ -68,64 +67,20 @@ pub(super) struct ClusterView {
 pub(super) async fn probe(
     lane: &Lane,
     config: &Arc<Config>,
-    conns: &NodeConns,
     timeout: Duration,
 ) -> (Probe, Option<ClusterView>) {
-    let replicas = config.cluster_read_from_replicas();
     let Some(router) = lane.cluster() else {
         return (Probe::Answered(Value::Nil), None);
     };
-    let mut slots = redis::cmd("CLUSTER");
-    slots.arg("SLOTS");
-    // Any primary will do: one that cannot be reached is passed over (its own PING below says
-    // so), so that one dead node does not make every third probe a failure of the cluster.
-    let ask = async {
-        let mut why = "no primary known".to_string();
-        for _ in 0..router.primaries().len().max(1) {
-            let Some(node) = router.any_primary() else {
-                break;
-            };
-            let mut conn = match router.conn(&node).await {
-                Ok(conn) => conn,
-                Err(e) => {
-                    router.broken(&node);
-                    why = format!("{}: {}", node.addr, describe_connection_error(&e).message);
-                    continue;
-                }
-            };
-            match conn.send_packed_command(&slots).await {
-                Err(e) if classify(&e) == ErrorSide::Transport => {
-                    router.broken(&node);
-                    why = format!("{}: {}", node.addr, describe_connection_error(&e).message);
-                }
-                other => return Ok(other),
-            }
-        }
-        Err(why)
-    };
-    let reply = match tokio::time::timeout(timeout, ask).await {
+    let reply = match tokio::time::timeout(timeout, slots_reply(&router)).await {
         Err(_) => {
             let reason = format!(
                 "no reply to CLUSTER SLOTS within {} ms",
                 timeout.as_millis()
             );
-            return (
-                Probe::NoAnswer {
-                    reason,
-                    busy: false,
-                },
-                None,
-            );
+            return (no_answer(reason), None);
         }
-        Ok(Err(reason)) => {
-            return (
-                Probe::NoAnswer {
-                    reason,
-                    busy: false,
-                },
-                None,
-            );
-        }
+        Ok(Err(reason)) => return (no_answer(reason), None),
         // A refusal to say (an ACL without `cluster`) still proves the node answers.
         Ok(Ok(Err(_) | Ok(Value::ServerError(_)))) => return (Probe::Answered(Value::Nil), None),
         Ok(Ok(Ok(v))) => v,
@@ -135,12 +90,58 @@ pub(super) async fn probe(
     if !shards.is_empty() {
         router.install(shards.clone());
     }
-    let mut targets: Vec<(NodeAddr, &'static str, String)> = shards
+    let targets = targets(&shards, config.cluster_read_from_replicas());
+    let nodes = ping_all(&router, targets, timeout).await;
+    let view = ClusterView {
+        shards,
+        covered,
+        nodes,
+    };
+    (Probe::Answered(reply), Some(view))
+}
+
+fn no_answer(reason: String) -> Probe {
+    Probe::NoAnswer {
+        reason,
+        busy: false,
+    }
+}
+
+/// `CLUSTER SLOTS` from any primary: one that cannot be reached is passed over (its own `PING`
+/// says so), so that one dead node does not make every third probe a failure of the cluster.
+/// `Err` says why none answered.
+async fn slots_reply(router: &Router) -> Result<redis::RedisResult<Value>, String> {
+    let mut slots = redis::cmd("CLUSTER");
+    slots.arg("SLOTS");
+    let mut why = "no primary known".to_string();
+    for _ in 0..router.primaries().len().max(1) {
+        let Some(node) = router.any_primary() else {
+            break;
+        };
+        let reply = match router.conn(&node).await {
+            Ok(mut conn) => conn.send_packed_command(&slots).await,
+            Err(e) => Err(e),
+        };
+        match reply {
+            Err(e) if classify(&e) == ErrorSide::Transport => {
+                router.broken(&node);
+                why = format!("{}: {}", node.addr, describe_connection_error(&e).message);
+            }
+            other => return Ok(other),
+        }
+    }
+    Err(why)
+}
+
+/// The nodes to `PING`: every primary with its slots, then (when reads use them) every
+/// replica with its primary's slots.
+fn targets(shards: &[Shard], replicas: bool) -> Vec<(NodeAddr, &'static str, String)> {
+    let mut targets: Vec<_> = shards
         .iter()
         .map(|s| (s.primary.clone(), "primary", Ranges(&s.slots).to_string()))
         .collect();
     if replicas {
-        for s in &shards {
+        for s in shards {
             let ranges = Ranges(&s.slots).to_string();
             targets.extend(
                 s.replicas
@@ -149,25 +150,33 @@ pub(super) async fn probe(
             );
         }
     }
+    targets
+}
+
+/// `PING`s every target at once, each within `timeout`.
+async fn ping_all(
+    router: &Router,
+    targets: Vec<(NodeAddr, &'static str, String)>,
+    timeout: Duration,
+) -> Vec<NodeHealth> {
     let pings: Vec<_> = targets
         .into_iter()
         .map(|(node, role, slots)| {
-            let (config, conns) = (config.clone(), conns.clone());
+            let router = router.clone();
             tokio::spawn(async move {
                 let start = Instant::now();
-                let ping = ping_node(&config, &conns, &node);
-                let (up, error) = match tokio::time::timeout(timeout, ping).await {
-                    Err(_) => {
-                        // A connection that stays silent is not kept for the next probe.
-                        lock(&conns).remove(&node);
-                        (
-                            false,
-                            Some(format!("no reply within {} ms", timeout.as_millis())),
-                        )
-                    }
-                    Ok(Err(why)) => (false, Some(why)),
-                    Ok(Ok(())) => (true, None),
-                };
+                let (up, error) =
+                    match tokio::time::timeout(timeout, ping_node(&router, &node)).await {
+                        Err(_) => {
+                            // A connection that stays silent is not kept: a half-open one
+                            // would hold every command sent to this node.
+                            router.broken(&router.node(&node));
+                            let why = format!("no reply within {} ms", timeout.as_millis());
+                            (false, Some(why))
+                        }
+                        Ok(Err(why)) => (false, Some(why)),
+                        Ok(Ok(())) => (true, None),
+                    };
                 NodeHealth {
                     node: node.to_string(),
                     role,
@@ -186,12 +195,7 @@ pub(super) async fn probe(
             nodes.push(n);
         }
     }
-    let view = ClusterView {
-        shards,
-        covered,
-        nodes,
-    };
-    (Probe::Answered(reply), Some(view))
+    nodes
 }
 
 impl ClusterView {

@@ -344,7 +344,7 @@ impl Router {
 
 /// A new connection to the cluster node `addr` (credentials and TLS as configured), opened
 /// within the connect timeout; no response timeout (deadlines are the callers').
-pub(crate) async fn open_node(
+async fn open_node(
     config: &Config,
     addr: &NodeAddr,
 ) -> redis::RedisResult<MultiplexedConnection> {
