@@ -4,6 +4,38 @@
 //! The supervisor actor is the only writer. It updates the `watch` before it sends the event,
 //! so a subscriber that has received an event always finds the current state equal to that event
 //! or to a later one.
+//!
+//! # The states over time
+//!
+//! A typical life: `Connecting { attempt: 1 }` → `Up` → `Degraded` → `Up` → `Down` →
+//! `Connecting { .. }` → `Up` → … → `Stopped`. A server that answers but cannot serve yet shows
+//! as `NotReady` between `Connecting` (or `Up`) and `Up`, and `GaveUp` follows a `Down` only with
+//! [`Config::max_attempts`](crate::Config::max_attempts) (`REDIS_MAX_ATTEMPTS`).
+//!
+//! - **Every event is news.** A slow server publishes one `Degraded` when it becomes slow and
+//!   one `Up` when it recovers, not one per probe (the latency is in the metrics). The
+//!   supervisor starts in `Connecting { attempt: 1 }` and does not publish that state as an
+//!   event.
+//! - **`Up` means the server can serve now.** `Degraded` is connected and serving, with its
+//!   reason: probes slow or failing, a restart storm, some lanes down ("k of n lanes down", see
+//!   [`Config::lanes`](crate::Config::lanes)) or, on a Redis Cluster, slots whose primary does
+//!   not answer. While `NotReady`, commands wait and `/health/ready` answers 503; on a Redis
+//!   Cluster `NotReady` has the kind [`FailureKind::ClusterDown`](crate::FailureKind::ClusterDown)
+//!   when no primary answers. [`Availability::is_serving`] is true for `Up` and `Degraded`
+//!   alone.
+//! - **After shutdown.** Once [`Supervisor::shutdown`](crate::Supervisor::shutdown) is called the
+//!   state is never `Up` (or `Degraded`, `NotReady`, `Connecting`) again: no reconnect happens
+//!   during the drain.
+//!
+//! # What the server may refuse
+//!
+//! The refusals of a server that cannot serve *yet* (`LOADING`, `MASTERDOWN`, `BUSY`) make the
+//! state `NotReady`, and the refused commands wait (see [`handle`](crate::handle)). Write
+//! refusals that are the server's policy rather than a passing state — `NOREPLICAS`, `OOM` under
+//! `maxmemory-policy noeviction`, `MISCONF` after a failed save — reach the caller as
+//! [`Error::Server`](crate::Error::Server): the server can serve, it refuses that write, and
+//! waiting would not change it. `READONLY` is neither: it means the node is no longer the master
+//! (a failover demoted it), and the connection is replaced.
 
 use std::time::{Duration, SystemTime};
 
@@ -36,21 +68,23 @@ pub enum Availability {
         /// The server's `host:port`: with Sentinel, the master the sentinels named.
         address: String,
     },
-    /// Connected, but probes are slow or failing.
+    /// Connected and serving, but not as it should: probes slow or failing, a restart storm,
+    /// some lanes down, or (on a Redis Cluster) slots whose primary does not answer.
     Degraded {
         /// Why.
         reason: String,
     },
     /// Connected, but the server cannot serve yet: it is loading its dataset, it is a replica
-    /// that lost its master and refuses stale reads, or it is busy running a long script.
-    /// Commands wait (per the offline policy, within their deadline) instead of receiving the
+    /// that lost its master and refuses stale reads, it is busy running a long script, or (on a
+    /// Redis Cluster) no primary answers. Commands wait (per the offline policy, within their deadline) instead of receiving the
     /// server's refusal; the health actor keeps checking and the state turns `Up` once it can
     /// serve.
     NotReady {
         /// The server's refusal, e.g. "LOADING Redis is loading the dataset in memory".
         reason: String,
         /// [`FailureKind::Loading`](crate::FailureKind::Loading),
-        /// [`MasterDown`](crate::FailureKind::MasterDown) or [`Busy`](crate::FailureKind::Busy).
+        /// [`MasterDown`](crate::FailureKind::MasterDown), [`Busy`](crate::FailureKind::Busy) or
+        /// [`ClusterDown`](crate::FailureKind::ClusterDown).
         kind: crate::FailureKind,
     },
     /// Not connected; the next attempt starts in `retry_in`.
@@ -154,9 +188,11 @@ pub enum EventKind {
         /// The window, in milliseconds.
         window_ms: u64,
     },
-    /// The sentinels switched the master (`+switch-master`, or a periodic check found another
-    /// master): the connection to `from` is replaced by one to `to` at once, without a backoff
-    /// wait. Published with the state at that moment; the transitions that follow (`Down` with
+    /// A Sentinel failover moved the master: the sentinel leading it promoted a replica
+    /// (`+failover-state-send-slaveof-noone`, or `+promoted-slave`, from any of the sentinels),
+    /// the sentinels announced the switch (`+switch-master`), or a periodic check found them
+    /// naming another master. The connection to `from` is replaced by one to `to` at once, at the
+    /// promotion (not a second later at the announcement), without a backoff wait. Published with the state at that moment; the transitions that follow (`Down` with
     /// [`FailureKind::Failover`](crate::FailureKind::Failover), then `Up` naming `to`) come as
     /// usual.
     Failover {
@@ -167,7 +203,8 @@ pub enum EventKind {
     },
     /// A Redis Cluster changed shape, as the health probes saw it: a replica promoted, slots
     /// moved between primaries, a node joined or left. Published with the state at that moment;
-    /// the cluster connection follows by itself (redis-rs's slot map), so nothing is replaced.
+    /// the cluster connection follows by itself (the crate's own router takes the new slot map
+    /// at once), so nothing is replaced.
     ClusterChanged {
         /// The new shape, one entry per shard in slot order: `primary slots [replicas …]`,
         /// e.g. `127.0.0.1:7000 0-5460 replicas 127.0.0.1:7003`.

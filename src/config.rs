@@ -1,15 +1,71 @@
 //! Configuration: one [`Config`] from a URL, the environment or a builder, validated once at
 //! build time, secrets redacted in every `Debug`, `Display` and error. Each setting is one row
 //! of the `settings!` table below (everything about it follows from that row); [`ENV_VARS`]
-//! lists the variables. [`Config::from_env_prefixed`]`("CACHE")` reads them with `CACHE_` in
-//! front; every error names the variable as read and its value (`***` if secret).
+//! lists the variables, each with its meaning and default. Every error names the variable as
+//! read and its value (`***` if secret).
+//!
+//! **A second Redis.** [`Config::from_env_prefixed`]`("CACHE")` reads the same variables with
+//! `CACHE_` in front (`CACHE_REDIS_URL`, `CACHE_REDIS_HOST`, …); start a second
+//! [`Supervisor`](crate::Supervisor) on them. It is named after the prefix in lower case unless
+//! `CACHE_REDIS_CLIENT_NAME` says otherwise, so the `client` metric label tells the two apart.
 //!
 //! **Precedence**, lowest first: defaults; the parts of `REDIS_URL`; `REDIS_PASSWORD_FILE`; the
 //! individual variables or builder settings. An empty user name, password or path counts as not
 //! given (compose's `REDIS_PASSWORD=${REDIS_PASSWORD}`): it never erases a lower layer.
+//!
 //! **Bounds**: durations are more than zero and at most [`MAX_DURATION`]; counts are bounded
-//! too, so every derived value fits. **URLs**: `redis[s]://[user[:password]@]host[:port][/db]`;
-//! RESP3 only: `?protocol=resp2`, any other parameter and a `#fragment` are refused.
+//! too (`REDIS_HEALTH_FAILURES` 1 to [`MAX_HEALTH_FAILURES`], `REDIS_LANES` 1 to [`MAX_LANES`],
+//! …), so every derived value fits. A value out of range, or a number too large for its type
+//! (or for 64 bits), is an [`Error::Config`](crate::Error::Config) naming the variable, never a
+//! panic or a silent wrap-around.
+//!
+//! **URLs**: `redis[s]://[user[:password]@]host[:port][/db]`. The crate speaks RESP3 only, so it
+//! needs Redis ≥ 6: the one query parameter accepted is `protocol=resp3` (or `protocol=3`),
+//! which changes nothing; `?protocol=resp2`, any other parameter and a `#fragment` are refused.
+//!
+//! # Names on the server
+//!
+//! The connections are named after [`Config::name`] (`REDIS_CLIENT_NAME`) with
+//! `CLIENT SETNAME`: `redis-supervisor:NAME` for the command connection
+//! (`redis-supervisor:NAME:lane<i>` with several [lanes](Config::lanes)), and
+//! `redis-supervisor:NAME:pubsub`, `…:blocking` and `…:leased` for the dedicated ones, so
+//! `CLIENT LIST` shows whose they are.
+//!
+//! # Backoff
+//!
+//! The reconnect delay grows from `REDIS_BACKOFF_BASE_MS` to `REDIS_BACKOFF_MAX_MS` by
+//! [`Config::backoff_factor`] per attempt, with ±20 % jitter ([`Config::backoff_jitter`], 0.2 by
+//! default) on top of the cap too: the longest delay is `max × 1.2` (see [`BackoffPolicy`]).
+//!
+//! # Addresses
+//!
+//! `REDIS_SENTINELS` and `REDIS_CLUSTER_NODES` take `host:port,host:port`, each port explicit, an
+//! IPv6 address in brackets (`[::1]:26379`). With `REDIS_CLUSTER_READ_FROM_REPLICAS`, the
+//! replicas serve reads in `READONLY` mode.
+//!
+//! # TLS
+//!
+//! rustls with **ring** as the only crypto provider in the dependency tree (the Prometheus
+//! exporter's default features, which would add aws-lc-rs, are off); the supervisor installs
+//! ring as the process default at start unless the application installed a provider first. The
+//! CA bundle, client certificate and key are read and checked when the `Config` is built, so a
+//! wrong file fails at start, not at connect. TLS applies to the sentinels and every cluster
+//! node as to a standalone server.
+//!
+//! # Where each group of settings is explained
+//!
+//! - Lanes, Sentinel and Redis Cluster: the [`supervisor`](crate::supervisor) module docs
+//!   ([Lanes](crate::supervisor#lanes), [Sentinel](crate::supervisor#sentinel),
+//!   [Redis Cluster](crate::supervisor#redis-cluster)).
+//! - `REDIS_WAIT_REPLICAS`, `REDIS_WAIT_TIMEOUT_MS`:
+//!   [`RedisHandle::wait_replicas`](crate::RedisHandle::wait_replicas).
+//! - `REDIS_LEASED_CONNECTIONS`: [`RedisHandle::transaction`](crate::RedisHandle::transaction).
+//! - `REDIS_BLOCKING_CONNECTIONS`: the [`handle`](crate::handle#blocking-commands) module docs
+//!   ("Blocking commands").
+//! - `REDIS_PUBSUB_BUFFER`: [`pubsub`](crate::pubsub).
+//! - The health settings: [`health`](crate::health).
+//! - The service binary adds `LISTEN_ADDR` (also `--listen ADDR`; default `127.0.0.1:9180`) and
+//!   `RUST_LOG` (default `info`): see `docs/operations.md` in the repository.
 
 mod env;
 mod nodes;
@@ -266,7 +322,7 @@ settings! {
     /// Commands that may wait for the connection at once; more get [`Error::Overloaded`](crate::Error::Overloaded) (1 to [`MAX_WAITING_BOUND`]).
     max_waiting: usize = pub DEFAULT_MAX_WAITING = 10_000, env "REDIS_MAX_WAITING", default "10 000",
         check |n| count(*n, MAX_WAITING_BOUND as u64);
-    /// Connections (lanes) commands are spread over, each supervised alone; a command goes to the one with the fewest outstanding (1 to [`MAX_LANES`]; see the README's Lanes section for the default).
+    /// Connections (lanes) commands are spread over, each supervised alone; a command goes to the one with the fewest outstanding (1 to [`MAX_LANES`]; when more than one pays off: the [supervisor docs' Lanes section](crate::supervisor#lanes)).
     lanes: usize = pub DEFAULT_LANES = 1, env "REDIS_LANES", default "1",
         check |n| count(*n, MAX_LANES as u64);
     /// Events one pub/sub [`Subscription`](crate::pubsub::Subscription) buffers for its reader; beyond it messages are dropped for that subscription alone and reported as [`Lagged`](crate::pubsub::PubSubEvent::Lagged) (1 to [`MAX_PUBSUB_BUFFER`]).

@@ -1,8 +1,10 @@
 //! [`RedisHandle`]: the public command API. A typed method builds a request (the command, its
-//! label, whether a replay is safe), finds the live connection's lane in the route (waiting for
-//! one per the offline policy until the deadline), writes the request into the lane — redis-rs's
-//! own pipeline queue, one hop — and bounds the wait for the reply by the deadline. Every call
-//! gets exactly one answer, a value or a typed [`Error`], by its deadline.
+//! label, whether a replay is safe) and hands it to the one delivery loop every command goes
+//! through, which finds a serving connection (waiting for one per the offline policy until the
+//! deadline), writes the request on it — on one server, redis-rs's own pipeline queue, one hop;
+//! on a Redis Cluster, the connection to the node of its key's slot — and bounds the wait for
+//! the reply by the deadline. Every call gets exactly one answer, a value or a typed [`Error`],
+//! by its deadline.
 //!
 //! # Delivery semantics
 //!
@@ -11,10 +13,15 @@
 //! | connection up | handed to the connection at once (with several lanes, the one with the fewest commands outstanding); concurrent calls pipeline on it |
 //! | connection down or server not ready, policy `wait` | waits for a ready connection until the deadline, then [`Error::Unavailable`] |
 //! | connection down or server not ready, policy `fail-fast` | [`Error::Unavailable`] at once |
+//! | [`Config::max_waiting`](crate::Config::max_waiting) (`REDIS_MAX_WAITING`) commands already waiting for a connection | [`Error::Overloaded`] at once (not sent) |
+//! | the supervisor gave up ([`Config::max_attempts`](crate::Config::max_attempts), `REDIS_MAX_ATTEMPTS`) | [`Error::Unavailable`] at once |
 //! | refused with `LOADING`, `MASTERDOWN` or `BUSY` | the command did not run: it waits (as above) for the server to be ready and is sent again; the refusal never reaches the caller (a pipeline is not sent again: part of it may have run, so a refused command in it comes back as [`Error::Server`]) |
+//! | refused with `READONLY` (the node is no longer the master: a failover demoted it) | the command did not run: the connection is replaced (with Sentinel, by one to the master the sentinels name) and the command is sent again on the new one, within its deadline (a pipeline: as for `LOADING` above) |
 //! | connection lost after the command was handed over | replay-safe commands are sent once more on the next connection within the deadline; others get [`Error::Ambiguous`] |
 //! | handed over, no reply by the deadline | replay-safe: [`Error::Timeout`] with `sent: true`; others: [`Error::Ambiguous`] |
 //! | deadline passed before it could be handed over (e.g. a zero deadline) | [`Error::Timeout`] with `sent: false`; it is never sent later |
+//! | an error reply from Redis | [`Error::Server`] with its `code` (`WRONGTYPE`, `NOPERM`, …) and message; the connection stays |
+//! | a reply of another type than the one asked for | [`Error::ReplyType`]; the connection stays |
 //! | shutting down | [`Error::ShuttingDown`] (the command was not sent) |
 //!
 //! "Handed over" is all the crate can know: the command is in the connection's write queue,
@@ -28,6 +35,10 @@
 //! raw [`cmd`](RedisHandle::cmd) and [`pipeline`](RedisHandle::pipeline). Mark your own with
 //! [`cmd_idempotent`](RedisHandle::cmd_idempotent) /
 //! [`pipeline_idempotent`](RedisHandle::pipeline_idempotent).
+//!
+//! The chaos suite (`tests/chaos.rs`) checks the rule on a server with `appendfsync always`: its
+//! 64 tasks of mixed reads and writes `INCR` one counter, and after every fault
+//! `ok ≤ counter ≤ ok + ambiguous` — an `INCR` never ran twice.
 //!
 //! # Commands that change the connection's state
 //!
@@ -56,7 +67,64 @@
 //! `SELECT` inside a Lua script changes only the script's database.
 //!
 //! A caller's deadline is the caller's budget: a command that misses it is no evidence against
-//! the connection, and never makes the supervisor replace it (the health actor judges that).
+//! the connection, and never makes the supervisor replace it. For example, 64 callers whose
+//! 20 ms deadlines all expire during a 1 s server stall replace nothing. The health actor alone
+//! judges the connection (see [`health`](crate::health)): a probe that gets no reply *while
+//! nothing else comes back on the connection either* is a failure, and
+//! [`Config::health_failures`](crate::Config::health_failures) such probes in a row replace it
+//! (within 3.5 s by default); a probe that is late behind other replies only makes the state
+//! `Degraded`.
+//!
+//! # Blocking commands
+//!
+//! [`blpop`](RedisHandle::blpop), [`brpop`](RedisHandle::brpop),
+//! [`bzpopmin`](RedisHandle::bzpopmin), [`xread_block`](RedisHandle::xread_block) and
+//! [`wait`](RedisHandle::wait) run on dedicated connections under the supervisor, never on the
+//! shared command connection, where a command waiting on the server would hold up every reply
+//! behind it, and the health probes.
+//!
+//! ```no_run
+//! # async fn run(redis: redis_supervisor::RedisHandle) -> Result<(), redis_supervisor::Error> {
+//! use std::time::Duration;
+//! // The deadline is the block time plus the handle's timeout.
+//! let job: Option<(String, String)> = redis.blpop(&["jobs"], Duration::from_secs(5)).await?;
+//! let acked: u64 = redis.wait(1, Duration::from_millis(500)).await?;
+//! # let _ = (job, acked); Ok(()) }
+//! ```
+//!
+//! - **A pool.** Each command holds one connection of the blocking pool for its run: at most
+//!   [`Config::blocking_connections`](crate::Config::blocking_connections)
+//!   (`REDIS_BLOCKING_CONNECTIONS`, default 16) at once, opened on demand, kept while idle;
+//!   beyond that callers wait within their deadline, then get [`Error::Overloaded`]. They open
+//!   only while the command connection is up, so an outage is paced by the supervisor's backoff.
+//! - **Deadlines.** The deadline is the command's own block time plus the handle's timeout. A
+//!   command that waited for its connection (an outage) is sent blocking only for what its
+//!   deadline has left, so it still answers in time, and a pop never takes an element after its
+//!   caller stopped waiting. A block time of 0 (forever) is refused with
+//!   [`Error::InvalidArgument`]: every command is answered by a deadline.
+//! - **Replays.** A pop that may have happened without its reply (lost connection, deadline) is
+//!   [`Error::Ambiguous`], never replayed; `XREAD` and `WAIT` only read, and are replayed once.
+//! - **Raw blocking commands** sent through [`cmd`](RedisHandle::cmd) (`BLPOP`, `BRPOP`,
+//!   `BLMOVE`, `BRPOPLPUSH`, `BLMPOP`, `BZPOPMIN`, `BZPOPMAX`, `BZMPOP`, `XREAD`/`XREADGROUP`
+//!   with `BLOCK`, `WAIT`, `WAITAOF`) are found by name and routed to the pool, with the block
+//!   time read from their arguments: routed rather than refused, because a refused command is
+//!   one more thing to work around, and the routing costs every other raw command a look at its
+//!   first letter.
+//! - **`WAIT`** counts only the writes of the connection it runs on, and this one runs on a
+//!   dedicated connection: [`wait`](RedisHandle::wait) (and a raw `WAIT`) first publishes an
+//!   empty message on `__redis-supervisor:wait` — a write that replicates, made after every write
+//!   the caller saw acknowledged — and waits for that. To make each write of a handle wait for
+//!   its replicas instead, use [`wait_replicas`](RedisHandle::wait_replicas).
+//! - **On a Redis Cluster** a blocking command runs on a dedicated connection to the primary of
+//!   its key's slot, found in the slot map, and follows `MOVED`/`ASK`; shutdown unblocks it on
+//!   that node.
+//! - **Shutdown.** [`Supervisor::shutdown`](crate::Supervisor::shutdown) sends
+//!   `CLIENT UNBLOCK <id> ERROR` for every blocked command, so it returns at once: answered
+//!   [`Error::ShuttingDown`], it popped nothing. One not unblocked within 500 ms is cut off.
+//! - **Metrics.** `redis_client_blocking_connections` (dedicated connections open) and
+//!   `redis_client_blocking_in_use` (blocking commands running), each at 0 from the start; the
+//!   blocking commands count in `redis_client_commands_total` under `blpop`, `brpop`,
+//!   `bzpopmin`, `xread` and `wait`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -35,15 +35,18 @@
 //! **Start from the example service:** `examples/service/` (`cargo run --example service`) is
 //! a complete axum app built on every part below — sessions, a cached API, rate limits,
 //! presence, Server-Sent Events from pub/sub, a job queue, health and metrics, graceful shutdown
-//! — that keeps serving while Redis is away; the README's "Building a service" walks through it
-//! with `curl`.
+//! — that keeps serving while Redis is away; `docs/service.md` in the repository walks through
+//! it with `curl`. The repository's other guides: `docs/operations.md` (running the binary, HTTP
+//! routes, metrics, dashboards and alerts), `docs/testing.md` and `docs/performance.md`.
 //!
 //! # Modules
 //!
 //! Each public module, with a short example (the ones that talk to Redis compile but do not
 //! run here: they need a server).
 //!
-//! [`supervisor`] — [`Supervisor`]: starts the actors, hands out handles, shuts down.
+//! [`supervisor`] — [`Supervisor`]: starts the actors, hands out handles, shuts down; its
+//! module docs are the guide to [lanes](supervisor#lanes), [Sentinel](supervisor#sentinel) and
+//! [Redis Cluster](supervisor#redis-cluster).
 //! ```no_run
 //! # async fn run() -> Result<(), redis_supervisor::Error> {
 //! use std::time::Duration;
@@ -210,32 +213,38 @@ server.restart().await?; // same port
 //! |---|---|---|
 //! | service | `bin/redis-supervisor.rs` | the binary: env config, HTTP routes, event log, graceful shutdown |
 //! | routes | [`http`] | the axum routers: `/metrics`, `/health`, `/health/live`, `/health/ready`, `/health/redis` |
-//! | patterns | [`cache`], [`ratelimit`] (`patterns/`) | built only on [`RedisHandle`]: the JSON cache (single-flight loads, SCAN invalidation) and the GCRA rate limiter with its tower layer, each with its namespace and degradation policy |
-//! | patterns | [`session`], [`presence`], [`lock`] (`patterns/`) | built only on [`RedisHandle`], one Lua script per operation (`patterns/script.rs`): sessions with CSPRNG ids, a per-user index and atomic `revoke_all` (and a tower-sessions store behind the feature); presence on the server's clock; single-instance locks with fencing tokens |
-//! | supervisor | [`supervisor`] | the supervisor actor (one connection actor per lane, each restarted alone with its own backoff; availability of the lanes together, `supervisor/lanes.rs`: its one writer) and the public [`Supervisor`] |
-//! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges) |
-//! | dedicated connections | [`pubsub`], `blocking` | the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, its registry, restoration, probes; supervised from `supervisor/dedicated.rs`) and each subscription's bounded buffer; the blocking pool (one dedicated connection per blocking command, `CLIENT UNBLOCK` at shutdown), used by `handle/blocking.rs` |
-//! | commands | [`handle`] | [`RedisHandle`], the typed commands and their delivery semantics |
-//! | deadlines | `deadline` | commands' deadlines, coalesced per millisecond and worker thread (one timer task per group, never late) |
-//! | topology | `topology` | how a connection finds its server: standalone, the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`), or a Redis Cluster's nodes (`topology/cluster.rs`: the router, its slot map and one connection per node) |
-//! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): follows `+switch-master` on one sentinel at a time and reports the master; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
+//! | patterns | [`cache`], [`ratelimit`] (`patterns/`) | built only on [`RedisHandle`]: the JSON cache (single-flight loads, SCAN invalidation; its builder in `patterns/cache/builder.rs`) and the GCRA rate limiter with its tower layer (`patterns/layer.rs`), each with its namespace (`patterns/keys.rs`) and degradation policy |
+//! | patterns | [`session`], [`presence`], [`lock`] (`patterns/`) | built only on [`RedisHandle`], one Lua script per operation (`patterns/script.rs`): sessions with CSPRNG ids, a per-user index and atomic `revoke_all` (and a tower-sessions store behind the feature, `patterns/tower.rs`); presence on the server's clock; single-instance locks with fencing tokens |
+//! | supervisor | [`supervisor`] | the public [`Supervisor`]; the supervisor actor (`supervisor/actor.rs`: one connection actor per lane, each restarted alone with its own backoff), its restart policy (`supervisor/restart.rs`), the one state the lanes together publish (`supervisor/lanes.rs`), its dedicated children and failovers (`supervisor/dedicated.rs`), what the actor and the public type share and the one place a state is published (`supervisor/core.rs`), what the HTTP routes read (`supervisor/status.rs`) |
+//! | child actors | `connection`, [`health`] | the connection actor (one connection's life: connect, ready check, QUIT) and the health actor (PING/INFO probes, their verdicts, `redis_up`, the server gauges; on a cluster, `health/cluster.rs`: the slot map and every node's PING) |
+//! | sentinel | `sentinel` | the sentinel watcher (with Sentinel): watches one sentinel at a time, listens to the events of every sentinel and follows the promotion (`+failover-state-send-slaveof-noone` / `+promoted-slave`), then `+switch-master` and each periodic check; the supervisor moves every connection on a change (`supervisor/dedicated.rs`) |
+//! | dedicated connections | [`pubsub`] | the public [`PubSub`](pubsub::PubSub); the subscriber actor (`pubsub/subscriber.rs`: the pub/sub connection, restoration, probes; supervised from `supervisor/dedicated.rs`); the registry and the subscriber connection's state they share (`pubsub/shared.rs`); each subscription's bounded buffer (`pubsub/subscription.rs`) |
+//! | commands | [`handle`] | [`RedisHandle`]: the typed and raw commands (`handle/commands.rs`), the blocking commands (`handle/blocking.rs`), optimistic transactions (`handle/transaction.rs`), and their delivery semantics |
+//! | delivery | `delivery` | the one delivery loop every command goes through — typed commands, raw ones, pipelines, blocking commands, durable writes, single- and multi-key commands on a cluster: one attempt (`delivery/attempt.rs`), multi-key commands split across slots (`delivery/split.rs`), admission and the bound on waiting commands (`delivery/gate.rs`), big replies kept on the bulk lane (`delivery/bulk.rs`) |
+//! | pools | `pool` | dedicated connection pools: blocking (one connection per blocking command, `CLIENT UNBLOCK` at shutdown) and leased (transactions, durable writes, lock acquires), each connection given back only clean |
 //! | route | `route` | the published route: the serving lanes (a command takes the one with the fewest outstanding), or why there are none (written by the supervisor only) |
-//! | lane | `lane` | one live connection as callers see it: redis-rs's queue (or the cluster router), open state, reply evidence; `lane/cluster.rs`: a command's delivery on a cluster (redirects, splits, the replay rule per part) |
+//! | lane | `lane` | one live connection as callers see it: redis-rs's queue (or the cluster router), open state, reply evidence |
+//! | topology | `topology` | the one seam for how Redis is deployed, where every connection finds its server: standalone, the master the sentinels name (`topology/sentinel.rs`, checked with `ROLE`; a promotion under way), or a Redis Cluster (`topology/cluster.rs`: the crate's own router, its slot map and one connection per node) |
+//! | requests | `request` | a command or pipeline with its metric label |
+//! | command knowledge | `command` | what the crate knows about a command from its name and arguments (the one reader of them): its name, its key (and so its slot), whether it only reads, how long it blocks, and the refusal of commands that would change a shared connection's state |
+//! | deadlines | `deadline` | commands' deadlines, coalesced per 10 ms tick and worker thread (one timer task per group, never late) |
 //! | locks | `sync` | taking a `std::sync::Mutex` whether or not a panic poisoned it (every critical section is one step) |
-//! | requests | `request` | a command or pipeline with its label: the one reader of a command's arguments and name |
-//! | observability | [`metrics`] | metric names, label sets, the handles (grouped by the one module that writes each) |
+//! | observability | [`metrics`] | metric names, each once with its kind, unit and HELP text (`metrics/names.rs`); the label sets (`metrics/labels.rs`); the handles, by the one module that writes each (`metrics/handles.rs`, `metrics/dedicated.rs`, `metrics/patterns.rs`) |
 //! | state | [`availability`] | [`Availability`], [`AvailabilityEvent`], the watch/broadcast pair |
-//! | pure | [`info`], [`backoff`], [`config`], [`error`] | INFO parsing; backoff and restart intensity; [`Config`] (one settings table; env, URL and TLS files under `config/`); [`Error`] and its classification |
-//! | fixture | `testing` | (feature `test-util`) real `redis-server` processes, a fault proxy |
+//! | pure | [`info`], [`backoff`], [`config`], [`error`] | INFO parsing; backoff and restart intensity; [`Config`] (one settings table; env, URL, node lists, values and TLS files under `config/`); [`Error`] and its classification |
+//! | fixture | `testing` | (feature `test-util`) real `redis-server` processes, a fault proxy, Sentinel and Cluster topologies (`testing/`) |
 //!
 //! Where things happen, for a newcomer:
-//! - **Where a command goes:** [`RedisHandle`]'s typed method builds a request and calls
-//!   `deliver` (in `handle.rs`), which reads the route, writes into the live lane (redis-rs's
-//!   pipeline queue) and applies the delivery semantics. A new typed command is one method in
-//!   `handle.rs` (plus a label in [`metrics`]' `COMMANDS` table if it deserves its own).
-//! - **Who restarts the connection:** the supervisor actor (`supervisor.rs`): on a connection
-//!   actor's failure, or on the health actor's "unhealthy" verdict, it publishes `Down`, waits
-//!   the backoff delay ([`backoff`]) and starts a new connection actor.
+//! - **Where a command goes:** [`RedisHandle`]'s typed method builds a request and hands it to
+//!   the one delivery loop (`delivery.rs`), which reads the route, writes into a serving lane
+//!   (redis-rs's pipeline queue; on a cluster, the connection to the key's node; for a blocking
+//!   command or a durable write, a pool's connection) and applies the delivery semantics. A new
+//!   typed command is one method in `handle/commands.rs` (plus a label in `metrics/labels.rs`'
+//!   `command` set, [`metrics::COMMANDS`], if it deserves its own).
+//! - **Who restarts the connection:** the supervisor actor (`supervisor/actor.rs`, its policy in
+//!   `supervisor/restart.rs`): on a connection actor's failure, or on the health actor's
+//!   "unhealthy" verdict, it publishes `Down`, waits the backoff delay ([`backoff`]) and starts
+//!   a new connection actor.
 //! - **Where a new setting goes:** one row of the `settings!` table in `config.rs`; field,
 //!   getter, builder setter, env variable, validation, `Debug` and docs follow from it.
 
@@ -283,6 +292,26 @@ pub use supervisor::Supervisor;
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of `docs/service.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/service.md")]
+pub struct ServiceGuideDoctests;
+
+/// The examples of `docs/operations.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/operations.md")]
+pub struct OperationsGuideDoctests;
+
+/// The examples of `docs/testing.md`, compiled as doctests (they use the `testing` fixture).
+#[cfg(all(doctest, feature = "test-util"))]
+#[doc = include_str!("../docs/testing.md")]
+pub struct TestingGuideDoctests;
+
+/// The examples of `docs/performance.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/performance.md")]
+pub struct PerformanceGuideDoctests;
 
 /// The redis-rs crate this crate is built on, for [`RedisHandle::cmd`] and
 /// [`RedisHandle::pipeline`].

@@ -50,6 +50,25 @@
 //! Channel names are sent as given: the key prefix ([`Config::key_prefix`](crate::Config::key_prefix))
 //! applies to keys, not channels — except in [`keyspace_events`](PubSub::keyspace_events), whose
 //! argument is a key pattern.
+//!
+//! # On a Redis Cluster
+//!
+//! Pub/sub is the classic kind: a `PUBLISH` reaches the subscribers on every node, so the
+//! subscriber connection goes to the first seed node that answers. Keyspace notifications are per
+//! node, so [`keyspace_events`](PubSub::keyspace_events) is refused on a cluster
+//! ([`Error::InvalidArgument`] saying so) rather than delivering a third of them. Sharded pub/sub
+//! (`SSUBSCRIBE`) is not offered.
+//!
+//! # Metrics
+//!
+//! Each at 0 from the start: `redis_client_pubsub_up` (1 while the subscriber connection is up
+//! with every subscription confirmed), `redis_client_pubsub_subscriptions` (live subscriptions),
+//! `redis_client_pubsub_messages_total` (messages buffered for subscriptions),
+//! `redis_client_pubsub_lagged_total` (dropped for full buffers), and
+//! `redis_client_pubsub_resubscribes_total` (subscriber connections restored after a loss).
+//! [`RedisHandle::publish`](crate::RedisHandle::publish) counts in `redis_client_commands_total`
+//! under `publish`. The alerts `RedisPubSubSubscriberLagging` and `RedisPubSubDisconnected` watch
+//! them.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -134,7 +153,7 @@ impl PubSub {
 
     /// A copy whose subscriptions buffer up to `messages` messages each (at least 1, at most
     /// [`MAX_PUBSUB_BUFFER`](crate::config::MAX_PUBSUB_BUFFER)) instead of
-    /// [`Config::pubsub_buffer`]: a bigger one for a reader that must see every message of a
+    /// [`Config::pubsub_buffer`](crate::Config::pubsub_buffer): a bigger one for a reader that must see every message of a
     /// burst, a smaller one where only the latest matter.
     pub fn with_buffer(&self, messages: usize) -> PubSub {
         PubSub {

@@ -7,7 +7,7 @@
 //! ```
 //!
 //! The routes are in `app.rs` (which `tests/service.rs` drives against a real `redis-server`);
-//! the README's "Building a service" section walks through them with `curl`.
+//! `docs/service.md` walks through them with `curl`.
 //!
 //! Settings: the crate's `REDIS_*` variables (`REDIS_URL`, …; `REDIS_KEY_PREFIX` defaults to
 //! `service:` here, so the example's keys stay apart on a shared Redis), and `LISTEN_ADDR`

@@ -21,7 +21,7 @@ const USAGE: &str = "usage: redis-supervisor [--listen ADDR]
 
 Supervises one Redis connection and serves /metrics and /health* on ADDR (default 127.0.0.1:9180, or $LISTEN_ADDR).
 Redis settings come from REDIS_URL (default redis://127.0.0.1:6379) and the other REDIS_* variables
-listed in the README. RUST_LOG sets the log filter (default info).";
+(redis_supervisor::config::ENV_VARS; docs/operations.md). RUST_LOG sets the log filter (default info).";
 
 fn listen_addr() -> Result<SocketAddr, String> {
     let mut args = std::env::args().skip(1);

@@ -132,8 +132,8 @@ label_set! {
     enum ProbeOutcome;
     /// Values of the `outcome` label of `redis_client_probes_total`: answered in time (`ok`),
     /// answered slower than the slow threshold or late behind other replies (`slow`), refused
-    /// because the server cannot serve yet (`not_ready`: loading, master down, busy), no answer
-    /// (`failed`).
+    /// because the server cannot serve yet (`not_ready`: loading, master down, busy, or no
+    /// cluster primary answering), no answer (`failed`).
     const PROBE_OUTCOMES;
     {
         Ok = "ok",

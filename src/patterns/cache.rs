@@ -61,6 +61,30 @@
 //! [`Error::Corrupt`] naming the key. It is counted in `redis_client_cache_corrupt_total` and
 //! logged (`tracing::warn!`, key and decoder message only, never the value); under
 //! [`Degrade::Miss`] the read is a miss instead of an error (and `get_or_load` overwrites it).
+//!
+//! # On a Redis Cluster
+//!
+//! `get`, `set`, `set_with_ttl`, `delete`, `ttl` and `get_or_load` use one key per command, and
+//! `get_many` is one `MGET`, which the handle splits per slot: they work on a cluster as on one
+//! server. `invalidate` walks every primary (a `SCAN` cursor is one node's). `set_many` is one
+//! pipeline, sent to the node of its first key and not split: on a cluster, give its keys one
+//! hash tag (`{user:7}:profile`, `{user:7}:prefs`), or call `set` per key.
+//!
+//! # Metrics
+//!
+//! Each series exists at 0 from the start, with the supervisor's `client` label:
+//!
+//! - `redis_client_cache_lookups_total{result}`: `hit`, `miss` (a read degraded to a miss counts
+//!   as a miss);
+//! - `redis_client_cache_loads_total{outcome}`: the single-flight loader's runs, `ok`, `error`,
+//!   `timeout`, `panic`;
+//! - `redis_client_cache_coalesced_total`: callers of `get_or_load` served by another caller's
+//!   load;
+//! - `redis_client_cache_corrupt_total`: data that did not decode;
+//! - `redis_client_degraded_ops_total{op}`: the answers of the [`Degrade`] policy, `op` =
+//!   `cache_get`, `cache_set`, `cache_delete`, `cache_invalidate`, `cache_get_or_load`.
+//!
+//! The Grafana dashboard's "Patterns" row shows them.
 
 use std::future::Future;
 use std::sync::Arc;

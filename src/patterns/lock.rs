@@ -30,7 +30,9 @@
 //! one of them has it (a replicated write after it on a leased connection, then `WAIT`; see
 //! "Across a failover"). `extend` runs "`PEXPIRE` if the value is still mine", `release` "`DEL`
 //! if the value is still mine"; both answer [`Error::LockLost`] when it is not (the TTL passed,
-//! perhaps another holds it now).
+//! perhaps another holds it now). Each script is run by its SHA (`EVALSHA`) and sent once more
+//! with its body when the server does not have it (`NOSCRIPT`: after a restart or
+//! `SCRIPT FLUSH`; it did not run).
 //!
 //! [`acquire`](LockManager::acquire) retries with jittered, growing pauses (2 ms up to 50 ms,
 //! never past the holder's remaining TTL) until `wait` has passed, then answers
@@ -96,6 +98,12 @@
 //!   lives (it has no TTL; one small key per lock name ever used; deleting it restarts the
 //!   tokens at 1, which defeats fencing). Fencing does not help a resource that cannot check
 //!   tokens.
+//!
+//! # Metrics
+//!
+//! Each at 0 from the start: `redis_client_lock_acquires_total{result}` (`acquired`, `busy`,
+//! `error`) and `redis_client_lock_lost_total` (extends and releases that found the lock no
+//! longer held: [`Error::LockLost`]). The Grafana dashboard's "Patterns" row shows them.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

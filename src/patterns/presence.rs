@@ -31,6 +31,10 @@
 //! A member that stays online throughout the call is always in it; one that joins or leaves
 //! meanwhile may or may not be.
 //!
+//! Each operation is one Lua script, run by its SHA (`EVALSHA`) and sent once more with its body
+//! when the server does not have it (`NOSCRIPT`: after a restart or `SCRIPT FLUSH`; it did not
+//! run). One key per script: presence works on a Redis Cluster as on one server.
+//!
 //! # Delivery and degradation
 //!
 //! `heartbeat`, `leave` and `count` write (they prune), so they are never replayed; `online`

@@ -37,15 +37,27 @@
 //!
 //! # Delivery and degradation
 //!
-//! The script is loaded once per server and run by its SHA (`EVALSHA`); after a server restart
-//! (`NOSCRIPT`: it did not run) it is sent once more with its body (`EVAL`). A check is **not**
-//! replay-safe (a replay would take the tokens twice), so it is never sent again after a lost
-//! connection: that is [`Error::Ambiguous`]. "Redis could not answer" (unavailable, timeout,
-//! ambiguous, overloaded, shutting down) is then the [`OnUnavailable`] policy's: `Allow` answers
-//! a fail-open [`Decision`] (`allowed: true, remaining: 0, retry_after: None, reset_after: 0`)
-//! counted in `redis_client_degraded_ops_total{op="ratelimit_check"}` and
-//! `redis_client_ratelimit_checks_total{decision="degraded"}`; `Deny` returns the error. Either
-//! way the answer comes within the handle's deadline.
+//! The script is loaded once per server and run by its SHA (`EVALSHA`); when the server does not
+//! have it — after a server restart and after `SCRIPT FLUSH` alike (`NOSCRIPT`: it did not run)
+//! — it is sent once more with its body (`EVAL`). A check is **not** replay-safe (a replay
+//! would take the tokens twice), so it is never sent again after a lost connection: that is
+//! [`Error::Ambiguous`]. "Redis could not answer" (unavailable, timeout, ambiguous, overloaded,
+//! shutting down) is then the [`OnUnavailable`] policy's: `Allow` answers a fail-open
+//! [`Decision`] (`allowed: true, remaining: 0, retry_after: None, reset_after: 0`), counted as
+//! `degraded` (see [Metrics](#metrics)); `Deny` returns the error. Either way the answer comes
+//! within the handle's deadline.
+//!
+//! # On a Redis Cluster
+//!
+//! One key per check: the limiter works on a cluster as on one server.
+//!
+//! # Metrics
+//!
+//! `redis_client_ratelimit_checks_total{decision}`, each value at 0 from the start: `allowed`,
+//! `denied`, `degraded` (answered by [`OnUnavailable::Allow`] without Redis; also counted in
+//! `redis_client_degraded_ops_total{op="ratelimit_check"}`), `error` (the caller got an error).
+//! The Grafana dashboard's "Patterns" row shows them, and the alert
+//! `RedisRateLimiterFailingOpen` fires on `degraded`.
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;

@@ -45,8 +45,15 @@
 //! loop that livelocks while the user keeps logging in, and a lost connection between the steps
 //! leaves the caller not knowing which step ran. Expired sessions leave the index on every
 //! write to it (`create`) and read of it (`list`, `revoke_all`), so it never grows past the
-//! user's live sessions. The scripts touch keys they compute (the index from the session's
-//! user), so Redis Cluster is not supported.
+//! user's live sessions. Each script is run by its SHA (`EVALSHA`) and sent once more with its
+//! body when the server does not have it (`NOSCRIPT`: after a restart or `SCRIPT FLUSH`; it did
+//! not run). A corrupt-data error ([`Error::Corrupt`]) names the session's key with the id
+//! hidden.
+//!
+//! **Not on a Redis Cluster (yet).** A session and its user's index hash to different slots, and
+//! the scripts reach keys they compute (the index from the session's user), so on a cluster
+//! [`SessionStoreBuilder::build`] refuses with [`Error::Config`] naming `session`: keep sessions
+//! on a standalone or Sentinel-managed Redis, with a second [`Supervisor`](crate::Supervisor).
 //!
 //! # Delivery and degradation
 //!
@@ -59,6 +66,12 @@
 //! `update` — the data may or may not be written; `revoke`/`revoke_all` — the sessions may or
 //! may not be gone (call again: revoking is safe to repeat); sliding `get` — the TTL may or may
 //! not have been restarted.
+//!
+//! # Metrics
+//!
+//! `redis_client_sessions_created_total` and `redis_client_sessions_revoked_total` (each session
+//! `revoke_all` removes counting; expiry does not), at 0 from the start; the Grafana dashboard's
+//! "Patterns" row shows them.
 
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime};

@@ -2,8 +2,9 @@
 //! over one redis-rs `MultiplexedConnection` per node instead of using redis-rs's
 //! cluster-async client: under a live resharding (`redis-cli --cluster reshard` while 64 tasks
 //! write) that client's slot refresh stalls every request for good, with its default settings
-//! as with ours (reproduced on redis 1.8.1; see the README's Cluster section), which no
-//! deadline of ours can repair without losing every command in flight.
+//! as with ours (reproduced on redis 1.8.1; see the [`supervisor`](crate::supervisor#redis-cluster)
+//! module docs, "Why not redis-rs's cluster client"), which no deadline of ours can repair
+//! without losing every command in flight.
 //!
 //! What is here:
 //! - [`Router`]: the slot map (from `CLUSTER SLOTS`, refreshed in the background when a
@@ -12,8 +13,10 @@
 //! - [`shards`], [`key_slot`], [`redirect_target`]: the cluster's shape, a key's slot, a
 //!   redirect's node.
 //!
-//! How commands are delivered on the cluster (redirects, splits, the replay rule) is
-//! `lane/cluster.rs`.
+//! How commands are delivered on the cluster (redirects, the replay rule, waits for the next
+//! slot-map read) is the one delivery loop every command goes through, `delivery.rs` (one
+//! attempt on a node: `delivery/attempt.rs`; multi-key commands split across slots:
+//! `delivery/split.rs`).
 
 use std::collections::HashMap;
 use std::fmt;
@@ -344,10 +347,7 @@ impl Router {
 
 /// A new connection to the cluster node `addr` (credentials and TLS as configured), opened
 /// within the connect timeout; no response timeout (deadlines are the callers').
-async fn open_node(
-    config: &Config,
-    addr: &NodeAddr,
-) -> redis::RedisResult<MultiplexedConnection> {
+async fn open_node(config: &Config, addr: &NodeAddr) -> redis::RedisResult<MultiplexedConnection> {
     let client = config.redis_client_at(&addr.host, addr.port)?;
     let settings = redis::AsyncConnectionConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
