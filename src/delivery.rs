@@ -214,12 +214,36 @@ pub(crate) enum Attempt {
     Later(String),
     /// `MOVED` / `ASK` to `node`: it did not run.
     Redirected { node: NodeAddr, ask: bool },
+    /// Some commands of a pipeline bounced (`bounce`: redirected or refused for now) and the
+    /// others ran: sent again only when replay-safe.
+    Partly {
+        bounce: Box<Attempt>,
+        reason: String,
+    },
     /// The connection was lost with it in flight: it may have run.
     Lost(String),
     /// Sent, and no reply by the deadline: it may have run.
     NoAnswer,
     /// The answer outright (no connection free in the pool, shutdown, replicas missing, …).
     Final(Error),
+}
+
+impl Attempt {
+    /// A bounce's cause, for error messages: `MOVED to <node>`, the refusal's message, ….
+    pub(crate) fn why(&self) -> String {
+        match self {
+            Attempt::Redirected { node, ask: false } => format!("MOVED to {node}"),
+            Attempt::Redirected { node, ask: true } => format!("ASK to {node}"),
+            Attempt::Refused(not_ready) => not_ready.message.clone(),
+            Attempt::Later(why) | Attempt::Lost(why) | Attempt::Partly { reason: why, .. } => {
+                why.clone()
+            }
+            Attempt::Answered(_) => "answered".into(),
+            Attempt::Failed(e) => e.to_string(),
+            Attempt::NoAnswer => "no answer".into(),
+            Attempt::Final(e) => e.to_string(),
+        }
+    }
 }
 
 /// Where the next attempt goes on a cluster.
@@ -389,6 +413,14 @@ impl HandleCore {
         match outcome {
             Attempt::Answered(value) => Next::Answer(Ok(value)),
             Attempt::Failed(e) => Next::Answer(Err(crate::error::from_reply_error(e))),
+            // Not sent this time (no connection, shutdown, the pool full) after an attempt that
+            // may have run: that earlier attempt decides the answer.
+            Attempt::Final(
+                e @ (Error::Unavailable { .. }
+                | Error::ShuttingDown
+                | Error::Overloaded { .. }
+                | Error::Timeout { sent: false, .. }),
+            ) if p.lost.is_some() => Next::Answer(Err(self.not_resent(plan, p, e))),
             Attempt::Final(e) => Next::Answer(Err(e)),
             // It did not run: wait for the server to be ready, then send it again.
             Attempt::Refused(not_ready) => {
@@ -401,48 +433,14 @@ impl HandleCore {
                 p.target = Target::Slot;
                 Next::AfterRefresh
             }
-            Attempt::Redirected { node, ask } => {
-                p.redirects += 1;
-                if p.redirects > MAX_REDIRECTS {
-                    return Next::Answer(Err(Error::TooManyRedirects {
-                        command: name(),
-                        redirects: p.redirects - 1,
-                        last: node.to_string(),
-                    }));
-                }
-                let pipeline = plan.request.as_pipeline();
-                if pipeline.is_some_and(|p| !p.is_transaction()) && !plan.replay_safe {
-                    // A command of it was redirected; the others may have run.
-                    return Next::Answer(Err(Error::Ambiguous {
-                        command: name(),
-                        reason: format!(
-                            "a command of the pipeline was redirected to {node} ({}): the others may have run",
-                            if ask { "ASK" } else { "MOVED" }
-                        ),
-                    }));
-                }
-                // A pipeline's ASK is not followed behind ASKING (it holds several commands):
-                // it waits for the migration to end instead. A second redirect in a row waits
-                // for the slot map (the slot is moving).
-                match (ask, pipeline.is_some(), p.redirects) {
-                    (true, true, _) => {
-                        p.target = Target::Slot;
-                        Next::AfterRefresh
-                    }
-                    (_, _, 1) | (true, false, _) => {
-                        p.target = if ask {
-                            Target::Ask(node)
-                        } else {
-                            Target::Moved(node)
-                        };
-                        Next::Again
-                    }
-                    _ => {
-                        p.target = Target::Moved(node);
-                        Next::AfterRefresh
-                    }
-                }
+            Attempt::Redirected { node, ask } => redirected(plan, p, node, ask),
+            Attempt::Partly { bounce, .. } if plan.replay_safe => {
+                self.judge(plan, p, *bounce, lane, version)
             }
+            Attempt::Partly { reason, .. } => Next::Answer(Err(Error::Ambiguous {
+                command: name(),
+                reason,
+            })),
             Attempt::Lost(reason) => {
                 if !plan.replay_safe || p.lost.is_some() {
                     return Next::Answer(Err(Error::Ambiguous {
@@ -648,5 +646,42 @@ pub(crate) fn unavailable(route: &RouteState, refusal: Option<&NotReady>) -> Err
         since,
         reason,
         kind,
+    }
+}
+
+/// After a `MOVED` or `ASK` to `node`: the redirect is followed (without spending the replay
+/// budget: the command did not run), up to [`MAX_REDIRECTS`].
+fn redirected(plan: &Plan<'_>, p: &mut Progress, node: NodeAddr, ask: bool) -> Next {
+    let name = || plan.request.name();
+    p.redirects += 1;
+    if p.redirects > MAX_REDIRECTS {
+        return Next::Answer(Err(Error::TooManyRedirects {
+            command: name(),
+            redirects: p.redirects - 1,
+            last: node.to_string(),
+        }));
+    }
+    // (A pipeline only part of which was redirected is `Attempt::Partly`.)
+    let pipeline = plan.request.as_pipeline();
+    // A pipeline's ASK is not followed behind ASKING (it holds several commands):
+    // it waits for the migration to end instead. A second redirect in a row waits
+    // for the slot map (the slot is moving).
+    match (ask, pipeline.is_some(), p.redirects) {
+        (true, true, _) => {
+            p.target = Target::Slot;
+            Next::AfterRefresh
+        }
+        (_, _, 1) | (true, false, _) => {
+            p.target = if ask {
+                Target::Ask(node)
+            } else {
+                Target::Moved(node)
+            };
+            Next::Again
+        }
+        _ => {
+            p.target = Target::Moved(node);
+            Next::AfterRefresh
+        }
     }
 }

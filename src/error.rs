@@ -98,7 +98,7 @@ pub enum Error {
     /// refused it with `CROSSSLOT`: it did not run). Give the keys a common hash tag —
     /// `{user:42}:cart` and `{user:42}:orders` share a slot. `MGET`, `DEL`, `EXISTS`, `UNLINK`,
     /// `TOUCH` and `MSET` never get this: they are split per slot and recombined (see the
-    /// README's Cluster section).
+    /// [`supervisor`](crate::supervisor#redis-cluster) module docs, "Redis Cluster").
     #[error("the keys of {command} hash to different cluster slots: {}; give them a common {{hash tag}}", keys.join(", "))]
     CrossSlot {
         /// The command name, e.g. `SUNIONSTORE`.
@@ -313,9 +313,27 @@ pub(crate) fn classify(err: &redis::RedisError) -> ErrorSide {
 /// Converts a redis-rs error for a command that got a (non-transport) answer.
 pub(crate) fn from_reply_error(err: redis::RedisError) -> Error {
     if let Some(code) = err.code() {
+        let message = match err.detail() {
+            Some(detail) => detail.to_string(),
+            // A pipeline's or transaction's errors: the first failing command's, and which.
+            None => match err.clone().into_server_errors().as_deref() {
+                Some([(at, first), ..]) if first.code() == code => format!(
+                    "command {} of the pipeline: {}",
+                    at + 1,
+                    first.details().unwrap_or_default()
+                ),
+                Some([(at, first), ..]) => format!(
+                    "command {} of the pipeline: {} {}",
+                    at + 1,
+                    first.code(),
+                    first.details().unwrap_or_default()
+                ),
+                _ => String::new(),
+            },
+        };
         return Error::Server {
             code: code.to_string(),
-            message: err.detail().unwrap_or_default().to_string(),
+            message,
         };
     }
     match err.kind() {
@@ -382,8 +400,10 @@ pub enum FailureKind {
     /// or `ROLE` said replica where the sentinels said master. The connection is replaced by one
     /// to the master the sentinels name now.
     NotMaster,
-    /// The sentinels switched the master (`+switch-master`): the connection to the old one was
-    /// replaced at once. Not a failure of the connection.
+    /// A Sentinel failover moved the master (the leader promoted a replica:
+    /// `+failover-state-send-slaveof-noone` or `+promoted-slave`; or the sentinels announced or
+    /// named another master: `+switch-master`, a periodic check): the connection to the old one
+    /// was replaced at once, without a backoff wait. Not a failure of the connection.
     Failover,
     /// A Redis Cluster cannot serve every slot (`cluster_state:fail`, or `CLUSTERDOWN`
     /// replies): a shard has no reachable primary, so its slots wait for a failover.

@@ -120,7 +120,7 @@ struct LaneShared {
     outstanding: AtomicUsize,
     /// Commands answered on this connection (when `counted`).
     served: AtomicU64,
-    /// Of `outstanding`, those whose last reply was big (see `handle/bulk.rs`).
+    /// Of `outstanding`, those whose last reply was big (see `delivery/bulk.rs`).
     heavy: AtomicUsize,
     /// False once the connection is closing or broken: no new command is written on it.
     open: AtomicBool,
@@ -310,6 +310,12 @@ impl Lease {
     /// The owning connection actor's id.
     pub(crate) fn id(&self) -> ActorId {
         self.shared.id
+    }
+
+    /// The server refused a command sent on another connection to it (a pool's): reported as
+    /// a refusal on this lane is, so the route is published again once the server serves.
+    pub(crate) fn refused(&self, not_ready: &NotReady) {
+        (self.shared.port)(LaneEvent::Refused(not_ready.clone()));
     }
 
     /// Runs `request` on this connection from the caller's task and classifies the result. A

@@ -36,6 +36,7 @@ use crate::error::{
     ConnectionFailure, Error, ErrorSide, FailureKind, classify, describe_connection_error,
 };
 use crate::lane::Lane;
+use crate::lane::NotReady;
 use crate::metrics::PoolMetrics;
 use crate::request::Request;
 use crate::sync::lock;
@@ -269,7 +270,7 @@ impl Pool {
                         });
                 let d = opened.map_err(|f| Error::Unavailable {
                     since: std::time::SystemTime::now(),
-                    reason: format!("blocking connection: {}", f.message),
+                    reason: format!("{} connection: {}", self.purpose.name(), f.message),
                     kind: f.kind,
                 })?;
                 self.metrics.connection(true);
@@ -448,6 +449,11 @@ impl Pool {
             Err(e) if classify(&e) == ErrorSide::Transport => {
                 return Err(describe_connection_error(&e));
             }
+            // The server cannot serve yet (`LOADING`, `BUSY`, …): no connection yet, and the
+            // command waits as for its own refusal.
+            Err(e) if let Some(refusal) = refusal_in(&e) => {
+                return Err(ConnectionFailure::new(refusal.kind, refusal.message));
+            }
             // A restricted ACL user: no SETNAME or ID, hence no CLIENT UNBLOCK at shutdown
             // (its commands are cut off after the grace instead).
             Err(_) => None,
@@ -460,4 +466,12 @@ impl Pool {
             epoch,
         })
     }
+}
+
+/// The first "cannot serve yet" refusal among a pipeline's errors.
+fn refusal_in(e: &redis::RedisError) -> Option<NotReady> {
+    e.clone()
+        .into_server_errors()?
+        .iter()
+        .find_map(|(_, err)| NotReady::of_server_error(err.code(), err.details()))
 }

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{Attempt, HandleCore, Plan, Target, Via};
 use crate::config::NodeAddr;
 use crate::deadline;
-use crate::error::{Error, ErrorSide, classify, describe_connection_error};
+use crate::error::{Error, ErrorSide, FailureKind, classify, describe_connection_error};
 use crate::lane::{ExecError, Lease, NotReady};
 use crate::pool::{Pool, Waited};
 use crate::request::Request;
@@ -32,6 +32,11 @@ pub(super) async fn shared(
     };
     match outcome {
         Some(Ok(value)) => Attempt::Answered(value),
+        // A pipeline's error replies are sorted as every other path sorts them (a lane sorts
+        // a single command's refusal itself).
+        Some(Err(ExecError::Reply(e))) if plan.request.as_pipeline().is_some() => {
+            sort(Err(e), plan.request, false)
+        }
         Some(Err(ExecError::Reply(e))) => Attempt::Failed(e),
         Some(Err(ExecError::Refused(not_ready))) => Attempt::Refused(not_ready),
         Some(Err(ExecError::Transport(reason))) => Attempt::Lost(reason),
@@ -48,15 +53,20 @@ pub(super) async fn elsewhere(
     target: &Target,
 ) -> Attempt {
     let router = lease.router().cloned();
-    drop(lease);
-    match (plan.via, router) {
+    let attempt = match (plan.via, &router) {
         (Via::Pool(purpose), router) => {
             pooled(core.pool(purpose), router.as_ref(), plan, target).await
         }
-        (Via::Shared, Some(router)) => on_node(&router, plan, target).await,
+        (Via::Shared, Some(router)) => on_node(router, plan, target).await,
         // A lane of one server is the loop's own path.
         (Via::Shared, None) => Attempt::Final(Error::Connection("no cluster router".into())),
+    };
+    // One server refused a pool's command: the supervisor hears of it as of a lane's refusal,
+    // so the route it waits on is published again once the server serves.
+    if let (Attempt::Refused(not_ready), None) = (&attempt, &router) {
+        lease.refused(not_ready);
     }
+    attempt
 }
 
 /// The node the next attempt goes to on a cluster, and whether it is an `ASK`; or why there is
@@ -118,7 +128,7 @@ async fn on_node(router: &Router, plan: &Plan<'_>, target: &Target) -> Attempt {
     let Ok(result) = tokio::time::timeout_at(plan.deadline, sent).await else {
         return Attempt::NoAnswer;
     };
-    let attempt = sort(result, true);
+    let attempt = sort(result, plan.request, true);
     if let Attempt::Lost(_) | Attempt::Later(_) = attempt {
         router.broken(&node);
     }
@@ -140,6 +150,15 @@ async fn pooled(pool: &Pool, router: Option<&Router>, plan: &Plan<'_>, target: &
     let mut checkout = match pool.checkout(permit, plan.deadline, node.as_ref()).await {
         Ok(checkout) => checkout,
         Err(e) if router.is_some() => return Attempt::Later(e.to_string()),
+        // The server refused the new connection's set-up: it cannot serve yet.
+        Err(Error::Unavailable { kind, reason, .. })
+            if kind.is_not_ready() || kind == FailureKind::NotMaster =>
+        {
+            return Attempt::Refused(NotReady {
+                kind,
+                message: reason,
+            });
+        }
         Err(e) => return Attempt::Final(e),
     };
     // Shutdown began while it connected: it would not be unblocked. Not sent.
@@ -154,7 +173,7 @@ async fn pooled(pool: &Pool, router: Option<&Router>, plan: &Plan<'_>, target: &
     else {
         return Attempt::NoAnswer;
     };
-    let attempt = match sort(ran.result, router.is_some()) {
+    let attempt = match sort(ran.result, plan.request, router.is_some()) {
         // Unblocked by shutdown (`CLIENT UNBLOCK … ERROR`): it popped nothing.
         Attempt::Failed(e) if e.code() == Some("UNBLOCKED") && pool.is_closed() => {
             return Attempt::Final(Error::ShuttingDown);
@@ -219,8 +238,8 @@ fn shortened(plan: &Plan<'_>) -> Option<Request> {
     crate::command::with_block_time(cmd, left).map(|c| Request::typed(c, plan.request.label()))
 }
 
-/// Sorts a reply (on a cluster node when `cluster`) into what the loop does next.
-pub(super) fn sort(result: RedisResult<Value>, cluster: bool) -> Attempt {
+/// Sorts the reply to `request` (on a cluster node when `cluster`) into what the loop does next.
+pub(super) fn sort(result: RedisResult<Value>, request: &Request, cluster: bool) -> Attempt {
     match result {
         Ok(Value::ServerError(e)) => {
             let (code, detail) = (e.code().to_string(), e.details().map(str::to_string));
@@ -229,6 +248,11 @@ pub(super) fn sort(result: RedisResult<Value>, cluster: bool) -> Attempt {
         }
         Ok(value) => Attempt::Answered(value),
         Err(e) => {
+            if let Some(pipe) = request.as_pipeline()
+                && let Some(attempt) = pipeline_bounced(&e, pipe, cluster)
+            {
+                return attempt;
+            }
             if let Some(code) = e.code() {
                 let (code, detail) = (code.to_string(), e.detail().map(str::to_string));
                 if let Some(attempt) = by_code(&code, detail.as_deref(), cluster) {
@@ -245,6 +269,40 @@ pub(super) fn sort(result: RedisResult<Value>, cluster: bool) -> Attempt {
             }
         }
     }
+}
+
+/// A pipeline some of whose commands were redirected or refused for now (`MOVED`, `ASK`,
+/// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `BUSY`, `MASTERDOWN`, `READONLY`): what that means for
+/// the whole. Every command bounced, or a transaction (`EXECABORT`: nothing of it ran) whose
+/// every error is such a bounce: nothing ran, the first bounce is the attempt's outcome. Some
+/// bounced and the rest ran: [`Attempt::Partly`]. `None`: no bounce (the caller's answer).
+fn pipeline_bounced(
+    e: &redis::RedisError,
+    pipe: &redis::Pipeline,
+    cluster: bool,
+) -> Option<Attempt> {
+    let errors = e.clone().into_server_errors()?;
+    let mut bounces = errors.iter().filter_map(|(at, err)| {
+        by_code(err.code(), err.details(), cluster).map(|attempt| (*at, attempt))
+    });
+    let (at, first) = bounces.next()?;
+    let bounced = 1 + bounces.count();
+    if pipe.is_transaction() {
+        return (bounced == errors.len()).then_some(first);
+    }
+    if bounced == pipe.len() {
+        return Some(first);
+    }
+    Some(Attempt::Partly {
+        reason: format!(
+            "command {} of the pipeline was not run ({}), {} of its {} commands were",
+            at + 1,
+            first.why(),
+            pipe.len() - bounced,
+            pipe.len()
+        ),
+        bounce: Box::new(first),
+    })
 }
 
 /// What an error code says about a command that got it: redirected, refused for now (it did
@@ -287,31 +345,38 @@ mod tests {
 
     #[test]
     fn redirects_refusals_and_losses_are_told_apart() {
+        let get = Request::raw(redis::cmd("GET").arg("k").clone());
         let server = |text: &str| -> RedisResult<Value> {
             let reply = format!("-{text}\r\n");
             redis::parse_redis_value(reply.as_bytes())
         };
         assert!(matches!(
-            sort(server("MOVED 3999 127.0.0.1:7001"), true),
+            sort(server("MOVED 3999 127.0.0.1:7001"), &get, true),
             Attempt::Redirected { ask: false, ref node } if node.port == 7001
         ));
         assert!(matches!(
-            sort(server("ASK 1 127.0.0.1:7002"), true),
+            sort(server("ASK 1 127.0.0.1:7002"), &get, true),
             Attempt::Redirected { ask: true, .. }
         ));
         assert!(matches!(
-            sort(server("TRYAGAIN x"), true),
+            sort(server("TRYAGAIN x"), &get, true),
             Attempt::Later(_)
         ));
-        assert!(matches!(sort(server("LOADING x"), true), Attempt::Later(_)));
         assert!(matches!(
-            sort(server("LOADING x"), false),
+            sort(server("LOADING x"), &get, true),
+            Attempt::Later(_)
+        ));
+        assert!(matches!(
+            sort(server("LOADING x"), &get, false),
             Attempt::Refused(_)
         ));
         assert!(matches!(
-            sort(server("WRONGTYPE x"), true),
+            sort(server("WRONGTYPE x"), &get, true),
             Attempt::Answered(Value::ServerError(_)) | Attempt::Failed(_)
         ));
-        assert!(matches!(sort(err("IO", "broken"), true), Attempt::Lost(_)));
+        assert!(matches!(
+            sort(err("IO", "broken"), &get, true),
+            Attempt::Lost(_)
+        ));
     }
 }

@@ -1,0 +1,426 @@
+//! The delivery loop's rules, kind by kind, on one server (typed commands, pipelines, blocking
+//! commands; the cluster kinds are in `tests/delivery_cluster.rs`):
+//!
+//! - **a refusal is waited out and the command sent again**: a Lua script keeps the server busy
+//!   past `lua-time-limit`, so it answers `BUSY` to everything; each kind sent then is refused
+//!   (the server's `errorstat_BUSY` counts it), waits, and is answered once the script ends;
+//! - **a lost connection**: `CLIENT PAUSE … WRITE` holds a write on the server (not run), then
+//!   `CLIENT KILL` drops the connection it came on. A non-idempotent command is `Ambiguous` (and
+//!   not run again); a replay-safe one is sent again on a new connection and answered — once:
+//!   lost a second time, it is `Ambiguous` too.
+
+#[path = "support/helpers.rs"]
+mod helpers;
+
+use std::time::Duration;
+
+use helpers::*;
+use redis::aio::MultiplexedConnection;
+use redis_supervisor::testing::RedisServer;
+use redis_supervisor::{Error, RedisHandle, Supervisor};
+use tokio::time::Instant;
+
+/// The name of the supervisors here: their shared connection is `redis-supervisor:dlv`, the
+/// blocking pool's `redis-supervisor:dlv:blocking`.
+const NAME: &str = "dlv";
+const SHARED: &str = "redis-supervisor:dlv";
+const BLOCKING: &str = "redis-supervisor:dlv:blocking";
+
+/// Generous deadline of the commands under test.
+const DEADLINE: Duration = Duration::from_secs(8);
+
+/// A server whose scripts count as busy after 100 ms, and a supervisor on it.
+async fn setup() -> (RedisServer, Supervisor, RedisHandle) {
+    let server = server_with(&["--lua-time-limit", "100"]).await;
+    let sup = supervisor_with(&server, |b| b.name(NAME)).await;
+    let redis = sup.handle().with_timeout(DEADLINE);
+    (server, sup, redis)
+}
+
+/// An admin connection with no reply timeout of its own.
+async fn unbounded(server: &RedisServer) -> MultiplexedConnection {
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(Duration::from_secs(5)));
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .expect("admin connection")
+}
+
+/// Starts a script that keeps the server busy for `ms` and returns once the server answers
+/// `BUSY` to others; the task ends with the script.
+async fn busy_for(server: &RedisServer, ms: u64) -> tokio::task::JoinHandle<()> {
+    const SPIN: &str = "local t = redis.call('TIME') \
+        local stop = t[1] * 1000000 + t[2] + tonumber(ARGV[1]) * 1000 \
+        repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop \
+        return 1";
+    let mut conn = unbounded(server).await;
+    let script = tokio::spawn(async move {
+        let _: i64 = redis::cmd("EVAL")
+            .arg(SPIN)
+            .arg(0)
+            .arg(ms)
+            .query_async(&mut conn)
+            .await
+            .expect("busy script");
+    });
+    let mut probe = unbounded(server).await;
+    let start = Instant::now();
+    loop {
+        let reply: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg("probe").query_async(&mut probe).await;
+        match reply {
+            Err(e) if e.code() == Some("BUSY") => return script,
+            _ if start.elapsed() > SOON => panic!("the server never answered BUSY"),
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// How many `BUSY` refusals the server has answered (`INFO errorstats`).
+async fn busy_refusals(server: &RedisServer) -> u64 {
+    let mut admin = admin(server).await;
+    let info: String = redis::cmd("INFO")
+        .arg("errorstats")
+        .query_async(&mut admin)
+        .await
+        .expect("INFO errorstats");
+    info.lines()
+        .find_map(|l| l.strip_prefix("errorstat_BUSY:count="))
+        .map_or(0, |n| n.trim().parse().unwrap())
+}
+
+/// The clients named `name`: `(id, flags, last command)`.
+async fn clients(admin: &mut MultiplexedConnection, name: &str) -> Vec<(u64, String, String)> {
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(admin)
+        .await
+        .expect("CLIENT LIST");
+    list.lines()
+        .filter_map(|line| {
+            let field = |f: &str| {
+                line.split(' ')
+                    .find_map(|kv| kv.strip_prefix(f).and_then(|v| v.strip_prefix('=')))
+                    .unwrap_or("")
+                    .to_string()
+            };
+            (field("name") == name)
+                .then(|| (field("id").parse().unwrap(), field("flags"), field("cmd")))
+        })
+        .collect()
+}
+
+/// Waits until a client named `name` is held by the server (flags `b`) in command `cmd`;
+/// returns its id.
+async fn held(admin: &mut MultiplexedConnection, name: &str, cmd: &str) -> u64 {
+    let start = Instant::now();
+    loop {
+        let found = clients(admin, name)
+            .await
+            .into_iter()
+            .find(|(_, flags, last)| flags.contains('b') && last == cmd);
+        if let Some((id, _, _)) = found {
+            return id;
+        }
+        assert!(
+            start.elapsed() < SOON,
+            "no client {name} held in {cmd}: {:?}",
+            clients(admin, name).await
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn pause_writes(admin: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("WRITE")
+        .query_async(admin)
+        .await
+        .expect("CLIENT PAUSE");
+}
+
+async fn unpause(admin: &mut MultiplexedConnection) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(admin)
+        .await
+        .expect("CLIENT UNPAUSE");
+}
+
+async fn kill(admin: &mut MultiplexedConnection, id: u64) {
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query_async(admin)
+        .await
+        .expect("CLIENT KILL");
+}
+
+/// Holds the write `cmd` (lower case) sent on the connection named `conn` with writes paused,
+/// kills that connection `times` times (each time once the command is held again), then lets
+/// writes run.
+async fn lose(server: &RedisServer, conn: &str, cmd: &str, times: usize) {
+    let mut admin = admin(server).await;
+    for _ in 0..times {
+        let id = held(&mut admin, conn, cmd).await;
+        kill(&mut admin, id).await;
+    }
+    unpause(&mut admin).await;
+}
+
+async fn counter(server: &RedisServer, key: &str) -> Option<i64> {
+    let mut admin = admin(server).await;
+    redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut admin)
+        .await
+        .unwrap()
+}
+
+fn assert_ambiguous<T: std::fmt::Debug>(what: &str, result: &Result<T, Error>) {
+    assert!(
+        matches!(result, Err(Error::Ambiguous { .. })),
+        "{what}: a command lost in flight that is not replay-safe must be Ambiguous, got {result:?}"
+    );
+}
+
+// ---- a refusal is waited out and sent again -------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_refusal_is_waited_out_and_sent_again() {
+    let (server, _sup, redis) = setup().await;
+    let before = busy_refusals(&server).await;
+    let script = busy_for(&server, 1500).await;
+    let n = redis.incr("typed").await;
+    script.await.unwrap();
+    assert_eq!(n.expect("INCR after the script"), 1, "run exactly once");
+    assert!(
+        busy_refusals(&server).await > before,
+        "INCR was refused at least once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_refusal_is_waited_out_and_sent_again() {
+    let (server, _sup, redis) = setup().await;
+    let before = busy_refusals(&server).await;
+    let script = busy_for(&server, 1500).await;
+    let pipe = redis::pipe().incr("p", 1).incr("p", 1).clone();
+    let replies: Result<(i64, i64), Error> = redis.pipeline(pipe).await;
+    script.await.unwrap();
+    assert_eq!(
+        replies.expect("pipeline after the script"),
+        (1, 2),
+        "run once"
+    );
+    assert!(
+        busy_refusals(&server).await >= before + 2,
+        "both commands were refused"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_refusal_is_waited_out_and_sent_again() {
+    let (server, _sup, redis) = setup().await;
+    let script = busy_for(&server, 1500).await;
+    let pipe = redis::pipe().atomic().incr("t", 1).incr("t", 1).clone();
+    let replies: Result<(i64, i64), Error> = redis.pipeline(pipe).await;
+    script.await.unwrap();
+    assert_eq!(replies.expect("MULTI after the script"), (1, 2), "run once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_refusal_is_waited_out_and_sent_again() {
+    let (server, _sup, redis) = setup().await;
+    let before = busy_refusals(&server).await;
+    let script = busy_for(&server, 1500).await;
+    let pop = {
+        let redis = redis.clone();
+        tokio::spawn(async move {
+            redis
+                .blpop::<_, Option<(String, String)>>(&["jobs"], Duration::from_secs(5))
+                .await
+        })
+    };
+    script.await.unwrap();
+    let mut admin = admin(&server).await;
+    // The pop is back on the server, blocked on the list, before the element is pushed.
+    held(&mut admin, BLOCKING, "blpop").await;
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("jobs")
+        .arg("one")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let popped = pop.await.unwrap().expect("BLPOP after the script");
+    assert_eq!(popped, Some(("jobs".into(), "one".into())));
+    assert!(
+        busy_refusals(&server).await > before,
+        "BLPOP was refused at least once"
+    );
+}
+
+// ---- a lost connection ----------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_lost_in_flight() {
+    let (server, _sup, redis) = setup().await;
+    pause_writes(&mut admin(&server).await).await;
+    // Not idempotent: Ambiguous, and not sent again (it never ran: the pause held it).
+    let incr = tokio::spawn({
+        let redis = redis.clone();
+        async move { redis.incr("n").await }
+    });
+    lose(&server, SHARED, "incr", 1).await;
+    assert_ambiguous("INCR", &incr.await.unwrap());
+    assert_eq!(counter(&server, "n").await, None, "INCR was not sent again");
+
+    // Idempotent: sent again once, on a new connection.
+    pause_writes(&mut admin(&server).await).await;
+    let set = tokio::spawn({
+        let redis = redis.clone();
+        async move { redis.set("s", "v").await }
+    });
+    lose(&server, SHARED, "set", 1).await;
+    set.await.unwrap().expect("SET sent again after one loss");
+    let value: Option<String> = redis.get("s").await.unwrap();
+    assert_eq!(value.as_deref(), Some("v"));
+
+    // Lost twice: sent again only once, so the second loss is the answer.
+    pause_writes(&mut admin(&server).await).await;
+    let set = tokio::spawn({
+        let redis = redis.clone();
+        async move { redis.set("s2", "v").await }
+    });
+    lose(&server, SHARED, "set", 2).await;
+    assert_ambiguous("SET lost twice", &set.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_safe_raw_command_runs_once_more_after_a_loss() {
+    let (server, _sup, redis) = setup().await;
+    pause_writes(&mut admin(&server).await).await;
+    // The caller vouches that INCR may run twice: it is sent again once, and runs once (the
+    // held one never ran).
+    let incr = tokio::spawn({
+        let redis = redis.clone();
+        async move {
+            redis
+                .cmd_idempotent::<i64>(redis::cmd("INCR").arg("c").clone())
+                .await
+        }
+    });
+    lose(&server, SHARED, "incr", 1).await;
+    assert_eq!(incr.await.unwrap().expect("sent again"), 1);
+    assert_eq!(counter(&server, "c").await, Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipeline_lost_in_flight() {
+    let (server, _sup, redis) = setup().await;
+    pause_writes(&mut admin(&server).await).await;
+    let pipe = redis::pipe().incr("p", 1).incr("p", 1).clone();
+    let run = tokio::spawn({
+        let (redis, pipe) = (redis.clone(), pipe.clone());
+        async move { redis.pipeline::<(i64, i64)>(pipe).await }
+    });
+    lose(&server, SHARED, "incrby", 1).await;
+    assert_ambiguous("pipeline", &run.await.unwrap());
+    assert_eq!(counter(&server, "p").await, None, "not sent again");
+
+    pause_writes(&mut admin(&server).await).await;
+    let run = tokio::spawn({
+        let (redis, pipe) = (redis.clone(), pipe.clone());
+        async move { redis.pipeline_idempotent::<(i64, i64)>(pipe).await }
+    });
+    lose(&server, SHARED, "incrby", 1).await;
+    assert_eq!(run.await.unwrap().expect("sent again"), (1, 2));
+
+    pause_writes(&mut admin(&server).await).await;
+    let run = tokio::spawn({
+        let redis = redis.clone();
+        async move { redis.pipeline_idempotent::<(i64, i64)>(pipe).await }
+    });
+    lose(&server, SHARED, "incrby", 2).await;
+    assert_ambiguous("pipeline lost twice", &run.await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocking_lost_in_flight() {
+    let (server, _sup, redis) = setup().await;
+    // BLPOP pops (not replay-safe): held by the write pause, its connection killed.
+    pause_writes(&mut admin(&server).await).await;
+    let pop = tokio::spawn({
+        let redis = redis.clone();
+        async move {
+            redis
+                .blpop::<_, Option<(String, String)>>(&["q"], Duration::from_secs(5))
+                .await
+        }
+    });
+    lose(&server, BLOCKING, "blpop", 1).await;
+    assert_ambiguous("BLPOP", &pop.await.unwrap());
+
+    // XREAD BLOCK only reads: blocked on the stream, its connection killed, sent again, and
+    // answered with the entry added afterwards.
+    let read = tokio::spawn({
+        let redis = redis.clone();
+        async move {
+            redis
+                .xread_block::<_, Option<redis::Value>>(
+                    &[("events", "$")],
+                    None,
+                    Duration::from_secs(5),
+                )
+                .await
+        }
+    });
+    let mut admin = admin(&server).await;
+    let id = held(&mut admin, BLOCKING, "xread").await;
+    kill(&mut admin, id).await;
+    // Blocked again on a new connection before the entry is added.
+    held(&mut admin, BLOCKING, "xread").await;
+    let _: String = redis::cmd("XADD")
+        .arg("events")
+        .arg("*")
+        .arg("f")
+        .arg("v")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let entries = read.await.unwrap().expect("XREAD sent again");
+    assert!(entries.is_some(), "the entry added after the loss");
+
+    // Lost twice: the second loss is the answer (Timeout, as for a read-only command past
+    // its one replay, or Ambiguous).
+    let read = tokio::spawn({
+        let redis = redis.clone();
+        async move {
+            redis
+                .xread_block::<_, Option<redis::Value>>(
+                    &[("events", "$")],
+                    None,
+                    Duration::from_secs(5),
+                )
+                .await
+        }
+    });
+    for _ in 0..2 {
+        let id = held(&mut admin, BLOCKING, "xread").await;
+        kill(&mut admin, id).await;
+    }
+    let second = read.await.unwrap();
+    assert!(
+        matches!(
+            second,
+            Err(Error::Ambiguous { .. } | Error::Timeout { sent: true, .. })
+        ),
+        "XREAD lost twice is not sent a third time: {second:?}"
+    );
+}
