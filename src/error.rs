@@ -312,6 +312,21 @@ pub(crate) fn classify(err: &redis::RedisError) -> ErrorSide {
 
 /// Converts a redis-rs error for a command that got a (non-transport) answer.
 pub(crate) fn from_reply_error(err: redis::RedisError) -> Error {
+    // A pipeline's errors with a code redis-rs has no kind for (`BUSY`, a module's): the
+    // first failing command's.
+    if err.code().is_none()
+        && let Some(errors) = err.clone().into_server_errors()
+        && let Some((at, first)) = errors.first()
+    {
+        return Error::Server {
+            code: first.code().to_string(),
+            message: format!(
+                "command {} of the pipeline: {}",
+                at + 1,
+                first.details().unwrap_or_default()
+            ),
+        };
+    }
     if let Some(code) = err.code() {
         let message = match err.detail() {
             Some(detail) => detail.to_string(),

@@ -424,3 +424,33 @@ async fn blocking_lost_in_flight() {
         "XREAD lost twice is not sent a third time: {second:?}"
     );
 }
+
+// ---- the caller's own errors ----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipelines_error_names_its_failing_command() {
+    let (_server, _sup, redis) = setup().await;
+    redis.set("text", "x").await.unwrap();
+    let pipe = redis::pipe().get("text").incr("text", 1).clone();
+    match redis.pipeline::<(String, i64)>(pipe).await {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, "ERR", "{message}");
+            assert!(
+                message.starts_with("command 2 of the pipeline: "),
+                "{message}"
+            );
+        }
+        other => panic!("a pipeline whose second command failed: {other:?}"),
+    }
+    let pipe = redis::pipe().lpush("text", "v").clone();
+    match redis.pipeline::<(i64,)>(pipe).await {
+        Err(Error::Server { code, message }) => {
+            assert_eq!(code, "WRONGTYPE", "{message}");
+            assert!(
+                message.starts_with("command 1 of the pipeline: "),
+                "{message}"
+            );
+        }
+        other => panic!("a pipeline whose command failed: {other:?}"),
+    }
+}

@@ -35,7 +35,11 @@ pub(super) async fn shared(
         // A pipeline's error replies are sorted as every other path sorts them (a lane sorts
         // a single command's refusal itself).
         Some(Err(ExecError::Reply(e))) if plan.request.as_pipeline().is_some() => {
-            sort(Err(e), plan.request, false)
+            let attempt = sort(Err(e), plan.request, false);
+            if let Attempt::Refused(not_ready) = &attempt {
+                lease.refused(not_ready);
+            }
+            attempt
         }
         Some(Err(ExecError::Reply(e))) => Attempt::Failed(e),
         Some(Err(ExecError::Refused(not_ready))) => Attempt::Refused(not_ready),
