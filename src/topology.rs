@@ -90,6 +90,23 @@ impl Topology {
         self.kind == Kind::Cluster
     }
 
+    /// The positions of `keys` grouped so that each group can go in one pipeline: by hash
+    /// slot on a cluster (in order of first appearance), all in one group elsewhere.
+    pub(crate) fn slot_groups<'k>(&self, keys: impl Iterator<Item = &'k [u8]>) -> Vec<Vec<usize>> {
+        if !self.slotted() {
+            return vec![keys.enumerate().map(|(i, _)| i).collect()];
+        }
+        let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+        for (i, key) in keys.enumerate() {
+            let slot = cluster::key_slot(key);
+            match groups.iter_mut().find(|(s, _)| *s == slot) {
+                Some((_, group)) => group.push(i),
+                None => groups.push((slot, vec![i])),
+            }
+        }
+        groups.into_iter().map(|(_, group)| group).collect()
+    }
+
     /// Whether the server connected to must be the master the sentinels name: one that says it
     /// is a replica (a failover demoted it) is left.
     pub(crate) fn follows_sentinels(&self) -> bool {

@@ -277,6 +277,7 @@ async fn every_kind_follows_the_delivery_rules_on_a_cluster() {
     losses(&c, b, other).await;
     redirects(&c, a, b, other).await;
     storms(&c, a, b, other).await;
+    pipelines_per_slot(&c).await;
     sup.shutdown().await;
 }
 
@@ -544,4 +545,19 @@ async fn storms(c: &Cluster, a: SocketAddr, b: SocketAddr, other: SocketAddr) {
     );
     c.setslot(a, slot, &["NODE", &a_id]).await;
     assert_eq!(r.incr(format!("{k}:n")).await.expect("served again"), 1);
+}
+
+/// 5. A pattern's pipeline over keys of many slots goes one pipeline per slot (a pipeline is
+/// never split by the loop, so whoever builds one over many keys groups them).
+async fn pipelines_per_slot(c: &Cluster) {
+    let cache = redis_supervisor::cache::Cache::builder(c.redis.clone())
+        .namespace("dlv")
+        .on_unavailable(redis_supervisor::cache::Degrade::Fail)
+        .build()
+        .unwrap();
+    let items: Vec<(String, u32)> = (0..50).map(|i| (format!("item:{i}"), i)).collect();
+    cache.set_many(&items).await.expect("set_many across slots");
+    let keys: Vec<&str> = items.iter().map(|(k, _)| k.as_str()).collect();
+    let got: Vec<Option<u32>> = cache.get_many(&keys).await.unwrap();
+    assert_eq!(got, (0..50).map(Some).collect::<Vec<_>>());
 }

@@ -66,9 +66,9 @@
 //!
 //! `get`, `set`, `set_with_ttl`, `delete`, `ttl` and `get_or_load` use one key per command, and
 //! `get_many` is one `MGET`, which the handle splits per slot: they work on a cluster as on one
-//! server. `invalidate` walks every primary (a `SCAN` cursor is one node's). `set_many` is one
-//! pipeline, sent to the node of its first key and not split: on a cluster, give its keys one
-//! hash tag (`{user:7}:profile`, `{user:7}:prefs`), or call `set` per key.
+//! server. `invalidate` walks every primary (a `SCAN` cursor is one node's). `set_many` sends
+//! one pipeline per slot of its keys, all at once (one round trip for keys that share a hash
+//! tag, `{user:7}:profile` and `{user:7}:prefs`).
 //!
 //! # Metrics
 //!
@@ -325,8 +325,8 @@ impl Cache {
     }
 
     /// Stores every pair as JSON with the default TTL in one round trip: a pipeline of
-    /// `SET key value PX ttl` (not `MULTI`: each `SET` stands alone). No pairs: `Ok(())`
-    /// without a round trip.
+    /// `SET key value PX ttl` (not `MULTI`: each `SET` stands alone; on a cluster, one pipeline
+    /// per slot, sent at once). No pairs: `Ok(())` without a round trip.
     ///
     /// Plain `SET` is replay-safe, so a connection lost before the replies came is handled as
     /// for one `SET`: the pipeline is sent once more on the next connection within the deadline.
@@ -351,17 +351,47 @@ impl Cache {
         }
         let inner = &*self.inner;
         let px = inner.ttl.as_millis() as u64;
-        let mut pipe = redis::pipe();
+        let mut sets = Vec::with_capacity(items.len());
         for (k, v) in items {
             let json = inner.encode(k.as_ref(), v)?;
-            pipe.cmd("SET")
-                .arg(inner.ns.full(k.as_ref()))
-                .arg(json)
-                .arg("PX")
-                .arg(px)
-                .ignore();
+            sets.push((inner.ns.full(k.as_ref()), json));
         }
-        match inner.handle.pipeline_idempotent::<()>(pipe).await {
+        // On a cluster, one pipeline per slot (a pipeline goes to one node), all at once.
+        let groups = inner
+            .handle
+            .topology()
+            .slot_groups(sets.iter().map(|(key, _)| key.as_bytes()));
+        let pipeline = |group: &[usize]| {
+            let mut pipe = redis::pipe();
+            for &i in group {
+                let (key, json) = &sets[i];
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(json)
+                    .arg("PX")
+                    .arg(px)
+                    .ignore();
+            }
+            pipe
+        };
+        let outcome = match groups.as_slice() {
+            [one] => inner.handle.pipeline_idempotent::<()>(pipeline(one)).await,
+            many => {
+                let mut parts = tokio::task::JoinSet::new();
+                for group in many {
+                    let (handle, pipe) = (inner.handle.clone(), pipeline(group));
+                    parts.spawn(async move { handle.pipeline_idempotent::<()>(pipe).await });
+                }
+                let mut outcome = Ok(());
+                while let Some(part) = parts.join_next().await {
+                    if let (Ok(()), Ok(Err(e))) = (&outcome, part) {
+                        outcome = Err(e);
+                    }
+                }
+                outcome
+            }
+        };
+        match outcome {
             Ok(()) => Ok(()),
             Err(e) => inner.degrade_or(e, DegradedOp::CacheSet, ()),
         }
