@@ -547,8 +547,8 @@ async fn storms(c: &Cluster, a: SocketAddr, b: SocketAddr, other: SocketAddr) {
     assert_eq!(r.incr(format!("{k}:n")).await.expect("served again"), 1);
 }
 
-/// 5. A pattern's pipeline over keys of many slots goes one pipeline per slot (a pipeline is
-/// never split by the loop, so whoever builds one over many keys groups them).
+/// A pattern's pipeline over keys of many slots goes one pipeline per slot: the loop never
+/// splits a pipeline, so whoever builds one over many keys groups them.
 async fn pipelines_per_slot(c: &Cluster) {
     let cache = redis_supervisor::cache::Cache::builder(c.redis.clone())
         .namespace("dlv")
