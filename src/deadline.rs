@@ -52,7 +52,7 @@ const SHORT: Duration = Duration::from_millis(20);
 const LONG: Duration = Duration::from_secs(60);
 
 /// Groups each worker thread keeps at hand (for a few different deadlines at once).
-const SLOTS: usize = 4;
+const KEPT: usize = 4;
 
 /// The instant ticks are counted from.
 static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
@@ -75,12 +75,12 @@ impl Drop for FireOnDrop {
     }
 }
 
-/// A group and its tick.
-type Slot = Option<(u64, Arc<Group>)>;
+/// A kept group and its tick (`None`: none kept in this place yet).
+type Kept = Option<(u64, Arc<Group>)>;
 
 thread_local! {
     /// The groups this thread created last, by tick.
-    static GROUPS: RefCell<[Slot; SLOTS]> = const { RefCell::new([const { None }; SLOTS]) };
+    static GROUPS: RefCell<[Kept; KEPT]> = const { RefCell::new([const { None }; KEPT]) };
 }
 
 /// Ticks per second (a tick divides a second exactly).
@@ -97,12 +97,12 @@ fn tick_of(deadline: Instant) -> Option<u64> {
         .checked_add(u64::from(since.subsec_millis()) / TICK_MS)
 }
 
-/// The group of tick `tick`, from this thread's slots or new (with its timer task).
+/// The group of tick `tick`, from this thread's kept groups or new (with its timer task).
 fn group(tick: u64) -> Option<Arc<Group>> {
     GROUPS
-        .try_with(|slots| {
-            let mut slots = slots.try_borrow_mut().ok()?;
-            if let Some((_, g)) = slots
+        .try_with(|kept| {
+            let mut kept = kept.try_borrow_mut().ok()?;
+            if let Some((_, g)) = kept
                 .iter()
                 .flatten()
                 .find(|(t, g)| *t == tick && !g.fired.load(Ordering::SeqCst))
@@ -122,11 +122,11 @@ fn group(tick: u64) -> Option<Arc<Group>> {
                 tokio::time::sleep_until(at).await;
                 drop(fire);
             });
-            // Replace the slot of the earliest tick (a free one first).
-            let slot = slots
+            // Replace the group of the earliest tick (an empty place first).
+            let place = kept
                 .iter_mut()
-                .min_by_key(|s| s.as_ref().map_or(0, |(t, _)| t.saturating_add(1)))?;
-            *slot = Some((tick, g.clone()));
+                .min_by_key(|k| k.as_ref().map_or(0, |(t, _)| t.saturating_add(1)))?;
+            *place = Some((tick, g.clone()));
             Some(g)
         })
         .ok()

@@ -341,7 +341,7 @@ impl HandleCore {
     /// The attempt loop for one command (or one part of a split one).
     async fn attempts(&self, plan: &Plan<'_>) -> Result<Value, Error> {
         let bulk = self.bulk.as_ref();
-        let slot = bulk.and_then(|_| BigReplies::slot(plan.request));
+        let entry = bulk.and_then(|_| BigReplies::entry(plan.request));
         let mut p = Progress {
             lost: None,
             refusal: None,
@@ -350,8 +350,8 @@ impl HandleCore {
             after: None,
             redirects: 0,
             target: Target::Slot,
-            heavy: matches!((bulk, slot), (Some(b), Some(s)) if b.is_big(s)),
-            bulk: slot,
+            heavy: matches!((bulk, entry), (Some(b), Some(e)) if b.is_big(e)),
+            bulk: entry,
         };
         // Time left at this attempt: the whole budget at the first one, unless it waits.
         let mut remaining = plan.budget;

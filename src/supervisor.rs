@@ -172,7 +172,8 @@
 //!   [`RedisHandle`] is unchanged: single-key commands, hash-tagged multi-key commands
 //!   (`{user:42}:cart`, `{user:42}:orders`), pipelines, `MULTI` and
 //!   [`transaction`](crate::RedisHandle::transaction) on one slot all work as on one server (a
-//!   pipeline goes to the node of its first key, so its keys must share a slot).
+//!   pipeline goes to the node of its first key, so its keys must share a slot: the loop never
+//!   splits a pipeline).
 //! - **Multi-key commands across slots.** `MGET`, `DEL`, `EXISTS`, `UNLINK`, `TOUCH` and `MSET` are
 //!   split, one command per slot, each part delivered on its own (all at once, those for one node
 //!   pipelined on its connection), and recombined: `MGET` in key order, counts summed. `MSET`
@@ -221,7 +222,7 @@
 //!   is refused on a cluster ([`Error::InvalidArgument`] saying so)
 //!   rather than delivering a third of them. Sharded pub/sub (`SSUBSCRIBE`) is not offered.
 //! - **The patterns.** The rate limiter and presence use one key per script, the cache one key per
-//!   command, and work (the cache's `set_many` is one pipeline: its keys must share a slot). Locks
+//!   command, and work (the cache's `set_many` sends one pipeline per slot of its keys). Locks
 //!   work: the lock and its fencing counter are written with the lock's name in a hash tag, so they
 //!   share a slot. Sessions are not supported yet — a session and its user's index hash to
 //!   different slots — and

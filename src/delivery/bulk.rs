@@ -31,8 +31,8 @@ impl BigReplies {
         }
     }
 
-    /// The table slot of a single command (`None` for a pipeline: not tracked).
-    pub(crate) fn slot(request: &Request) -> Option<usize> {
+    /// The table entry of a single command (`None` for a pipeline: not tracked).
+    pub(crate) fn entry(request: &Request) -> Option<usize> {
         let cmd = request.as_cmd()?;
         // FNV-1a over the arguments, with a separator between them.
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -45,17 +45,17 @@ impl BigReplies {
         Some((h % (WORDS as u64 * 64)) as usize)
     }
 
-    /// Whether the last reply to the command in `slot` was big.
-    pub(crate) fn is_big(&self, slot: usize) -> bool {
-        let (word, bit) = (slot / 64, slot % 64);
+    /// Whether the last reply to the command at `entry` was big.
+    pub(crate) fn is_big(&self, entry: usize) -> bool {
+        let (word, bit) = (entry / 64, entry % 64);
         self.bits[word].load(Ordering::Relaxed) & (1 << bit) != 0
     }
 
-    /// Records the size of a reply to the command in `slot` (writes only on a change).
-    pub(crate) fn record(&self, slot: usize, reply: &Value) {
+    /// Records the size of a reply to the command at `entry` (writes only on a change).
+    pub(crate) fn record(&self, entry: usize, reply: &Value) {
         let big = reply_size(reply) >= BIG_REPLY;
-        if self.is_big(slot) != big {
-            let (word, bit) = (slot / 64, slot % 64);
+        if self.is_big(entry) != big {
+            let (word, bit) = (entry / 64, entry % 64);
             if big {
                 self.bits[word].fetch_or(1 << bit, Ordering::Relaxed);
             } else {
@@ -90,8 +90,8 @@ mod tests {
         let t = BigReplies::new();
         let get = |k: &str| Request::raw(redis::cmd("GET").arg(k).clone());
         let (big, small) = (
-            BigReplies::slot(&get("blob")).unwrap(),
-            BigReplies::slot(&get("k")).unwrap(),
+            BigReplies::entry(&get("blob")).unwrap(),
+            BigReplies::entry(&get("k")).unwrap(),
         );
         assert_ne!(big, small);
         t.record(big, &Value::BulkString(vec![0; BIG_REPLY]));
@@ -100,6 +100,6 @@ mod tests {
         t.record(big, &Value::Nil);
         assert!(!t.is_big(big), "a small reply clears it");
         let pipe = Request::pipeline(redis::pipe());
-        assert_eq!(BigReplies::slot(&pipe), None);
+        assert_eq!(BigReplies::entry(&pipe), None);
     }
 }

@@ -47,8 +47,8 @@ impl Flights {
     /// Joins the flight for `key`, or opens one when none is running.
     pub(crate) fn join(self: &Arc<Self>, key: &str) -> Joined {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(slot) = running.get(key) {
-            return Joined::Follower(Waiter(slot.clone()));
+        if let Some(flight) = running.get(key) {
+            return Joined::Follower(Waiter(flight.clone()));
         }
         let (tx, rx) = watch::channel(None);
         running.insert(key.to_string(), rx.clone());
