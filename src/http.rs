@@ -246,13 +246,7 @@ async fn redis_report(State(status): State<Status>) -> Response {
         tls_verify: status.config().tls() && !status.config().tls_insecure_skip_verify(),
         last_error: snapshot.last_error.as_ref().map(|(e, _, _)| e.clone()),
         last_error_kind: snapshot.last_error.as_ref().map(|(_, k, _)| *k),
-        last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, _, at)| {
-            let ms = at
-                .duration_since(std::time::SystemTime::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_millis();
-            u64::try_from(ms).unwrap_or(u64::MAX)
-        }),
+        last_error_at_unix_ms: snapshot.last_error.as_ref().map(|(_, _, at)| unix_ms(*at)),
         pubsub: {
             let (up, subscriptions) = status.pubsub();
             PubSubReport { up, subscriptions }
@@ -265,59 +259,79 @@ async fn redis_report(State(status): State<Status>) -> Response {
                 limit: status.config().blocking_connections(),
             }
         },
-        lanes: status
-            .lanes()
-            .into_iter()
-            .enumerate()
-            .map(|(lane, l)| LaneReport {
-                lane,
-                state: l.state,
-                address: l.address,
-                last_error: l.last_error,
-                outstanding: l.outstanding,
-                served: l.served,
-            })
-            .collect(),
-        topology: match status.sentinel() {
-            _ if status.topology() == Kind::Cluster => TopologyReport {
-                kind: Kind::Cluster.name(),
-                master: None,
-                sentinels: Vec::new(),
-                watching: None,
-                nodes: snapshot
-                    .cluster
-                    .iter()
-                    .map(|n| ClusterNodeReport {
-                        node: n.node.clone(),
-                        role: n.role,
-                        slots: n.slots.clone(),
-                        up: n.up,
-                        ping_ms: n.ping.map(|d| d.as_secs_f64() * 1000.0),
-                        error: n.error.clone(),
-                    })
-                    .collect(),
-            },
-            Some(view) => TopologyReport {
-                kind: Kind::Sentinel.name(),
-                master: view.master.map(|m| m.to_string()),
-                sentinels: view.known.iter().map(ToString::to_string).collect(),
-                watching: view.watching.map(|w| w.to_string()),
-                nodes: Vec::new(),
-            },
-            None => TopologyReport {
-                kind: Kind::Standalone.name(),
-                master: Some(format!(
-                    "{}:{}",
-                    status.config().host(),
-                    status.config().port()
-                )),
-                sentinels: Vec::new(),
-                watching: None,
-                nodes: Vec::new(),
-            },
-        },
+        lanes: lanes_report(&status),
+        topology: topology_report(&status, &snapshot),
     };
     (status_code(&availability), Json(report)).into_response()
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+fn unix_ms(at: std::time::SystemTime) -> u64 {
+    let ms = at
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis();
+    u64::try_from(ms).unwrap_or(u64::MAX)
+}
+
+/// Each lane of the connection, for `/health/redis`.
+fn lanes_report(status: &Status) -> Vec<LaneReport> {
+    status
+        .lanes()
+        .into_iter()
+        .enumerate()
+        .map(|(lane, l)| LaneReport {
+            lane,
+            state: l.state,
+            address: l.address,
+            last_error: l.last_error,
+            outstanding: l.outstanding,
+            served: l.served,
+        })
+        .collect()
+}
+
+/// Where the connection goes, for `/health/redis`: the server, the Sentinel view, or the
+/// cluster's nodes as the last probe saw them.
+fn topology_report(status: &Status, snapshot: &crate::health::HealthSnapshot) -> TopologyReport {
+    match status.sentinel() {
+        _ if status.topology() == Kind::Cluster => TopologyReport {
+            kind: Kind::Cluster.name(),
+            master: None,
+            sentinels: Vec::new(),
+            watching: None,
+            nodes: snapshot
+                .cluster
+                .iter()
+                .map(|n| ClusterNodeReport {
+                    node: n.node.clone(),
+                    role: n.role,
+                    slots: n.slots.clone(),
+                    up: n.up,
+                    ping_ms: n.ping.map(|d| d.as_secs_f64() * 1000.0),
+                    error: n.error.clone(),
+                })
+                .collect(),
+        },
+        Some(view) => TopologyReport {
+            kind: Kind::Sentinel.name(),
+            master: view.master.map(|m| m.to_string()),
+            sentinels: view.known.iter().map(ToString::to_string).collect(),
+            watching: view.watching.map(|w| w.to_string()),
+            nodes: Vec::new(),
+        },
+        None => TopologyReport {
+            kind: Kind::Standalone.name(),
+            master: Some(format!(
+                "{}:{}",
+                status.config().host(),
+                status.config().port()
+            )),
+            sentinels: Vec::new(),
+            watching: None,
+            nodes: Vec::new(),
+        },
+    }
 }
 
 fn report(status: &Status) -> HealthReport {
