@@ -15,8 +15,9 @@
 //! | connection down or server not ready, policy `fail-fast` | [`Error::Unavailable`] at once |
 //! | [`Config::max_waiting`](crate::Config::max_waiting) (`REDIS_MAX_WAITING`) commands already waiting for a connection | [`Error::Overloaded`] at once (not sent) |
 //! | the supervisor gave up ([`Config::max_attempts`](crate::Config::max_attempts), `REDIS_MAX_ATTEMPTS`) | [`Error::Unavailable`] at once |
-//! | refused with `LOADING`, `MASTERDOWN` or `BUSY` | the command did not run: it waits (as above) for the server to be ready and is sent again; the refusal never reaches the caller (a pipeline is not sent again: part of it may have run, so a refused command in it comes back as [`Error::Server`]) |
+//! | refused with `LOADING`, `MASTERDOWN` or `BUSY` | the command did not run: it waits (as above) for the server to be ready and is sent again; the refusal never reaches the caller. A pipeline or `MULTI` every command of which was refused likewise; a pipeline only part of which was refused (the rest ran) is sent again only when replay-safe, else [`Error::Ambiguous`] |
 //! | refused with `READONLY` (the node is no longer the master: a failover demoted it) | the command did not run: the connection is replaced (with Sentinel, by one to the master the sentinels name) and the command is sent again on the new one, within its deadline (a pipeline: as for `LOADING` above) |
+//! | on a cluster: `MOVED` / `ASK` | the command did not run: it is sent to the node named (behind `ASKING` for an `ASK`; a pipeline's `ASK` waits for the migration to end), without counting as a replay; after 16 redirects, [`Error::TooManyRedirects`]. `TRYAGAIN`, `CLUSTERDOWN` and an unreachable node wait for the next read of the slot map |
 //! | connection lost after the command was handed over | replay-safe commands are sent once more on the next connection within the deadline; others get [`Error::Ambiguous`] |
 //! | handed over, no reply by the deadline | replay-safe: [`Error::Timeout`] with `sent: true`; others: [`Error::Ambiguous`] |
 //! | deadline passed before it could be handed over (e.g. a zero deadline) | [`Error::Timeout`] with `sent: false`; it is never sent later |
@@ -337,8 +338,9 @@ impl RedisHandle {
     /// the replicas that acknowledged it is promoted (Sentinel and Redis Cluster promote the
     /// most up-to-date replica).
     ///
-    /// Writes are the commands not known to only read (`GET`, `MGET`, `EXISTS`, …: see
-    /// [`is_read_only`] in the module docs); they run on a leased connection
+    /// Writes are the commands not known to only read (`GET`, `MGET`, `EXISTS`, `PTTL`, …, the
+    /// read-only commands of the [replay rule](self#delivery-semantics)); they run on a leased
+    /// connection
     /// ([`Config::leased_connections`]), because `WAIT` holds its connection; reads and blocking
     /// commands run as usual. Cost: the leased connection, and the replicas' round trip.
     ///
@@ -349,8 +351,6 @@ impl RedisHandle {
     /// durable.set("order:42", "paid").await?; // on the master and on at least one replica
     /// # Ok(()) }
     /// ```
-    ///
-    /// [`is_read_only`]: self#replay-rule
     pub fn wait_replicas(&self, replicas: u32, timeout: Duration) -> RedisHandle {
         Self {
             durability: (replicas > 0).then_some(Durability { replicas, timeout }),

@@ -6,6 +6,10 @@
 //! reported to the supervisor:
 //! - answered within the slow threshold: healthy; answered slower: slow (`Degraded`);
 //! - refused with `LOADING`, `MASTERDOWN` or `BUSY`: the server cannot serve yet (`NotReady`);
+//! - answered with a reply that is not its `PING`'s echo: the connection lost its reply order
+//!   (callers would get each other's replies); it is replaced at once;
+//! - on a cluster, see `health/cluster.rs`: every node probed on the connection commands use,
+//!   and no primary answering is `NotReady` with `ClusterDown`;
 //! - no answer within the probe timeout **while other replies kept arriving** on the connection:
 //!   the connection is busy, not silent — slow, not a failure;
 //! - no answer, and *nothing at all* came back on the connection meanwhile: a failure.
