@@ -22,7 +22,7 @@ use crate::error::{
 };
 use crate::info::ServerStats;
 use crate::lane::{Conn, Lane, LaneEvent, NotReady};
-use crate::topology::{Kind, Topology, cluster};
+use crate::topology::{Topology, cluster};
 
 /// How long QUIT may take during shutdown.
 const QUIT_TIMEOUT: Duration = Duration::from_millis(500);
@@ -226,7 +226,7 @@ async fn connect(
     lane: usize,
     actor: &ActorRef<ConnectionMsg>,
 ) -> Result<Handshake, ConnectionFailure> {
-    if topology.kind() == Kind::Cluster {
+    if topology.slotted() {
         return connect_cluster(config).await;
     }
     let located = topology.locate(config).await?;
@@ -269,8 +269,8 @@ async fn connect(
     ))
 }
 
-/// Opens the cluster connection (redis-rs's cluster client: the seed nodes, then the slot map)
-/// and checks that the cluster serves every slot (`CLUSTER INFO` says `cluster_state:ok`); INFO
+/// Opens the cluster connection (the crate's own router: the first seed node that answers
+/// `CLUSTER SLOTS` gives the slot map; one connection per node) and checks that the cluster serves every slot (`CLUSTER INFO` says `cluster_state:ok`); INFO
 /// from one node fills the server gauges. The address reported is the first seed node.
 async fn connect_cluster(config: &Arc<Config>) -> Result<Handshake, ConnectionFailure> {
     let router = cluster::Router::connect(config.clone()).await?;

@@ -230,9 +230,8 @@
 //!   with [`Error::Config`] naming `session`: keep sessions on a standalone or Sentinel-managed
 //!   Redis (a second [`Supervisor`]).
 //!
-//! **Why not redis-rs's cluster client.** The issue asked for redis-rs's cluster-async client
-//! behind our promises (its retries off, our deadlines), and the first version was exactly that.
-//! It failed the resharding test: with redis 1.8.1, 64 tasks of `INCR` and a `redis-cli --cluster
+//! **Why not redis-rs's cluster client.** The first version put redis-rs's cluster-async client
+//! behind this crate's promises (its retries off, our deadlines). It failed the resharding test: with redis 1.8.1, 64 tasks of `INCR` and a `redis-cli --cluster
 //! reshard` of 200 slots, the client's slot refresh (`async cluster client recovery: beginning
 //! slot refresh`, never followed by `slot refresh complete`) stalls every request for good. The
 //! same happens with the client used directly, with its default retries, in RESP2 and RESP3 (5 of
