@@ -132,11 +132,12 @@ async fn on_node(router: &Router, plan: &Plan<'_>, target: &Target) -> Attempt {
     let Ok(result) = tokio::time::timeout_at(plan.deadline, sent).await else {
         return Attempt::NoAnswer;
     };
-    let attempt = sort(result, plan.request, true);
-    if let Attempt::Lost(_) | Attempt::Later(_) = attempt {
+    // A broken transport drops the node's connection (the next command opens a new one); a
+    // refusal (`TRYAGAIN`, `BUSY`, …) came on a connection that works.
+    if matches!(&result, Err(e) if classify(e) == ErrorSide::Transport) {
         router.broken(&node);
     }
-    attempt
+    sort(result, plan.request, true)
 }
 
 /// On a connection of `pool` (to the key's node, on a cluster), held for this command alone;
