@@ -497,7 +497,17 @@ async fn forward(
     let mut frames = Frames::default();
     let mut scratch = vec![0_u8; READ_CHUNK];
     loop {
+        // A fault set while this loop was busy (not waiting in `changed()` below) is noticed
+        // here: `borrow_and_update` alone would mark it seen and lose the change.
+        let Ok(changed) = fault.has_changed() else {
+            // The proxy is gone.
+            return Ok(());
+        };
         let current = *fault.borrow_and_update();
+        if changed {
+            passed = 0;
+            frames.drop_next |= current == Fault::DropReply;
+        }
         let mut flowing = true;
         let mut delay = Duration::ZERO;
         let mut close_at = None;
@@ -571,9 +581,7 @@ async fn forward(
                     return Ok(());
                 }
                 passed = 0;
-                if *fault.borrow() == Fault::DropReply {
-                    frames.drop_next = true;
-                }
+                frames.drop_next |= *fault.borrow() == Fault::DropReply;
             }
         }
     }
