@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The project's single test command: makes sure `redis-server` is installed (the test fixture spawns its
 # own servers on random ports), then runs every test with every feature. Extra arguments go to
-# `cargo test`, e.g. `./scripts/test.sh --test fixture -- --nocapture`.
+# `cargo test`, e.g. `./scripts/test.sh --test it fixture:: -- --nocapture`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -37,7 +37,7 @@
 //! [`cmd_idempotent`](RedisHandle::cmd_idempotent) /
 //! [`pipeline_idempotent`](RedisHandle::pipeline_idempotent).
 //!
-//! The chaos suite (`tests/chaos.rs`) checks the rule on a server with `appendfsync always`: its
+//! The chaos suite (`tests/it/chaos.rs`) checks the rule on a server with `appendfsync always`: its
 //! 64 tasks of mixed reads and writes `INCR` one counter, and after every fault
 //! `ok ≤ counter ≤ ok + ambiguous` — an `INCR` never ran twice.
 //!

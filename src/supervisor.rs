@@ -126,7 +126,7 @@
 //!   `REDIS_WAIT_REPLICAS` / `REDIS_WAIT_TIMEOUT_MS` for every handle): it is answered `Ok` only
 //!   once `n` replicas acknowledged it, and [`Error::NotReplicated`] otherwise (it ran on the
 //!   master, but may not survive a failover). Lock fencing tokens never repeat across a failover
-//!   (see [`lock`](crate::lock)). `tests/sentinel.rs` checks durable writes under
+//!   (see [`lock`](crate::lock)). `tests/it/sentinel.rs` checks durable writes under
 //!   `SENTINEL FAILOVER`, kill -9 and SIGSTOP of the master, and the fencing tokens under
 //!   `SENTINEL FAILOVER` and kill -9.
 //! - `/health/redis` shows the topology: `{"kind":"sentinel","master":"10.0.0.2:6379",

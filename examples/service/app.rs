@@ -1,5 +1,5 @@
 //! The example service's application: every route, the job worker and the graceful-shutdown
-//! path, built on one [`Supervisor`] so that `main.rs` (the binary) and `tests/service.rs` (the
+//! path, built on one [`Supervisor`] so that `main.rs` (the binary) and `tests/process/service.rs` (the
 //! integration test) run the very same app.
 //!
 //! | route | what it does | Redis part |

@@ -6,7 +6,7 @@
 //! cargo run --example service        # listens on 127.0.0.1:3000, Redis at redis://127.0.0.1:6379
 //! ```
 //!
-//! The routes are in `app.rs` (which `tests/service.rs` drives against a real `redis-server`);
+//! The routes are in `app.rs` (which `tests/process/service.rs` drives against a real `redis-server`);
 //! `docs/service.md` walks through them with `curl`.
 //!
 //! Settings: the crate's `REDIS_*` variables (`REDIS_URL`, …; `REDIS_KEY_PREFIX` defaults to
@@ -24,7 +24,7 @@
 //! `futures-core`, `thiserror`, `tracing` + `tracing-subscriber`, `redis` (for `redis::cmd`, also
 //! re-exported as `redis_supervisor::redis`).
 
-// Some of the app's accessors (router, database, jobs) are there for tests/service.rs.
+// Some of the app's accessors (router, database, jobs) are there for tests/process/service.rs.
 #[allow(dead_code)]
 mod app;
 
