@@ -19,7 +19,7 @@
 //! configured ones, then those discovered with `SENTINEL SENTINELS`), after a backoff. A lost
 //! connection to another sentinel is opened again at the next check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, DerivedActorRef};
 use redis::Value;
@@ -33,13 +33,19 @@ use crate::error::{
 use crate::topology::SentinelShared;
 
 /// The channels the watcher subscribes to on each sentinel.
-const EVENTS: [&str; 6] = [
+const EVENTS: [&str; 10] = [
     "+switch-master",
     "+failover-state-send-slaveof-noone",
     "+promoted-slave",
     "+odown",
     "+failover-end",
     "+sentinel",
+    // A replica found, converted from a stale master, down or back: the replicas a failover
+    // could promote are counted again at once.
+    "+slave",
+    "+convert-to-slave",
+    "+sdown",
+    "-sdown",
 ];
 
 /// The failover aborts (`-failover-abort-not-elected`, `-failover-abort-no-good-slave`, …).
@@ -81,6 +87,14 @@ pub(crate) struct WatcherState {
     /// Checks in a row without an answer.
     failures: u32,
     checks: Option<JoinHandle<()>>,
+    /// Masters the sentinels declared objectively down (`+odown`), by `ip:port`, until they
+    /// are seen up again.
+    down: HashSet<String>,
+    /// Old masters of a switch they were not down for (a planned failover), by `ip:port`: alive,
+    /// and promotable once the sentinels' new link to them is up (a moment after the switch),
+    /// so counted as replicas even while that link is not up yet. Dropped once it is, or once
+    /// they are down.
+    demoted: HashSet<String>,
 }
 
 /// The sentinel watcher actor.
@@ -104,6 +118,8 @@ impl Actor for WatcherActor {
             listeners: HashMap::new(),
             failures: 0,
             checks: None,
+            down: HashSet::new(),
+            demoted: HashSet::new(),
         })
     }
 
@@ -164,7 +180,11 @@ impl Actor for WatcherActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WatcherMsg::Event(channel, payload) => {
-                event(state, &channel, &payload);
+                if event(state, &channel, &payload) {
+                    let config = state.args.shared.config().clone();
+                    let limit = config.health_timeout().min(config.health_interval());
+                    count_replicas(state, limit).await;
+                }
                 Ok(())
             }
             WatcherMsg::Check => {
@@ -329,37 +349,75 @@ async fn check(state: &mut WatcherState) -> Result<(), ActorProcessingErr> {
     Ok(())
 }
 
-/// `SENTINEL REPLICAS <master>`: how many replicas the sentinels see replicating (no `s_down`,
-/// `o_down` or `disconnected` flag, reporting the role `slave` with its link to the master `ok`):
-/// the replicas a failover may promote, which what must survive one waits for.
+/// `SENTINEL REPLICAS <master>`: how many replicas a failover may promote — what a write that
+/// must survive one (a lock's fencing token) waits for.
 async fn count_replicas(state: &mut WatcherState, limit: std::time::Duration) {
     let shared = state.args.shared.clone();
     let Some(conn) = state.conn.as_mut() else {
         return;
     };
-    let mut ask = redis::cmd("SENTINEL");
-    ask.arg("REPLICAS")
-        .arg(shared.config().sentinel_master().unwrap_or_default());
-    let Ok(Ok(reply)) = tokio::time::timeout(limit, conn.send_packed_command(&ask)).await else {
+    let name = shared.config().sentinel_master().unwrap_or_default();
+    let mut pipe = redis::pipe();
+    pipe.cmd("SENTINEL")
+        .arg("MASTER")
+        .arg(name)
+        .cmd("SENTINEL")
+        .arg("REPLICAS")
+        .arg(name);
+    let Ok(Ok(replies)) = tokio::time::timeout(limit, conn.send_packed_commands(&pipe, 0, 2)).await
+    else {
         return;
     };
-    let Ok(replicas) = redis::from_redis_value::<Vec<HashMap<String, String>>>(reply) else {
+    let Ok((master, replicas)) = redis::from_redis_value::<(
+        HashMap<String, String>,
+        Vec<HashMap<String, String>>,
+    )>(Value::Array(replies)) else {
         return;
     };
-    let up = replicas
-        .iter()
-        .filter(|r| {
-            let up = r.get("flags").is_some_and(|flags| {
-                !flags
-                    .split(',')
-                    .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
-            });
-            let replicating = r.get("role-reported").is_some_and(|role| role == "slave")
-                && r.get("master-link-status").is_some_and(|link| link == "ok");
-            up && replicating
-        })
-        .count();
-    shared.replicas(u32::try_from(up).unwrap_or(u32::MAX));
+    let down_after_ms = master
+        .get("down-after-milliseconds")
+        .and_then(|ms| ms.parse().ok())
+        .unwrap_or(DEFAULT_DOWN_AFTER_MS);
+    let mut count = 0_u32;
+    for replica in &replicas {
+        let name = replica.get("name").map_or("", String::as_str);
+        let demoted = state.demoted.contains(name);
+        if promotable(replica, down_after_ms, demoted) {
+            count = count.saturating_add(1);
+        }
+        let flags = replica.get("flags").map_or("", String::as_str);
+        if demoted && (!flags.contains("disconnected") || flags.contains("_down")) {
+            state.demoted.remove(name);
+        }
+        if !flags.contains("disconnected") && !flags.contains("_down") {
+            // Back: a later switch away from it is a planned one again.
+            state.down.remove(name);
+        }
+    }
+    shared.replicas(count);
+}
+
+/// Sentinel's default `down-after-milliseconds`, for a `SENTINEL MASTER` reply without it.
+const DEFAULT_DOWN_AFTER_MS: i64 = 30_000;
+
+/// Whether a failover may promote this replica (one entry of `SENTINEL REPLICAS`), as the
+/// sentinels choose (`sentinelSelectSlave`): not down nor disconnected, a priority other than 0,
+/// and a link to the master down for at most ten times `down-after-milliseconds` — whatever
+/// the last `INFO` of it said about its role and link. A replica in the middle of a full
+/// resynchronisation (after a failover, a cut link) is promotable with the data it had, and so
+/// counts: the sentinels refresh a replica's `INFO` only every 10 s, so "link ok" in their view
+/// may be stale either way. A `demoted` master (alive: see [`WatcherState::demoted`]) counts
+/// while the sentinels' link to it is not up yet.
+fn promotable(replica: &HashMap<String, String>, down_after_ms: i64, demoted: bool) -> bool {
+    let field = |name: &str| replica.get(name).map_or("", String::as_str);
+    let up = !field("flags").split(',').any(|f| match f {
+        "s_down" | "o_down" => true,
+        "disconnected" => !demoted,
+        _ => false,
+    });
+    let priority = field("slave-priority") != "0";
+    let link_down_ms: i64 = field("master-link-down-time").parse().unwrap_or(0);
+    up && priority && link_down_ms <= down_after_ms.saturating_mul(10)
 }
 
 fn report_master(state: &WatcherState, master: NodeAddr, switched: bool) {
@@ -411,19 +469,34 @@ fn node_at(words: &[&str], at: usize) -> Option<NodeAddr> {
 }
 
 /// One event from a sentinel (the same event may come from several).
-fn event(state: &WatcherState, channel: &str, payload: &str) {
-    let shared = &state.args.shared;
-    let config = shared.config();
+/// Acts on one event of a sentinel; whether the master's replicas may have changed (a switch,
+/// a replica found, converted, down or back), so that they are counted again.
+fn event(state: &mut WatcherState, channel: &str, payload: &str) -> bool {
+    let shared = state.args.shared.clone();
+    let config = shared.config().clone();
     let name = config.sentinel_master().unwrap_or_default();
     let words: Vec<&str> = payload.split_whitespace().collect();
     match channel {
         // "<name> <old-ip> <old-port> <new-ip> <new-port>"
         "+switch-master" if words.first() == Some(&name) => {
+            // Every sentinel announces the switch: the old master stays known as down.
+            if let Some(old) = node_at(&words, 1).map(|old| old.to_string())
+                && !state.down.contains(&old)
+            {
+                state.demoted.insert(old);
+            }
             if let Some(master) = node_at(&words, 3) {
                 tracing::info!(client = %config.name(), payload, "sentinel: +switch-master");
                 shared.named(&master, true);
                 report_master(state, master, true);
             }
+            return true;
+        }
+        // "slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>"
+        "+slave" | "+convert-to-slave" | "+sdown" | "-sdown"
+            if words.first() == Some(&"slave") && words.get(5) == Some(&name) =>
+        {
+            return true;
         }
         // "slave <ip:port> <ip> <port> @ <name> <master-ip> <master-port>": the replica the
         // leader selected is being made (or was made) master.
@@ -452,7 +525,62 @@ fn event(state: &WatcherState, channel: &str, payload: &str) {
         // "master <name> <ip> <port> #quorum …" / "master <name> <ip> <port>"
         "+odown" | "+failover-end" if words.get(1) == Some(&name) => {
             tracing::info!(client = %config.name(), channel, payload, "sentinel event");
+            if channel == "+odown"
+                && let Some(master) = node_at(&words, 2)
+            {
+                state.down.insert(master.to_string());
+            }
         }
         _ => {}
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(fields: &[(&str, &str)]) -> HashMap<String, String> {
+        fields
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_replica_is_promotable_as_the_sentinels_would_choose_it() {
+        let ok = [
+            ("flags", "slave"),
+            ("slave-priority", "100"),
+            ("master-link-status", "ok"),
+            ("master-link-down-time", "0"),
+        ];
+        assert!(promotable(&replica(&ok), 1000, false));
+        // Its link down (a cut, a full resync) for a while, or never up (a demoted master that
+        // has not synced yet): still promotable, so still counted.
+        let mut resyncing = ok;
+        resyncing[2] = ("master-link-status", "err");
+        resyncing[3] = ("master-link-down-time", "4000");
+        assert!(promotable(&replica(&resyncing), 1000, false));
+        resyncing[3] = ("master-link-down-time", "-1000");
+        assert!(promotable(&replica(&resyncing), 1000, false));
+        // Down too long, down, disconnected, or never to be promoted: not counted.
+        resyncing[3] = ("master-link-down-time", "10001");
+        assert!(!promotable(&replica(&resyncing), 1000, false));
+        for flags in ["slave,s_down", "slave,o_down", "slave,disconnected"] {
+            let mut down = ok;
+            down[0] = ("flags", flags);
+            assert!(!promotable(&replica(&down), 1000, false), "{flags}");
+        }
+        // A master demoted by a planned failover, before the sentinels' link to it is up: it
+        // counts; down, it does not.
+        let mut demoted = ok;
+        demoted[0] = ("flags", "slave,disconnected");
+        assert!(promotable(&replica(&demoted), 1000, true));
+        demoted[0] = ("flags", "slave,s_down,disconnected");
+        assert!(!promotable(&replica(&demoted), 1000, true));
+        let mut never = ok;
+        never[1] = ("slave-priority", "0");
+        assert!(!promotable(&replica(&never), 1000, false));
     }
 }

@@ -68,12 +68,18 @@
 //! - **Fencing tokens never repeat and never go backwards**, across a Sentinel failover
 //!   (planned or not) and a Redis Cluster failover. A token is handed out only once every
 //!   replica of the master has it: as many as the master reports connected (`ROLE`) or as the
-//!   topology knows replicating (the sentinels, the cluster's slot map), whichever is more. A
-//!   failover promotes one of those replicas, so the counter there is at least every token handed
-//!   out, and the next holder's token is higher. A token the replicas do not confirm in time (a
+//!   topology knows a failover could promote (the sentinels' replicas that are up, whatever
+//!   their link's last reported state; the cluster's slot map), whichever is more. A failover
+//!   promotes one of those replicas, so the counter there is at least every token handed out,
+//!   and the next holder's token is higher. A token the replicas do not confirm in time (a
 //!   replica resynchronising, or one whose link is down) is never handed out: the lock is released
 //!   and [`acquire`](LockManager::acquire) tries again within its `wait`
-//!   ([`try_acquire`](LockManager::try_acquire) answers [`Error::NotReplicated`]). What it costs:
+//!   ([`try_acquire`](LockManager::try_acquire) answers [`Error::NotReplicated`]). After a
+//!   planned failover (`SENTINEL FAILOVER`) "every replica" includes the demoted master, alive,
+//!   until the sentinels have made it a replica and it has synchronised (measured: about 2 s
+//!   with Redis 7): a second failover in between could promote it, and it has none of the new
+//!   master's tokens. After a crash the dead master counts for nothing (measured: the lock
+//!   granted again 4–170 ms after the sentinels name the new master). What it costs:
 //!   with replicas, an acquire takes a leased connection
 //!   ([`Config::leased_connections`](crate::Config::leased_connections)) for one more round trip
 //!   and the replicas' acknowledgement.
@@ -426,10 +432,10 @@ impl Inner {
     /// a leased connection to the same node (`INCRBY <fence> 0`, which replicates), then `WAIT`
     /// for every replica. They then hold the token too, so a failover that promotes one of them
     /// never hands it out again. Every replica: as many as the master says it has connected
-    /// (`replicas`, from `ROLE`; `None` when it would not say), or as the topology knows
-    /// replicating (the sentinels, the cluster's slot map), whichever is more — a replica whose
-    /// link just dropped is not connected, but may still be promoted. Nothing to wait for
-    /// without replicas.
+    /// (`replicas`, from `ROLE`; `None` when it would not say), or as the topology knows a
+    /// failover could promote (the sentinels, the cluster's slot map), whichever is more — a
+    /// replica whose link just dropped, or that is resynchronising, is not connected, but may
+    /// still be promoted. Nothing to wait for without replicas.
     async fn confirm(&self, fence: &str, replicas: Option<u32>) -> Result<(), Error> {
         let known = self.handle.known_replicas(fence.as_bytes());
         let replicas = replicas.unwrap_or(0).max(known);

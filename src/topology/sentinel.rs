@@ -28,7 +28,7 @@ pub(crate) struct SentinelView {
     pub(crate) known: Vec<NodeAddr>,
     /// The sentinel watched now.
     pub(crate) watching: Option<NodeAddr>,
-    /// The master's replicas the sentinels see up (from `SENTINEL REPLICAS`, at each check).
+    /// The master's replicas a failover could promote (from `SENTINEL REPLICAS`, at each check).
     pub(crate) replicas: u32,
     /// The master followed ahead of the sentinel the watcher asks — a replica being promoted,
     /// or the new master of a switch another sentinel announced — and since when; `None` once
