@@ -461,8 +461,10 @@ impl Cache {
     /// time.
     ///
     /// `loader` is called at most once, by the caller that starts the load; its future must be
-    /// `Send + 'static` (it is spawned): move what it needs into it. Each waiter decodes the
-    /// shared JSON into its own `T`.
+    /// `Send + 'static` (it is spawned): move what it needs into it. The load reads the key
+    /// once more before it runs that future: a value a load that just ended wrote meanwhile is
+    /// used instead (so a caller whose read missed just before does not load it again). Each
+    /// waiter decodes the shared JSON into its own `T`.
     ///
     /// ```no_run
     /// # #[derive(Debug)] struct DbError;
@@ -627,10 +629,22 @@ impl Inner {
     /// Runs one single-flight load (in its own task) and publishes the outcome to `flight`.
     async fn load<T, E, Fut>(&self, flight: Flight, key: &str, fut: Fut, write_back: bool)
     where
-        T: Serialize + Send + 'static,
+        T: Serialize + DeserializeOwned + Send + 'static,
         Fut: Future<Output = Result<T, E>> + Send + 'static,
         E: std::error::Error + Send + Sync + 'static,
     {
+        // Read again first: a caller whose read missed just before another flight for the key
+        // wrote its value and ended would otherwise load it a second time. (Corrupt data, a
+        // miss under `Degrade::Miss`, is loaded over.)
+        let again = self.handle.get::<_, Option<Vec<u8>>>(self.ns.local(key));
+        if write_back
+            && let Ok(Some(bytes)) = again.await
+            && serde_json::from_slice::<T>(&bytes).is_ok()
+        {
+            self.handle.pattern_metrics().coalesced();
+            flight.finish(Ok(Arc::from(bytes)));
+            return;
+        }
         let outcome = self.run_loader(key, fut).await;
         let outcome = match outcome {
             Ok(json) if write_back => self.write(key, &json, self.ttl).await.map(|()| json),
