@@ -604,6 +604,15 @@ impl HandleCore {
         }
     }
 
+    /// The replicas a failover could promote that still answer as masters (Sentinel: demoted by
+    /// a planned failover, not yet made replicas); none elsewhere.
+    pub(crate) fn demoted_masters(&self) -> Vec<NodeAddr> {
+        self.topology
+            .sentinel()
+            .map(|sentinel| sentinel.view().demoted)
+            .unwrap_or_default()
+    }
+
     /// Every primary of the cluster (from the current slot map), for a walk of the keyspace.
     pub(crate) fn primaries(&self) -> Vec<NodeAddr> {
         match &self.route.load().state {

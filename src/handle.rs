@@ -514,6 +514,13 @@ impl RedisHandle {
     pub(crate) fn known_replicas(&self, key: &[u8]) -> u32 {
         self.core.known_replicas(key)
     }
+
+    /// The nodes a failover could promote that do not replicate yet (Sentinel: masters demoted
+    /// by a planned failover, until the sentinels make them replicas): a `WAIT` cannot reach
+    /// them, so a pattern writes to them directly what must survive a failover.
+    pub(crate) fn demoted_masters(&self) -> Vec<crate::config::NodeAddr> {
+        self.core.demoted_masters()
+    }
 }
 
 /// A `CROSSSLOT` refusal as [`Error::CrossSlot`], naming the command's key arguments (the

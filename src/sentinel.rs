@@ -378,12 +378,18 @@ async fn count_replicas(state: &mut WatcherState, limit: std::time::Duration) {
         .get("down-after-milliseconds")
         .and_then(|ms| ms.parse().ok())
         .unwrap_or(DEFAULT_DOWN_AFTER_MS);
-    let mut count = 0_u32;
+    let (mut count, mut masters) = (0_u32, Vec::new());
     for replica in &replicas {
         let name = replica.get("name").map_or("", String::as_str);
         let demoted = state.demoted.contains(name);
         if promotable(replica, down_after_ms, demoted) {
-            count = count.saturating_add(1);
+            match replica_addr(replica) {
+                // Not replicating (yet): written to directly.
+                Some(addr) if replica.get("role-reported").is_some_and(|r| r == "master") => {
+                    masters.push(addr);
+                }
+                _ => count = count.saturating_add(1),
+            }
         }
         let flags = replica.get("flags").map_or("", String::as_str);
         if demoted && (!flags.contains("disconnected") || flags.contains("_down")) {
@@ -394,7 +400,15 @@ async fn count_replicas(state: &mut WatcherState, limit: std::time::Duration) {
             state.down.remove(name);
         }
     }
-    shared.replicas(count);
+    shared.replicas(count, masters);
+}
+
+/// The address of one entry of `SENTINEL REPLICAS` (its `ip` and `port` fields).
+fn replica_addr(replica: &HashMap<String, String>) -> Option<NodeAddr> {
+    Some(NodeAddr {
+        host: replica.get("ip")?.clone(),
+        port: replica.get("port")?.parse().ok()?,
+    })
 }
 
 /// Sentinel's default `down-after-milliseconds`, for a `SENTINEL MASTER` reply without it.

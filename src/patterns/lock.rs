@@ -75,11 +75,11 @@
 //!   replica resynchronising, or one whose link is down) is never handed out: the lock is released
 //!   and [`acquire`](LockManager::acquire) tries again within its `wait`
 //!   ([`try_acquire`](LockManager::try_acquire) answers [`Error::NotReplicated`]). After a
-//!   planned failover (`SENTINEL FAILOVER`) "every replica" includes the demoted master, alive,
-//!   until the sentinels have made it a replica and it has synchronised (measured: about 2 s
-//!   with Redis 7): a second failover in between could promote it, and it has none of the new
-//!   master's tokens. After a crash the dead master counts for nothing (measured: the lock
-//!   granted again 4–170 ms after the sentinels name the new master). What it costs:
+//!   planned failover (`SENTINEL FAILOVER`) the demoted master is alive and could be promoted
+//!   by a second failover, but replicates nothing until the sentinels make it a replica (about
+//!   2 s with Redis 7): meanwhile each token is written to it directly (its counter raised to
+//!   the token) before it is handed out. A master that crashed counts for nothing: the
+//!   sentinels promote only a node they are connected to. What it costs:
 //!   with replicas, an acquire takes a leased connection
 //!   ([`Config::leased_connections`](crate::Config::leased_connections)) for one more round trip
 //!   and the replicas' acknowledgement.
@@ -120,6 +120,7 @@ use redis::Value;
 
 use super::keys::{Namespace, check_id, random_token, ttl_ms};
 use super::script::Lua;
+use crate::config::NodeAddr;
 use crate::error::Error;
 use crate::handle::RedisHandle;
 use crate::metrics::Acquire;
@@ -172,6 +173,12 @@ fn replicas_of_role(role: Value) -> Option<u32> {
         _ => None,
     }
 }
+
+/// Raises a counter to at least a value: `KEYS = [counter]`, `ARGV = [value]` (on a master
+/// demoted by a planned failover; see `Inner::raise_on`).
+const RAISE_LUA: &str = "local c = tonumber(redis.call('GET', KEYS[1]) or '0') \
+    if c < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end \
+    return 1";
 
 /// The Lua sources of the acquire, release and extend scripts (to run them yourself, e.g. in a
 /// benchmark). Acquire: `KEYS = [lock, counter]`, `ARGV = [value, ttl_ms]`; release:
@@ -344,7 +351,7 @@ impl Inner {
         let reply = self.acquire_script(&lock, &fence, &value, ttl_ms).await;
         // Whether the lock may be ours even though the call fails: free it then.
         let (error, taken) = match reply {
-            Ok(((1, token), replicas)) => match self.confirm(&fence, replicas).await {
+            Ok(((1, token), replicas)) => match self.confirm(&fence, token, replicas).await {
                 Ok(()) => {
                     self.count(Acquire::Acquired);
                     return Ok(Attempt::Acquired(LockGuard {
@@ -435,10 +442,19 @@ impl Inner {
     /// (`replicas`, from `ROLE`; `None` when it would not say), or as the topology knows a
     /// failover could promote (the sentinels, the cluster's slot map), whichever is more — a
     /// replica whose link just dropped, or that is resynchronising, is not connected, but may
-    /// still be promoted. Nothing to wait for without replicas.
-    async fn confirm(&self, fence: &str, replicas: Option<u32>) -> Result<(), Error> {
+    /// still be promoted. A promotable node that does not replicate yet (a master demoted by a
+    /// planned failover, until the sentinels make it a replica) is given the token directly:
+    /// its counter is raised to it ([`raise_on`](Self::raise_on)). Nothing to wait for without
+    /// replicas.
+    async fn confirm(&self, fence: &str, token: i64, replicas: Option<u32>) -> Result<(), Error> {
         let known = self.handle.known_replicas(fence.as_bytes());
-        let replicas = replicas.unwrap_or(0).max(known);
+        let mut replicas = replicas.unwrap_or(0).max(known);
+        for node in self.handle.demoted_masters() {
+            if !self.raise_on(&node, fence, token).await? {
+                // A replica by now (`READONLY`): the `WAIT` covers it.
+                replicas = replicas.saturating_add(1);
+            }
+        }
         if replicas == 0 {
             return Ok(());
         }
@@ -448,6 +464,45 @@ impl Inner {
         let mut mark = redis::cmd("INCRBY");
         mark.arg(fence).arg(0);
         durable.cmd::<i64>(mark).await.map(drop)
+    }
+
+    /// Raises the counter `fence` on `node` (a demoted master that does not replicate yet) to at
+    /// least `token`, so that were it promoted, its next token would be higher: `true` once
+    /// done, `false` when it answers `READONLY` (a replica now). Any other failure is
+    /// [`Error::NotReplicated`]: the token is not handed out.
+    async fn raise_on(&self, node: &NodeAddr, fence: &str, token: i64) -> Result<bool, Error> {
+        let limit = self.handle.timeout().min(CONFIRM_WAIT);
+        let raise = async {
+            let client = self
+                .handle
+                .config()
+                .redis_client_at(&node.host, node.port)?;
+            let timeouts = redis::AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(limit))
+                .set_response_timeout(Some(limit));
+            let mut conn = client
+                .get_multiplexed_async_connection_with_config(&timeouts)
+                .await?;
+            redis::cmd("EVAL")
+                .arg(RAISE_LUA)
+                .arg(1)
+                .arg(fence)
+                .arg(token)
+                .query_async::<i64>(&mut conn)
+                .await
+        };
+        let failed = |reason: String| Error::NotReplicated {
+            command: "lock acquire".into(),
+            acknowledged: 0,
+            required: 1,
+            reason: format!("the demoted master {node} did not take the token: {reason}"),
+        };
+        match tokio::time::timeout(limit, raise).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(e)) if e.code() == Some("READONLY") => Ok(false),
+            Ok(Err(e)) => Err(failed(crate::error::describe_connection_error(&e).message)),
+            Err(_) => Err(failed(format!("no answer within {} ms", limit.as_millis()))),
+        }
     }
 
     /// The compare-and-delete: whether the lock was ours (and is now gone).

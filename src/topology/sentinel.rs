@@ -28,8 +28,13 @@ pub(crate) struct SentinelView {
     pub(crate) known: Vec<NodeAddr>,
     /// The sentinel watched now.
     pub(crate) watching: Option<NodeAddr>,
-    /// The master's replicas a failover could promote (from `SENTINEL REPLICAS`, at each check).
+    /// The master's replicas a failover could promote that replicate from it (from `SENTINEL
+    /// REPLICAS`, at each check and on the events that change them).
     pub(crate) replicas: u32,
+    /// The replicas a failover could promote that still answer as masters: demoted by a planned
+    /// failover, not yet made replicas by the sentinels (about 2 s). They cannot acknowledge a
+    /// `WAIT`; what must survive a failover is written to them directly.
+    pub(crate) demoted: Vec<NodeAddr>,
     /// The master followed ahead of the sentinel the watcher asks — a replica being promoted,
     /// or the new master of a switch another sentinel announced — and since when; `None` once
     /// the watched sentinel names it too.
@@ -79,9 +84,11 @@ impl SentinelShared {
         &self.config
     }
 
-    /// The sentinels see `n` replicas of the master up.
-    pub(crate) fn replicas(&self, n: u32) {
-        lock(&self.view).replicas = n;
+    /// The replicas a failover could promote: `n` replicating, and `demoted` masters.
+    pub(crate) fn replicas(&self, n: u32, demoted: Vec<NodeAddr>) {
+        let mut view = lock(&self.view);
+        view.replicas = n;
+        view.demoted = demoted;
     }
 
     /// The watcher now watches `sentinel` (or none).

@@ -677,25 +677,12 @@ async fn pubsub_and_blocking_follow_the_master() {
     sup.shutdown().await;
 }
 
-/// Waits (up to `SETTLE`) until the master at `master` lists a replica in `ROLE` (one that
-/// is online); when it did.
-async fn replicas_online(master: SocketAddr) -> Instant {
-    let mut conn = crate::support::clients::admin_at(master).await;
-    poll_until("the new master's replica online", SETTLE, async || {
-        let role: redis::Value = redis::cmd("ROLE").query_async(&mut conn).await.unwrap();
-        matches!(role, redis::Value::Array(r) if matches!(r.get(2), Some(redis::Value::Array(replicas)) if !replicas.is_empty()))
-    })
-    .await;
-    Instant::now()
-}
-
 /// Fencing tokens never repeat nor go backwards across a `SENTINEL FAILOVER` and then a kill -9
 /// of the new master whose replica lost its link (one topology for both): 8 tasks take one lock in
 /// turn (acquire, hold 20 ms, release). Every token handed out is unique and strictly increasing in hand-out order;
 /// two holders at once only within a failover (Redis replicates asynchronously: that is what
-/// fencing is for); an acquire succeeds within 1 s of the sentinels naming the new master, or,
-/// after a planned failover, of the demoted master replicating again (a lock whose release the
-/// failover lost is held until its TTL, 500 ms here).
+/// fencing is for); an acquire succeeds within 1 s of the sentinels naming the new master (a
+/// lock whose release the failover lost is held until its TTL, 500 ms here).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fencing_tokens_never_repeat_across_failovers() {
     use redis_supervisor::lock::LockManager;
@@ -714,18 +701,36 @@ async fn fencing_tokens_never_repeat_across_failovers() {
     topo.failover().await.expect("SENTINEL FAILOVER");
     let new = topo.wait_for_master_change(old, SETTLE).await.unwrap();
     let named = Instant::now();
-    // The old master, demoted but not yet replicating, could be promoted by a second failover
-    // with none of the new master's tokens: no token is handed out until it replicates again
-    // (the sentinels convert it about 2 s after the switch).
-    let replicating = replicas_online(new).await;
+    // The old master, demoted but not yet replicating (the sentinels make it a replica about
+    // 2 s after the switch), could be promoted by a second failover: each token is written to
+    // it directly meanwhile.
     let first = grants.wait_first_after(named, SETTLE).await;
     eprintln!(
-        "failover: first grant {} ms after the sentinels named {new}, {} ms after the old master replicated again",
-        first.saturating_duration_since(named).as_millis(),
-        first.saturating_duration_since(replicating).as_millis()
+        "failover: first grant {} ms after the sentinels named {new}",
+        first.saturating_duration_since(named).as_millis()
     );
-    assert!(first.saturating_duration_since(replicating) < Duration::from_millis(1500));
-    windows.push((faulted, replicating + Duration::from_secs(2)));
+    assert!(first.saturating_duration_since(named) < Duration::from_millis(1500));
+    // Granted before the old master replicates: its counter already has the token.
+    let token = grants.first_token_after(named).await.expect("a token");
+    let mut demoted = crate::support::clients::admin_at(old).await;
+    let role: redis::Value = redis::cmd("ROLE").query_async(&mut demoted).await.unwrap();
+    let still_master = matches!(&role, redis::Value::Array(r)
+        if matches!(r.first(), Some(redis::Value::BulkString(b)) if b.as_slice() == b"master"));
+    if still_master {
+        let fences: Vec<String> = redis::cmd("KEYS")
+            .arg("*fence*")
+            .query_async(&mut demoted)
+            .await
+            .unwrap();
+        let fence: Option<u64> = redis::cmd("GET")
+            .arg(&fences[0])
+            .query_async(&mut demoted)
+            .await
+            .unwrap();
+        eprintln!("failover: the demoted master, not a replica yet, holds {fence:?} ≥ {token}");
+        assert!(fence >= Some(token), "{fence:?} < {token}");
+    }
+    windows.push((faulted, named + Duration::from_secs(2)));
     topo.wait_until_agreed(SETTLE).await.expect("settled");
     tokio::time::sleep(Duration::from_millis(500)).await;
     // 2. The new master killed while its replica lags: the replica frozen and its replication

@@ -74,6 +74,16 @@ impl LockGrants {
         handed.iter().map(|(at, _)| *at).filter(|at| *at > t).min()
     }
 
+    /// The token of the first grant after `t`, if there was one yet.
+    pub async fn first_token_after(&self, t: Instant) -> Option<u64> {
+        let handed = self.handed.lock().await;
+        handed
+            .iter()
+            .filter(|(at, _)| *at > t)
+            .min_by_key(|(at, _)| *at)
+            .map(|(_, token)| *token)
+    }
+
     /// Waits (up to `within`) for the first grant after `t`.
     pub async fn wait_first_after(&self, t: Instant, within: Duration) -> Instant {
         let deadline = Instant::now() + within;
