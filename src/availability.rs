@@ -93,7 +93,8 @@ pub enum Availability {
         error: String,
         /// The kind of failure behind `error`.
         kind: crate::FailureKind,
-        /// Delay before the next attempt.
+        /// Delay before the next attempt, at the latest: after a refused attempt (nothing
+        /// listens) on one server, the attempt comes as soon as the port accepts again.
         #[serde(serialize_with = "serialize_ms", rename = "retry_in_ms")]
         retry_in: Duration,
     },

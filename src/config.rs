@@ -36,6 +36,11 @@
 //! The reconnect delay grows from `REDIS_BACKOFF_BASE_MS` to `REDIS_BACKOFF_MAX_MS` by
 //! [`Config::backoff_factor`] per attempt, with ±20 % jitter ([`Config::backoff_jitter`], 0.2 by
 //! default) on top of the cap too: the longest delay is `max × 1.2` (see [`BackoffPolicy`]).
+//! That is the latest the next attempt comes: when an attempt on one server (not Sentinel or
+//! Cluster) was refused at the TCP level, nothing listens there, and the port is tried with a
+//! bare TCP connect every 25 ms; the attempt comes once it accepts, after a random pause of up
+//! to 50 ms. A server that answers and fails (credentials, accept-and-drop, loading) waits its
+//! whole delay.
 //!
 //! # Addresses
 //!

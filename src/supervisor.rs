@@ -265,6 +265,7 @@ use crate::route::{RouteState, RouteWriter};
 use crate::topology::Topology;
 
 mod actor;
+mod comeback;
 mod core;
 mod dedicated;
 mod lanes;

@@ -120,6 +120,15 @@ impl Topology {
             .is_some_and(|s| s.promoting().is_some())
     }
 
+    /// The one address every connection goes to (one server), to watch for its return after a
+    /// refused attempt; `None` where each attempt asks where to go (Sentinel, Cluster).
+    pub(crate) fn fixed_address(&self, config: &Config) -> Option<NodeAddr> {
+        (self.kind == Kind::Standalone).then(|| NodeAddr {
+            host: config.host().to_string(),
+            port: config.port(),
+        })
+    }
+
     /// Finds the server the next connection goes to.
     pub(crate) async fn locate(&self, config: &Config) -> Result<Located, ConnectionFailure> {
         let address = match self.kind {

@@ -148,6 +148,9 @@ pub(super) struct LaneState {
     pub(super) reconnect_timer: Option<Timer>,
     /// The pending check that a connection made during a storm stayed up for the stable period.
     pub(super) stable_timer: Option<Timer>,
+    /// After a refused attempt: the watch for the server's port accepting again (see
+    /// `comeback`).
+    pub(super) comeback: Option<JoinHandle<()>>,
     /// Why this lane was last lost.
     pub(super) last_failure: Option<String>,
 }
@@ -160,6 +163,7 @@ impl LaneState {
             generation: 0,
             reconnect_timer: None,
             stable_timer: None,
+            comeback: None,
             last_failure: None,
         }
     }
@@ -235,6 +239,9 @@ impl SupervisorState {
             .flatten()
             {
                 t.abort();
+            }
+            if let Some(w) = lane_state.comeback.take() {
+                w.abort();
             }
         }
     }
@@ -561,6 +568,9 @@ impl Actor for SupervisorActor {
                     .is_some_and(|s| s.generation == generation && s.child.is_none());
                 if due && !state.stopping && !closed {
                     state.lanes[lane].reconnect_timer = None;
+                    if let Some(w) = state.lanes[lane].comeback.take() {
+                        w.abort();
+                    }
                     state.core.restarts.fetch_add(1, Ordering::Relaxed);
                     state.core.metrics.restarted();
                     self.start_child(&myself, state, lane).await;

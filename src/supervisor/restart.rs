@@ -1,14 +1,14 @@
 //! The supervisor's restart policy: a lane's connection replaced (silent, demoted, moved by a
 //! failover) or lost, what is published (`Down`, `Degraded`, `GaveUp`), how long before the next
-//! attempt (the backoff, none after a failover, little for a replica being promoted), restart
-//! intensity and storms.
+//! attempt (the backoff, none after a failover, little for a replica being promoted; sooner when
+//! a refused port accepts again, see `comeback`), restart intensity and storms.
 
 use std::time::{Duration, Instant};
 
 use ractor::{ActorId, ActorRef};
 
-use super::PROMOTION_RETRY;
 use super::actor::{SupervisorActor, SupervisorMsg, SupervisorState};
+use super::{PROMOTION_RETRY, comeback};
 use crate::availability::{Availability, EventKind};
 use crate::error::{ConnectionFailure, FailureKind};
 use crate::health::HealthMsg;
@@ -150,6 +150,15 @@ impl SupervisorActor {
             state.published = None;
         }
         self.schedule_reconnect(myself, state, lane, delay);
+        // Nothing listens: watch the port rather than wait out the whole step.
+        let address = (failure.kind == FailureKind::Refused && !storming && delay > comeback::POLL)
+            .then(|| state.topology.fixed_address(&state.core.config))
+            .flatten();
+        if let Some(address) = address {
+            let lane_state = &mut state.lanes[lane];
+            let generation = lane_state.generation;
+            lane_state.comeback = Some(comeback::watch(address, myself.clone(), lane, generation));
+        }
     }
 
     pub(super) fn schedule_reconnect(
@@ -164,6 +173,9 @@ impl SupervisorActor {
         let generation = lane_state.generation;
         if let Some(t) = lane_state.reconnect_timer.take() {
             t.abort();
+        }
+        if let Some(w) = lane_state.comeback.take() {
+            w.abort();
         }
         lane_state.reconnect_timer =
             Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { lane, generation }));

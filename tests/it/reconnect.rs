@@ -113,6 +113,51 @@ async fn backoff_delays_grow_to_the_cap() {
     sup.shutdown().await;
 }
 
+/// A server that comes back is served again long before the backoff step ends: while its port
+/// refuses connections the lane watches it, and attempts once it accepts (after a pause of at
+/// most 50 ms). With a 3 s step, recovery (from the server answering PING to the first GET
+/// answered) measured 30–80 ms; without the watch it would be the rest of the step.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_returning_server_is_served_before_the_backoff_step_ends() {
+    let mut srv = server().await;
+    let step = Duration::from_secs(3);
+    let sup = supervisor_with(&srv, |b| b.backoff_base(step).backoff_max(step)).await;
+    let r = sup.handle().with_timeout(Duration::from_millis(20));
+    let mut events = sup.subscribe();
+    srv.kill().await.unwrap();
+    // An attempt refused: the next full attempt is due a whole step later.
+    let refused = events_until(&mut events, |s| {
+        matches!(
+            s,
+            Availability::Down {
+                kind: redis_supervisor::FailureKind::Refused,
+                ..
+            }
+        )
+    })
+    .await;
+    let Some(Availability::Down { retry_in, .. }) = refused.last().map(|e| e.state.clone()) else {
+        unreachable!()
+    };
+    assert!(retry_in >= step.mul_f64(0.5), "{retry_in:?}");
+    srv.restart().await.unwrap();
+    let back = Instant::now();
+    loop {
+        if r.get::<_, Option<String>>("k").await.is_ok() {
+            break;
+        }
+        assert!(back.elapsed() < step, "not served before the step ended");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let took = back.elapsed();
+    eprintln!(
+        "served again {} ms after the server answered PING (step {retry_in:?})",
+        took.as_millis()
+    );
+    assert!(took < Duration::from_millis(800), "{took:?}");
+    sup.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backoff_resets_only_after_the_stable_period() {
     let mut srv = server().await;
