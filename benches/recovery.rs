@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 
 use common::{Options, Table, err, median_duration, ms};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis_supervisor::testing::RedisServer;
+use redis_supervisor::testing::{Fault, FaultProxy, RedisServer};
 use redis_supervisor::{Availability, Config, RedisHandle, Supervisor};
 
 /// Per-call timeout of the recovery poller.
@@ -156,7 +156,14 @@ async fn run(opts: &Options) -> Result<(), String> {
         manager_frozen.push(m);
     }
 
-    let report = report(&s, bound, &kills, &idle, &handle_frozen, &manager_frozen);
+    // (c) persistent failures, and (d) many clients coming back at once.
+    let persistent = persistent_failures(&s).await?;
+    let crowd = crowd_trial(&mut server).await?;
+
+    let mut report = report(&s, bound, &kills, &idle, &handle_frozen, &manager_frozen);
+    report.push('\n');
+    report.push_str(&persistent_table(&persistent));
+    report.push_str(&crowd_table(&crowd));
     println!("{report}");
     common::write_result(opts, "recovery.md", &report);
 
@@ -686,5 +693,189 @@ fn kill_table(kills: &[KillRow], n: usize) -> String {
     }
     out.push_str(&t.render());
     out.push('\n');
+    out
+}
+
+/// How long each persistent failure lasts.
+fn persistent_secs(s: &Settings) -> Duration {
+    if s.quick {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_secs(10)
+    }
+}
+
+/// One supervisor against a server that keeps failing one way.
+struct Persistent {
+    case: &'static str,
+    /// Full connect attempts (the first one included).
+    attempts: u64,
+    /// This process's CPU time meanwhile.
+    cpu: Duration,
+    secs: Duration,
+}
+
+/// (c) A wrong password, a server that accepts and drops at once, and a refused port: each for
+/// `persistent_secs`, with a supervisor on its defaults.
+async fn persistent_failures(s: &Settings) -> Result<Vec<Persistent>, String> {
+    let secs = persistent_secs(s);
+    let mut out = Vec::new();
+    let guarded = RedisServer::start_with_args(["--requirepass", "right-password"])
+        .await
+        .map_err(err)?;
+    let url = format!("redis://:wrong-password@127.0.0.1:{}", guarded.port());
+    out.push(persistent("wrong password", &url, secs).await?);
+    let upstream = format!("127.0.0.1:{}", guarded.port())
+        .parse()
+        .map_err(err)?;
+    let proxy = FaultProxy::start(upstream).await.map_err(err)?;
+    proxy.set_fault(Fault::CloseAfter(Duration::ZERO));
+    out.push(persistent("accepts, then closes at once", &proxy.url(), secs).await?);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(err)?
+        .port();
+    let url = format!("redis://127.0.0.1:{port}");
+    out.push(persistent("connection refused (nothing listens)", &url, secs).await?);
+    Ok(out)
+}
+
+async fn persistent(case: &'static str, url: &str, secs: Duration) -> Result<Persistent, String> {
+    let config = Config::builder()
+        .url(url)
+        .name("persistent")
+        .build()
+        .map_err(err)?;
+    let cpu = common::cpu_time();
+    let supervisor = Supervisor::start(config).await.map_err(err)?;
+    tokio::time::sleep(secs).await;
+    let attempts = supervisor.restarts() + 1;
+    let cpu = common::cpu_time().saturating_sub(cpu);
+    supervisor.shutdown().await;
+    eprintln!(
+        "persistent, {case}: {attempts} attempts in {} s, CPU {} ms",
+        secs.as_secs(),
+        ms(cpu)
+    );
+    Ok(Persistent {
+        case,
+        attempts,
+        cpu,
+        secs,
+    })
+}
+
+fn persistent_table(rows: &[Persistent]) -> String {
+    let mut out = String::from(
+        "### Persistent failure: full connect attempts and this process's CPU (one supervisor on \
+         its defaults)\n\n",
+    );
+    let mut t = Table::new(
+        &[
+            "failure",
+            "seconds",
+            "full attempts",
+            "attempts / s",
+            "CPU % of a core",
+        ],
+        &[false, true, true, true, true],
+    );
+    for r in rows {
+        let secs = r.secs.as_secs_f64();
+        t.row(vec![
+            r.case.into(),
+            format!("{secs:.0}"),
+            r.attempts.to_string(),
+            format!("{:.1}", r.attempts as f64 / secs),
+            format!("{:.2}", 100.0 * r.cpu.as_secs_f64() / secs),
+        ]);
+    }
+    out.push_str(&t.render());
+    out.push('\n');
+    out
+}
+
+/// How many supervisors come back together in (d).
+const CROWD: usize = 64;
+
+/// (d) `CROWD` supervisors (defaults) on one server, killed for 1 s and restarted: when each is
+/// `Up` again, from the server answering PING (sorted).
+async fn crowd_trial(server: &mut RedisServer) -> Result<Vec<Duration>, String> {
+    let mut supervisors = Vec::new();
+    for i in 0..CROWD {
+        let config = Config::builder()
+            .url(server.url())
+            .name(format!("crowd-{i}"))
+            .build()
+            .map_err(err)?;
+        let supervisor = Supervisor::start(config).await.map_err(err)?;
+        supervisor
+            .wait_until_up(Duration::from_secs(10))
+            .await
+            .map_err(err)?;
+        supervisors.push(supervisor);
+    }
+    let (back_tx, back_rx) = tokio::sync::watch::channel(None::<Instant>);
+    // One task per supervisor, waiting from now on: each notes when it is Up again.
+    let waits: Vec<_> = supervisors
+        .iter()
+        .map(|supervisor| {
+            let (mut state, mut back) = (supervisor.watch(), back_rx.clone());
+            tokio::spawn(async move {
+                let down = state
+                    .wait_for(|a| !matches!(a, Availability::Up { .. }))
+                    .await;
+                down.map_err(err)?;
+                state
+                    .wait_for(|a| matches!(a, Availability::Up { .. }))
+                    .await
+                    .map_err(err)?;
+                let up = Instant::now();
+                let back = *back.wait_for(Option::is_some).await.map_err(err)?;
+                Ok::<_, String>(up.saturating_duration_since(back.unwrap_or(up)))
+            })
+        })
+        .collect();
+    server.kill().await.map_err(err)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    server.restart().await.map_err(err)?;
+    back_tx.send_replace(Some(Instant::now()));
+    let mut times = Vec::new();
+    for wait in waits {
+        times.push(wait.await.map_err(err)??);
+    }
+    for supervisor in supervisors {
+        supervisor.shutdown().await;
+    }
+    times.sort();
+    eprintln!(
+        "crowd: {CROWD} supervisors Up again {} to {} ms after the server answered PING",
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
+    Ok(times)
+}
+
+fn crowd_table(times: &[Duration]) -> String {
+    let mut out = format!(
+        "### {CROWD} supervisors in one process, kill -9, 1 s outage, restart: when each is `Up` \
+         again, from the server answering PING\n\n"
+    );
+    let mut t = Table::new(
+        &["first ms", "median ms", "last ms", "spread ms"],
+        &[true, true, true, true],
+    );
+    let (first, last) = (times[0], times[times.len() - 1]);
+    t.row(vec![
+        ms(first),
+        ms(median_duration(times)),
+        ms(last),
+        ms(last.saturating_sub(first)),
+    ]);
+    out.push_str(&t.render());
+    out.push_str(
+        "\nEach lane watches the refused port (a bare TCP connect every 25 ms) and attempts after a \
+         random pause of up to 50 ms once it accepts: the spread is that pause plus the poll phase.\n\n",
+    );
     out
 }
