@@ -11,7 +11,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use ractor::ActorRef;
+use ractor::{ActorRef, ActorStatus};
 use tokio::task::JoinHandle;
 
 use super::actor::SupervisorMsg;
@@ -43,6 +43,14 @@ pub(super) fn watch(
         }
         loop {
             tokio::time::sleep(POLL).await;
+            // Normally aborted with the lane's next attempt or at shutdown; a supervisor that
+            // ended any other way ends the watch too.
+            if matches!(
+                supervisor.get_status(),
+                ActorStatus::Stopping | ActorStatus::Stopped
+            ) {
+                return;
+            }
             let connect = tokio::net::TcpStream::connect(addrs.as_slice());
             if let Ok(Ok(stream)) = tokio::time::timeout(CONNECT_LIMIT, connect).await {
                 drop(stream);
