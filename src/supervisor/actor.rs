@@ -148,9 +148,8 @@ pub(super) struct LaneState {
     pub(super) reconnect_timer: Option<Timer>,
     /// The pending check that a connection made during a storm stayed up for the stable period.
     pub(super) stable_timer: Option<Timer>,
-    /// After a refused attempt: the watch for the server's port accepting again (see
-    /// `comeback`).
-    pub(super) comeback: Option<JoinHandle<()>>,
+    /// After a refused attempt: the watch for the port accepting again (`comeback`).
+    pub(super) comeback: super::comeback::Watch,
     /// Why this lane was last lost.
     pub(super) last_failure: Option<String>,
 }
@@ -163,7 +162,7 @@ impl LaneState {
             generation: 0,
             reconnect_timer: None,
             stable_timer: None,
-            comeback: None,
+            comeback: super::comeback::Watch::default(),
             last_failure: None,
         }
     }
@@ -240,9 +239,7 @@ impl SupervisorState {
             {
                 t.abort();
             }
-            if let Some(w) = lane_state.comeback.take() {
-                w.abort();
-            }
+            lane_state.comeback.stop();
         }
     }
 
@@ -568,9 +565,7 @@ impl Actor for SupervisorActor {
                     .is_some_and(|s| s.generation == generation && s.child.is_none());
                 if due && !state.stopping && !closed {
                     state.lanes[lane].reconnect_timer = None;
-                    if let Some(w) = state.lanes[lane].comeback.take() {
-                        w.abort();
-                    }
+                    state.lanes[lane].comeback.stop();
                     state.core.restarts.fetch_add(1, Ordering::Relaxed);
                     state.core.metrics.restarted();
                     self.start_child(&myself, state, lane).await;

@@ -24,6 +24,26 @@ pub(super) const JITTER: Duration = Duration::from_millis(50);
 /// How long one bare connect may take (a host that drops packets rather than refusing).
 const CONNECT_LIMIT: Duration = Duration::from_millis(250);
 
+/// A lane's watch, if any: stopped when the lane's next attempt starts, when another replaces
+/// it, and when it is dropped.
+#[derive(Default)]
+pub(super) struct Watch(Option<JoinHandle<()>>);
+
+impl Watch {
+    /// Stops the watch (if any).
+    pub(super) fn stop(&mut self) {
+        if let Some(task) = self.0.take() {
+            task.abort();
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Watches `address` until it accepts a TCP connection, then asks for lane `lane`'s attempt of
 /// `generation` (ignored if it is stale by then). Ends when the address does not resolve.
 pub(super) fn watch(
@@ -31,8 +51,8 @@ pub(super) fn watch(
     supervisor: ActorRef<SupervisorMsg>,
     lane: usize,
     generation: u64,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
+) -> Watch {
+    Watch(Some(tokio::spawn(async move {
         let Ok(resolved) = tokio::net::lookup_host((address.host.as_str(), address.port)).await
         else {
             return;
@@ -60,5 +80,5 @@ pub(super) fn watch(
         tokio::time::sleep(JITTER.mul_f64(fastrand::f64())).await;
         // A supervisor that is gone has no lane to reconnect.
         let _ = supervisor.send_message(SupervisorMsg::Reconnect { lane, generation });
-    })
+    })))
 }

@@ -150,15 +150,8 @@ impl SupervisorActor {
             state.published = None;
         }
         self.schedule_reconnect(myself, state, lane, delay);
-        // Nothing listens: watch the port rather than wait out the whole step.
-        let address = (failure.kind == FailureKind::Refused && !storming && delay > comeback::POLL)
-            .then(|| state.topology.fixed_address(&state.core.config))
-            .flatten();
-        if let Some(address) = address {
-            let lane_state = &mut state.lanes[lane];
-            let generation = lane_state.generation;
-            lane_state.comeback = Some(comeback::watch(address, myself.clone(), lane, generation));
-        }
+        let refused = failure.kind == FailureKind::Refused && !storming;
+        watch_if_refused(myself, state, lane, refused, delay);
     }
 
     pub(super) fn schedule_reconnect(
@@ -174,11 +167,29 @@ impl SupervisorActor {
         if let Some(t) = lane_state.reconnect_timer.take() {
             t.abort();
         }
-        if let Some(w) = lane_state.comeback.take() {
-            w.abort();
-        }
+        lane_state.comeback.stop();
         lane_state.reconnect_timer =
             Some(myself.send_after(delay, move || SupervisorMsg::Reconnect { lane, generation }));
+    }
+}
+
+/// After an attempt `refused` at the TCP level (nothing listens; not during a storm), with the
+/// next attempt `delay` away: watch the port rather than wait out the whole step
+/// (`comeback`), where the topology has one address to watch.
+fn watch_if_refused(
+    myself: &ActorRef<SupervisorMsg>,
+    state: &mut SupervisorState,
+    lane: usize,
+    refused: bool,
+    delay: Duration,
+) {
+    let address = (refused && delay > comeback::POLL)
+        .then(|| state.topology.fixed_address(&state.core.config))
+        .flatten();
+    if let Some(address) = address {
+        let lane_state = &mut state.lanes[lane];
+        let generation = lane_state.generation;
+        lane_state.comeback = comeback::watch(address, myself.clone(), lane, generation);
     }
 }
 
